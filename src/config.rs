@@ -1,0 +1,360 @@
+//! Typed configuration: one serde struct per component, each field with a default.
+//!
+//! The file is TOML (`config/estuary.toml`). Every section and key is optional; with no
+//! file at all the node runs on defaults: SRT on `:9000`, HTTP on `:8080`, one open
+//! stream named `demo` with no passphrase.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// Default SRT listen address.
+pub const DEFAULT_SRT_LISTEN: &str = "0.0.0.0:9000";
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+/// Default SRT receive latency (the jitter buffer SRT keeps for retransmissions).
+pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
+/// Default number of concurrent SRT connections (publishers and pending handshakes).
+pub const DEFAULT_MAX_PUBLISHERS: usize = 64;
+/// Default LL-HLS part target.
+pub const DEFAULT_PART_TARGET: Duration = Duration::from_millis(200);
+/// Default segment target (passthrough follows the source GOP, at least this long).
+pub const DEFAULT_SEGMENT_TARGET: Duration = Duration::from_secs(1);
+/// Default number of segments a media playlist lists.
+pub const DEFAULT_WINDOW_SEGMENTS: usize = 12;
+/// Default cache bound in bytes.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Default longest wait of a blocking playlist reload or preload-hinted part.
+pub const DEFAULT_BLOCKING_TIMEOUT: Duration = Duration::from_secs(6);
+/// Default max-age of immutable media objects.
+pub const DEFAULT_MEDIA_MAX_AGE: Duration = Duration::from_secs(60);
+/// Default cap on concurrent HTTP connections.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 20_000;
+/// Default time a stream with no data is considered dead.
+pub const DEFAULT_INGEST_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time to wait for a video track before refusing a stream.
+pub const DEFAULT_NO_VIDEO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default shutdown grace period.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A configuration error; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path that was read.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or had an unknown key or a wrong type.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The path that was read.
+        path: PathBuf,
+        /// The parser's error, which names the key.
+        source: Box<toml::de::Error>,
+    },
+    /// A value parsed but is out of range.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid {
+        /// Dotted key, for example `hls.part_target`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SRT ingest.
+    pub srt: SrtConfig,
+    /// HTTP serving.
+    pub http: HttpConfig,
+    /// LL-HLS packaging.
+    pub hls: HlsConfig,
+    /// The in-memory media cache.
+    pub cache: CacheConfig,
+    /// Configured streams, by name. The name is what appears in the SRT streamid and URLs.
+    pub streams: BTreeMap<String, StreamConfig>,
+    /// Let any stream name publish without a passphrase (development only).
+    pub allow_unknown_streams: bool,
+    /// Shutdown grace period.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            srt: SrtConfig::default(),
+            http: HttpConfig::default(),
+            hls: HlsConfig::default(),
+            cache: CacheConfig::default(),
+            streams: BTreeMap::new(),
+            allow_unknown_streams: false,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// SRT ingest settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrtConfig {
+    /// UDP address the SRT listener binds.
+    pub listen: SocketAddr,
+    /// SRT receive latency.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Cap on concurrent SRT connections.
+    pub max_connections: usize,
+    /// A publisher that sends nothing for this long is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A stream that shows no video track within this time is refused.
+    #[serde(with = "humantime_serde")]
+    pub no_video_timeout: Duration,
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_SRT_LISTEN.parse().expect("valid default"),
+            latency: DEFAULT_SRT_LATENCY,
+            max_connections: DEFAULT_MAX_PUBLISHERS,
+            idle_timeout: DEFAULT_INGEST_IDLE_TIMEOUT,
+            no_video_timeout: DEFAULT_NO_VIDEO_TIMEOUT,
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// TCP address the HTTP server binds (HTTP/1.1 and h2c, or h2 + HTTP/1.1 over TLS).
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the server speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Cap on concurrent connections.
+    pub max_connections: usize,
+    /// Value of `Access-Control-Allow-Origin`.
+    pub cors_origin: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default"),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            cors_origin: "*".into(),
+        }
+    }
+}
+
+/// LL-HLS packaging settings. The part target is fixed for the life of a stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Part target duration (`EXT-X-PART-INF:PART-TARGET`).
+    #[serde(with = "humantime_serde")]
+    pub part_target: Duration,
+    /// Segment target; passthrough segments follow the source GOP and are at least this long.
+    #[serde(with = "humantime_serde")]
+    pub segment_target: Duration,
+    /// Number of segments each media playlist lists.
+    pub window_segments: usize,
+    /// Longest wait for a blocking reload or a preload-hinted part.
+    #[serde(with = "humantime_serde")]
+    pub blocking_timeout: Duration,
+    /// `max-age` of parts, segments and init segments.
+    #[serde(with = "humantime_serde")]
+    pub media_max_age: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            part_target: DEFAULT_PART_TARGET,
+            segment_target: DEFAULT_SEGMENT_TARGET,
+            window_segments: DEFAULT_WINDOW_SEGMENTS,
+            blocking_timeout: DEFAULT_BLOCKING_TIMEOUT,
+            media_max_age: DEFAULT_MEDIA_MAX_AGE,
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Upper bound of the media cache, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+        }
+    }
+}
+
+/// One configured stream.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// SRT passphrase (10–79 characters). Without it the stream takes unencrypted publishers.
+    pub passphrase: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, or the key that is wrong.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text and validates it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key that is wrong.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and cross-field rules.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let h = &self.hls;
+        if h.part_target < Duration::from_millis(50) || h.part_target > Duration::from_secs(2) {
+            return Err(invalid("hls.part_target", "must be between 50ms and 2s"));
+        }
+        if h.segment_target < h.part_target * 2 || h.segment_target > Duration::from_secs(10) {
+            return Err(invalid(
+                "hls.segment_target",
+                "must be at least twice hls.part_target and at most 10s",
+            ));
+        }
+        if !(3..=100).contains(&h.window_segments) {
+            return Err(invalid("hls.window_segments", "must be between 3 and 100"));
+        }
+        if h.blocking_timeout < Duration::from_millis(100) || h.blocking_timeout > Duration::from_secs(60) {
+            return Err(invalid("hls.blocking_timeout", "must be between 100ms and 60s"));
+        }
+        if self.cache.max_bytes < 8 * 1024 * 1024 {
+            return Err(invalid("cache.max_bytes", "must be at least 8 MiB"));
+        }
+        if self.srt.max_connections == 0 {
+            return Err(invalid("srt.max_connections", "must be at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(invalid(
+                "http.tls_cert",
+                "http.tls_cert and http.tls_key go together",
+            ));
+        }
+        for (name, s) in &self.streams {
+            if crate::ingest::streamid::validate_name(name).is_err() {
+                return Err(invalid(
+                    format!("streams.{name}"),
+                    "stream names are 1-64 characters of [A-Za-z0-9_-]",
+                ));
+            }
+            if let Some(p) = &s.passphrase {
+                if !(10..=79).contains(&p.len()) {
+                    return Err(invalid(
+                        format!("streams.{name}.passphrase"),
+                        "an SRT passphrase is 10 to 79 characters",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The config used when no file is given: one open stream `demo`.
+    pub fn builtin() -> Self {
+        let mut cfg = Config::default();
+        cfg.streams.insert("demo".into(), StreamConfig::default());
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        let cfg = Config::from_toml(
+            r#"
+            [hls]
+            part_target = "250ms"
+            segment_target = "2s"
+            [cache]
+            max_bytes = 67108864
+            [streams.cam1]
+            passphrase = "0123456789abc"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.hls.part_target, Duration::from_millis(250));
+        assert_eq!(cfg.hls.segment_target, Duration::from_secs(2));
+        assert_eq!(cfg.cache.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            cfg.streams["cam1"].passphrase.as_deref(),
+            Some("0123456789abc")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[hls]\npart_target = \"10ms\"").unwrap_err();
+        assert!(e.to_string().contains("hls.part_target"), "{e}");
+        let e = Config::from_toml("[streams.x]\npassphrase = \"short\"").unwrap_err();
+        assert!(e.to_string().contains("streams.x.passphrase"), "{e}");
+        let e = Config::from_toml("[hls]\nbogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::from_toml("[hls]\npart_target = \"soon\"").unwrap_err();
+        assert!(e.to_string().contains("part_target"), "{e}");
+        let e = Config::from_toml("[streams.\"a b\"]").unwrap_err();
+        assert!(e.to_string().contains("streams.a b"), "{e}");
+    }
+}

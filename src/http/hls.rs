@@ -1,0 +1,294 @@
+//! LL-HLS routes: playlists with blocking reload and delta updates, and media objects
+//! with blocking preload-hinted parts.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{header, Response, StatusCode};
+use tokio::{sync::watch, time::Instant};
+
+use super::{full, text, AppState, Body, ChunksBody};
+use crate::store::{ObjectKind, PartState, RenditionView};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+
+fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
+    let mut r = full(StatusCode::OK, PLAYLIST_TYPE, body);
+    // A blocking request names a future playlist; any answer to it stays valid briefly,
+    // so caches between us and players may hold it (Apple's LL-HLS guidance).
+    let cc = if blocking { "public, max-age=2" } else { "no-cache" };
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cc));
+    r
+}
+
+/// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
+pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Response<Body> {
+    let Some(entry) = state.store.stream(stream) else {
+        return text(StatusCode::NOT_FOUND, "no such stream");
+    };
+    let mut rx = entry.multivariant();
+    let wait = state.cfg.hls.blocking_timeout;
+    let text_now = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+        Ok(Ok(v)) => v.clone(),
+        _ => None,
+    };
+    match text_now {
+        Some(t) => playlist_response(t, false),
+        None => text(StatusCode::NOT_FOUND, "stream has no media yet"),
+    }
+}
+
+/// Query parameters of a media playlist request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    pub msn: Option<u64>,
+    pub part: Option<u64>,
+    pub skip: bool,
+}
+
+/// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip` (RFC 8216bis §6.2.5). Other parameters
+/// are ignored, as the draft asks of servers.
+pub(crate) fn parse_delivery(query: Option<&str>) -> Result<Delivery, &'static str> {
+    let mut d = Delivery::default();
+    let Some(q) = query else { return Ok(d) };
+    if q.len() > 1024 {
+        return Err("query too long");
+    }
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        let num = |v: &str| {
+            if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                Err("not a decimal integer")
+            } else {
+                v.parse::<u64>().map_err(|_| "not a decimal integer")
+            }
+        };
+        match k.as_ref() {
+            "_HLS_msn" => d.msn = Some(num(&v).map_err(|_| "_HLS_msn must be a decimal integer")?),
+            "_HLS_part" => d.part = Some(num(&v).map_err(|_| "_HLS_part must be a decimal integer")?),
+            "_HLS_skip" => match v.as_ref() {
+                "YES" | "v2" => d.skip = true,
+                _ => return Err("_HLS_skip must be YES or v2"),
+            },
+            _ => {}
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err("_HLS_part requires _HLS_msn");
+    }
+    Ok(d)
+}
+
+/// `GET /live/{stream}/{rendition}/index.m3u8[?_HLS_msn=&_HLS_part=&_HLS_skip=]`.
+pub(super) async fn media_playlist(
+    state: &Arc<AppState>,
+    stream: &str,
+    rendition: &str,
+    query: Option<&str>,
+) -> Response<Body> {
+    let d = match parse_delivery(query) {
+        Ok(d) => d,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let Some(mut rx) = state.store.stream(stream).and_then(|e| e.rendition(rendition)) else {
+        return text(StatusCode::NOT_FOUND, "no such rendition");
+    };
+    let pick = |v: &RenditionView| if d.skip { v.delta.clone() } else { v.playlist.clone() };
+    let Some(msn) = d.msn else {
+        let v = rx.borrow().clone();
+        return playlist_response(pick(&v), false);
+    };
+    let view = rx.borrow().clone();
+    // "If the _HLS_msn is greater than the Media Sequence Number of the last Media Segment
+    // in the current Playlist plus two ... the Server SHOULD immediately return Bad Request"
+    // (§6.2.5.2); a part index past what one segment can hold is equally impossible.
+    let last_msn = view.last.map_or(view.media_sequence, |(m, _)| m);
+    if msn > last_msn + 2 {
+        return text(StatusCode::BAD_REQUEST, "_HLS_msn is too far in the future");
+    }
+    let max_parts = max_parts_per_segment(state, &view);
+    if d.part.is_some_and(|p| p >= max_parts) {
+        return text(StatusCode::BAD_REQUEST, "_HLS_part is out of range");
+    }
+    if view.has(msn, d.part) {
+        return playlist_response(pick(&view), true);
+    }
+    // "the server SHOULD hold the request ... for up to three times the Target Duration";
+    // past that it answers 503.
+    let wait = state
+        .cfg
+        .hls
+        .blocking_timeout
+        .min(Duration::from_secs(view.target_duration.max(1) * 3));
+    let started = Instant::now();
+    let r = tokio::time::timeout(wait, rx.wait_for(|v| v.has(msn, d.part))).await;
+    state
+        .metrics
+        .http_blocking_wait
+        .with_label_values(&["playlist"])
+        .observe(started.elapsed().as_secs_f64());
+    match r {
+        Ok(Ok(v)) => playlist_response(pick(&v), true),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the requested segment or part did not appear in time",
+        ),
+    }
+}
+
+fn max_parts_per_segment(state: &AppState, view: &RenditionView) -> u64 {
+    let td = Duration::from_secs(view.target_duration.max(1)) * 2;
+    (td.as_nanos() / state.cfg.hls.part_target.as_nanos().max(1)) as u64 + 2
+}
+
+enum File {
+    Init,
+    Segment,
+    Part(u64, u64),
+}
+
+fn parse_file(name: &str) -> Option<File> {
+    if name == "init.mp4" || (name.starts_with("init-") && name.ends_with(".mp4")) {
+        return Some(File::Init);
+    }
+    let stem = name.strip_suffix(".m4s")?;
+    let num = |s: &str| {
+        (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match stem.split_once('.') {
+        None => num(stem).map(|_| File::Segment),
+        Some((m, p)) => Some(File::Part(num(m)?, num(p)?)),
+    }
+}
+
+fn object_response(
+    state: &AppState,
+    kind: ObjectKind,
+    chunks: Arc<[Bytes]>,
+) -> Response<Body> {
+    let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    let ct = if kind == ObjectKind::Init { "video/mp4" } else { "video/iso.segment" };
+    let cc = format!(
+        "public, max-age={}, immutable",
+        state.cfg.hls.media_max_age.as_secs()
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, ct)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CACHE_CONTROL, cc)
+        .body(ChunksBody::new(chunks).boxed())
+        .expect("valid response")
+}
+
+/// `GET /live/{stream}/{rendition}/{init.mp4 | N.m4s | N.P.m4s}`.
+pub(super) async fn object(
+    state: &Arc<AppState>,
+    stream: &str,
+    rendition: &str,
+    file: &str,
+) -> (&'static str, Response<Body>) {
+    let Some(parsed) = parse_file(file) else {
+        return ("other", text(StatusCode::NOT_FOUND, "not found"));
+    };
+    let route = match parsed {
+        File::Init => "init",
+        File::Segment => "segment",
+        File::Part(..) => "part",
+    };
+    let key = format!("{stream}/{rendition}/{file}");
+    if let Some(obj) = state.store.objects.get(&key) {
+        return (route, object_response(state, obj.kind, obj.chunks));
+    }
+    let Some(rx) = state.store.stream(stream).and_then(|e| e.rendition(rendition)) else {
+        return (route, text(StatusCode::NOT_FOUND, "no such rendition"));
+    };
+    let resp = match parsed {
+        File::Init => {
+            let v = rx.borrow().clone();
+            match v.inits.iter().find(|(u, _)| u == file) {
+                Some((_, b)) => object_response(state, ObjectKind::Init, vec![b.clone()].into()),
+                None => text(StatusCode::NOT_FOUND, "no such init segment"),
+            }
+        }
+        File::Segment => text(StatusCode::NOT_FOUND, "no such segment"),
+        File::Part(msn, part) => blocking_part(state, rx, &key, msn, part).await,
+    };
+    (route, resp)
+}
+
+/// A part that is not there yet: the preload hint names the next one, and a request for
+/// it is held until it is complete ("the server MUST ... block", §6.2.6).
+async fn blocking_part(
+    state: &AppState,
+    mut rx: watch::Receiver<Arc<RenditionView>>,
+    key: &str,
+    msn: u64,
+    part: u64,
+) -> Response<Body> {
+    let view = rx.borrow().clone();
+    let horizon = view.open.map_or(view.media_sequence, |(m, _)| m).max(
+        view.segments.last().map_or(0, |(m, _)| m + 1),
+    );
+    if msn > horizon + 1 || part >= max_parts_per_segment(state, &view) {
+        return text(StatusCode::NOT_FOUND, "part is too far in the future");
+    }
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        state.cfg.hls.blocking_timeout,
+        rx.wait_for(|v| v.part_state(msn, part) != PartState::Pending),
+    )
+    .await;
+    state
+        .metrics
+        .http_blocking_wait
+        .with_label_values(&["part"])
+        .observe(started.elapsed().as_secs_f64());
+    match r {
+        Ok(Ok(v)) if v.part_state(msn, part) == PartState::Ready => {
+            drop(v);
+            match state.store.objects.get(key) {
+                Some(obj) => object_response(state, obj.kind, obj.chunks),
+                None => text(StatusCode::NOT_FOUND, "part was evicted"),
+            }
+        }
+        Ok(_) => text(StatusCode::NOT_FOUND, "part will not be produced"),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "part did not appear in time"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_directives() {
+        assert_eq!(parse_delivery(None), Ok(Delivery::default()));
+        assert_eq!(
+            parse_delivery(Some("_HLS_msn=12&_HLS_part=3&_HLS_skip=YES&x=1")),
+            Ok(Delivery { msn: Some(12), part: Some(3), skip: true })
+        );
+        assert!(parse_delivery(Some("_HLS_part=3")).is_err());
+        assert!(parse_delivery(Some("_HLS_msn=-1")).is_err());
+        assert!(parse_delivery(Some("_HLS_msn=1e3")).is_err());
+        assert!(parse_delivery(Some("_HLS_msn=99999999999999999999")).is_err());
+        assert!(parse_delivery(Some("_HLS_msn=")).is_err());
+        assert!(parse_delivery(Some("_HLS_skip=NO")).is_err());
+        assert!(parse_delivery(Some(&"a".repeat(2000))).is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(matches!(parse_file("init.mp4"), Some(File::Init)));
+        assert!(matches!(parse_file("init-2.mp4"), Some(File::Init)));
+        assert!(matches!(parse_file("12.m4s"), Some(File::Segment)));
+        assert!(matches!(parse_file("12.3.m4s"), Some(File::Part(12, 3))));
+        assert!(parse_file("12.3.4.m4s").is_none());
+        assert!(parse_file("+1.m4s").is_none());
+        assert!(parse_file(".m4s").is_none());
+        assert!(parse_file("x.mp4").is_none());
+    }
+}

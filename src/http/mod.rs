@@ -1,0 +1,275 @@
+//! The HTTP server: HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or h2 over TLS by
+//! ALPN), routing, LL-HLS blocking semantics, cache headers and CORS.
+
+mod body;
+mod hls;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, live::Hub, metrics::Metrics, store::Store};
+
+pub use body::ChunksBody;
+
+/// The response body type of every route.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The TCP listener could not bind.
+    #[error("cannot bind HTTP listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The certificate or key could not be loaded.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Everything a request handler reads.
+pub struct AppState {
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// Media objects and live state.
+    pub store: Store,
+    /// Live streams.
+    pub hub: Arc<Hub>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The registry `/metrics` renders.
+    pub registry: prometheus::Registry,
+    /// The memory cache, for its size gauge.
+    pub cache: crate::store::MemoryStore,
+}
+
+/// A bound HTTP server.
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds the listener and loads TLS material if configured.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the address is taken or the certificate cannot be read.
+    pub async fn bind(state: Arc<AppState>) -> Result<Self, HttpError> {
+        let addr = state.cfg.http.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError::Bind { addr, source })?;
+        let tls = match (&state.cfg.http.tls_cert, &state.cfg.http.tls_key) {
+            (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+            _ => None,
+        };
+        Ok(Self {
+            listener,
+            tls,
+            state,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    /// Serves until `token` is cancelled, then lets open connections finish within the
+    /// grace period.
+    pub async fn run(self, token: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.state.cfg.http.max_connections));
+        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        loop {
+            let (tcp, remote) = tokio::select! {
+                () = token.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "connection limit reached, closing");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let state = self.state.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
+            });
+            match &self.tls {
+                None => {
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .into_owned();
+                    let fut = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ = fut.await;
+                    });
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let builder = builder.clone();
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let tls = tokio::select! {
+                            r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => r,
+                            () = token.cancelled() => return,
+                        };
+                        let Ok(Ok(tls)) = tls else {
+                            tracing::debug!(%remote, "TLS handshake failed");
+                            return;
+                        };
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            () = token.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        let grace = self.state.cfg.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("HTTP connections still open after the grace period");
+        }
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, HttpError> {
+    use std::io::BufReader;
+    let read = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .map_err(|e| HttpError::Tls(format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut read(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HttpError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = rustls_pemfile::private_key(&mut read(key)?)
+        .map_err(|e| HttpError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| HttpError::Tls(format!("{}: no private key", key.display())))?;
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| HttpError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| HttpError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// A response with a fixed body.
+pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("valid response")
+}
+
+/// A plain-text error response.
+pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = full(status, "text/plain; charset=utf-8", format!("{msg}\n"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let head = req.method() == Method::HEAD;
+    let (route, mut resp) = route(&state, req).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, resp.status().as_str()])
+        .inc();
+    let h = resp.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&state.cfg.http.cors_origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if head {
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, http_body_util::Empty::new().boxed());
+    }
+    if resp.status().is_server_error() {
+        tracing::debug!(path = %path, status = %resp.status(), "request failed");
+    }
+    resp
+}
+
+async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    if req.method() == Method::OPTIONS {
+        let r = Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, POST, OPTIONS")
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "*")
+            .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+            .body(http_body_util::Empty::new().boxed())
+            .expect("valid");
+        return ("preflight", r);
+    }
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match segs.as_slice() {
+        ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
+        ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
+        ["metrics"] if is_get => ("metrics", metrics(state)),
+        ["live", stream, "index.m3u8"] if is_get => {
+            ("multivariant", hls::multivariant(state, stream).await)
+        }
+        ["live", stream, rendition, "index.m3u8"] if is_get => (
+            "media_playlist",
+            hls::media_playlist(state, stream, rendition, req.uri().query()).await,
+        ),
+        ["live", stream, rendition, file] if is_get => {
+            hls::object(state, stream, rendition, file).await
+        }
+        _ if !is_get => ("other", text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    use prometheus::Encoder;
+    state.metrics.cache_bytes.set(state.cache.weighted_size() as i64);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let enc = prometheus::TextEncoder::new();
+    if let Err(e) = enc.encode(&state.registry.gather(), &mut buf) {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    full(StatusCode::OK, enc.format_type(), buf)
+}

@@ -1,0 +1,237 @@
+//! SRT ingest: the listener, publish authorisation at the handshake, one task per
+//! publisher.
+//!
+//! A caller's streamid is read before the handshake completes, so an unknown stream, a
+//! wrong or missing passphrase, or a stream that already has a publisher never gets a
+//! connection.
+
+pub mod streamid;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use srt_protocol::{
+    options::KeySize,
+    packet::{RejectReason, ServerRejectReason},
+    settings::KeySettings,
+};
+use srt_tokio::{options::Passphrase, ConnectionRequest, SrtListener, SrtSocket};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{config::Config, live::Hub, metrics::Metrics};
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The UDP socket or SRT listener could not bind.
+    #[error("cannot bind SRT listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The SRT listener.
+pub struct Ingest {
+    cfg: Arc<Config>,
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    listener: SrtListener,
+    incoming: srt_tokio::SrtIncoming,
+    local: SocketAddr,
+}
+
+enum Decision {
+    Accept(Option<KeySettings>),
+    Reject(&'static str, ServerRejectReason),
+}
+
+impl Ingest {
+    /// Binds the listener.
+    ///
+    /// # Errors
+    /// [`IngestError::Bind`] when the address is taken or invalid.
+    pub async fn bind(cfg: Arc<Config>, hub: Arc<Hub>, metrics: Metrics) -> Result<Self, IngestError> {
+        let addr = cfg.srt.listen;
+        let bind_err = |source| IngestError::Bind { addr, source };
+        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
+        let local = udp.local_addr().map_err(bind_err)?;
+        let (listener, incoming) = SrtListener::builder()
+            .latency(cfg.srt.latency)
+            .socket(udp)
+            .bind(local)
+            .await
+            .map_err(bind_err)?;
+        Ok(Self {
+            cfg,
+            hub,
+            metrics,
+            listener,
+            incoming,
+            local,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts publishers until `token` is cancelled, then waits for their sessions to end.
+    pub async fn run(mut self, token: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.cfg.srt.max_connections));
+        let tracker = TaskTracker::new();
+        loop {
+            let req = tokio::select! {
+                () = token.cancelled() => break,
+                r = self.incoming.incoming().next() => match r {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            let remote = req.remote();
+            let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
+            let span = tracing::info_span!("publisher", %remote, streamid = %sid);
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                self.refuse(req, "overload", ServerRejectReason::Overload, &span);
+                continue;
+            };
+            let name = match streamid::parse(&sid) {
+                Ok(r) => r.name,
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "bad streamid"));
+                    self.refuse(req, "bad_streamid", ServerRejectReason::BadRequest, &span);
+                    continue;
+                }
+            };
+            let key = match self.decide(&name, req.key_size()) {
+                Decision::Accept(k) => k,
+                Decision::Reject(why, code) => {
+                    self.refuse(req, why, code, &span);
+                    continue;
+                }
+            };
+            let session = match self.hub.publish(&name) {
+                Ok(s) => s,
+                Err(crate::live::PublishError::AlreadyLive(_)) => {
+                    self.refuse(req, "already_publishing", ServerRejectReason::Conflict, &span);
+                    continue;
+                }
+                Err(e) => {
+                    span.in_scope(|| tracing::error!(error = %e, "cannot start media pipeline"));
+                    self.refuse(req, "pipeline", ServerRejectReason::InternalServerError, &span);
+                    continue;
+                }
+            };
+            let (cfg, metrics, token) = (self.cfg.clone(), self.metrics.clone(), token.clone());
+            tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    match req.accept(key).await {
+                        Ok(socket) => {
+                            tracing::info!(stream = %name, "publisher connected");
+                            publish(socket, &name, &session, &cfg, &metrics, token).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "handshake did not complete"),
+                    }
+                    if let Some(e) = session.finish().await {
+                        metrics.stream_errors.with_label_values(&[e.reason()]).inc();
+                        tracing::error!(stream = %name, error = %e, "stream torn down");
+                    }
+                    tracing::info!(stream = %name, "publisher gone");
+                }
+                .instrument(span),
+            );
+        }
+        self.listener.close().await;
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    fn decide(&self, name: &str, caller_key: KeySize) -> Decision {
+        let Some(stream) = self.cfg.streams.get(name) else {
+            if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified {
+                return Decision::Accept(None);
+            }
+            return Decision::Reject("unknown_stream", ServerRejectReason::Notfound);
+        };
+        match (&stream.passphrase, caller_key) {
+            (None, KeySize::Unspecified) => Decision::Accept(None),
+            // srt-protocol panics when a caller sends key material that the listener did not
+            // expect, so an encrypted caller on an open stream is refused here.
+            (None, _) => Decision::Reject("unexpected_encryption", ServerRejectReason::BadMode),
+            (Some(_), KeySize::Unspecified) => {
+                Decision::Reject("missing_passphrase", ServerRejectReason::Unauthorized)
+            }
+            (Some(p), size) => match Passphrase::try_from(p.clone()) {
+                // Match the caller's key size; a wrong passphrase then fails the key
+                // unwrap in the handshake (SRT_REJ_BADSECRET) and never connects.
+                Ok(passphrase) => Decision::Accept(Some(KeySettings {
+                    key_size: size,
+                    passphrase,
+                })),
+                Err(_) => Decision::Reject("bad_config", ServerRejectReason::InternalServerError),
+            },
+        }
+    }
+
+    fn refuse(&self, req: ConnectionRequest, why: &'static str, code: ServerRejectReason, span: &tracing::Span) {
+        span.in_scope(|| tracing::warn!(reason = why, "publisher refused"));
+        self.metrics.srt_rejected.with_label_values(&[why]).inc();
+        tokio::spawn(async move {
+            let _ = req.reject(RejectReason::Server(code)).await;
+        });
+    }
+}
+
+/// Moves bytes from the SRT socket into the session until either side ends.
+async fn publish(
+    mut socket: SrtSocket,
+    name: &str,
+    session: &crate::live::Session,
+    cfg: &Config,
+    metrics: &Metrics,
+    token: CancellationToken,
+) {
+    let bytes_ctr = metrics.ingest_bytes.with_label_values(&[name]);
+    let mut stats = socket.statistics().clone();
+    let (mut lost, mut retrans, mut dropped) = (0u64, 0u64, 0u64);
+    let idle = cfg.srt.idle_timeout;
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            () = session.failed().cancelled() => break,
+            item = tokio::time::timeout(idle, socket.next()) => match item {
+                Ok(Some(Ok((_, data)))) => {
+                    bytes_ctr.inc_by(data.len() as u64);
+                    session.push(data);
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "SRT receive error");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(idle = ?idle, "publisher idle, disconnecting");
+                    metrics.stream_errors.with_label_values(&["idle"]).inc();
+                    break;
+                }
+            },
+            Some(s) = stats.next() => {
+                metrics.srt_rtt_ms.with_label_values(&[name]).set(s.rx_average_rtt.as_millis() as i64);
+                let inc = |c: &prometheus::IntCounterVec, last: &mut u64, now: u64| {
+                    c.with_label_values(&[name]).inc_by(now.saturating_sub(*last));
+                    *last = now;
+                };
+                inc(&metrics.srt_lost_packets, &mut lost, s.rx_loss_data);
+                inc(&metrics.srt_retransmits, &mut retrans, s.rx_retransmit_data);
+                inc(&metrics.srt_dropped_packets, &mut dropped, s.rx_dropped_data);
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close_and_finish()).await;
+}

@@ -1,0 +1,25 @@
+//! # Estuary
+//!
+//! An edge node for interactive low-latency live streaming: SRT in, CMAF LL-HLS out.
+//!
+//! # Layout
+//! - [`config`]: typed TOML configuration with defaults and `validate()`.
+//! - [`ingest`]: the SRT listener, streamid parsing and publish authorisation.
+//! - [`media`]: GStreamer pipelines (tsdemux, parsers, cmafmux) producing CMAF chunks.
+//! - [`packager`]: the pure segmenter and playlist renderer.
+//! - [`live`]: one stream's session glue: pipeline output → packager → store.
+//! - [`store`]: the moka media cache and per-rendition live state.
+//! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
+//! - [`metrics`]: metric families registered on a passed-down registry.
+//! - [`node`]: builds the components and runs them until shutdown.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod live;
+pub mod media;
+pub mod metrics;
+pub mod node;
+pub mod packager;
+pub mod store;

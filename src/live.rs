@@ -1,0 +1,469 @@
+//! Live streams: the glue between a publish session's media pipeline, the packager and
+//! the store.
+//!
+//! The [`Hub`] holds every stream's packaging state between sessions, so that a publisher
+//! that reconnects continues the same media sequence (with a discontinuity). A stream is
+//! either idle (state parked in the hub) or live (state owned by its session task), which
+//! is also how a second publisher is refused.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    config::Config,
+    media::{MediaChunk, MediaConfig, MediaError, MediaEvent, Pipeline, TrackInfo, AUDIO},
+    metrics::Metrics,
+    packager::{
+        playlist::{self, AudioRendition, MediaRender, RenditionReport, Variant},
+        Chunk, ChunkKind, Output, PackagerConfig, Segmenter,
+    },
+    store::{Object, ObjectKind, RenditionView, StreamEntry, Store},
+};
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The stream already has a publisher.
+    #[error("stream {0} already has a publisher")]
+    AlreadyLive(String),
+    /// The media pipeline could not start.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+
+enum Slot {
+    Idle(Box<LiveStream>),
+    Live,
+}
+
+/// Every stream's packaging state, and the factory of publish sessions.
+pub struct Hub {
+    cfg: Arc<Config>,
+    store: Store,
+    metrics: Metrics,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Hub {
+    /// A hub publishing into `store`.
+    pub fn new(cfg: Arc<Config>, store: Store, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            store,
+            metrics,
+            slots: Mutex::default(),
+        })
+    }
+
+    /// Names of streams with a publisher now.
+    pub fn live_streams(&self) -> Vec<String> {
+        let slots = self.slots.lock().expect("not poisoned");
+        let mut v: Vec<_> = slots
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Live))
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Starts a publish session for `name`: claims the stream and starts its pipeline.
+    ///
+    /// # Errors
+    /// [`PublishError::AlreadyLive`] if the stream has a publisher; [`PublishError::Media`]
+    /// if the pipeline cannot start (the stream is released again).
+    pub fn publish(self: &Arc<Self>, name: &str) -> Result<Session, PublishError> {
+        let stream = {
+            let mut slots = self.slots.lock().expect("not poisoned");
+            match slots.insert(name.to_owned(), Slot::Live) {
+                Some(Slot::Live) => return Err(PublishError::AlreadyLive(name.to_owned())),
+                Some(Slot::Idle(s)) => s,
+                None => Box::new(LiveStream::new(
+                    name,
+                    &self.cfg,
+                    self.store.clone(),
+                    self.metrics.clone(),
+                )),
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let media_cfg = MediaConfig {
+            part_target: self.cfg.hls.part_target,
+            segment_target: self.cfg.hls.segment_target,
+        };
+        let pipeline = match Pipeline::start(name, media_cfg, tx) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release(name, stream);
+                return Err(e.into());
+            }
+        };
+        let failed = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(
+            stream
+                .run(rx, failed.clone(), stop.clone(), self.cfg.srt.no_video_timeout)
+                .instrument(tracing::info_span!("stream", stream = %name)),
+        );
+        self.metrics.publishers_active.inc();
+        Ok(Session {
+            name: name.to_owned(),
+            hub: self.clone(),
+            pipeline: Some(pipeline),
+            failed,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    fn release(&self, name: &str, stream: Box<LiveStream>) {
+        self.slots
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned(), Slot::Idle(stream));
+    }
+}
+
+/// One publisher's session. Dropping it without [`Session::finish`] leaks nothing but
+/// leaves the stream claimed; always finish.
+pub struct Session {
+    name: String,
+    hub: Arc<Hub>,
+    pipeline: Option<Pipeline>,
+    failed: CancellationToken,
+    stop: CancellationToken,
+    task: Option<JoinHandle<(Box<LiveStream>, Option<MediaError>)>>,
+}
+
+impl Session {
+    /// Feeds MPEG-TS bytes to the pipeline; never blocks.
+    pub fn push(&self, data: Bytes) {
+        if let Some(p) = &self.pipeline {
+            p.push(data);
+        }
+    }
+
+    /// Cancelled when the media side has failed and the publisher should be dropped.
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
+    }
+
+    /// Ends the session: drains the pipeline briefly, stops it, closes the open segment
+    /// with a discontinuity to follow, and parks the stream state for a reconnect.
+    /// Returns the media error that ended it, if any.
+    pub async fn finish(mut self) -> Option<MediaError> {
+        let pipeline = self.pipeline.take().expect("finish runs once");
+        if !self.failed.is_cancelled() {
+            pipeline.end_of_stream();
+        }
+        let mut task = self.task.take().expect("finish runs once");
+        // EOS flushes the last chunk out of cmafmux; do not wait on a stuck pipeline.
+        let joined = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
+        pipeline.stop().await;
+        self.stop.cancel();
+        let result = match joined {
+            Ok(r) => r,
+            Err(_) => task.await,
+        };
+        self.hub.metrics.publishers_active.dec();
+        match result {
+            Ok((stream, err)) => {
+                self.hub.release(&self.name, stream);
+                err
+            }
+            Err(e) => {
+                // The packaging task panicked: start the stream afresh next time.
+                tracing::error!(stream = %self.name, error = %e, "packaging task failed");
+                self.hub.slots.lock().expect("not poisoned").remove(&self.name);
+                None
+            }
+        }
+    }
+}
+
+struct Rendition {
+    seg: Segmenter,
+    info: Option<TrackInfo>,
+    key_prefix: String,
+}
+
+/// One stream's packaging state; lives across publish sessions.
+struct LiveStream {
+    name: String,
+    pkg: PackagerConfig,
+    renditions: BTreeMap<Arc<str>, Rendition>,
+    entry: Arc<StreamEntry>,
+    store: Store,
+    metrics: Metrics,
+    /// Maps media time to wall-clock time: (pts, wall) of the session's first chunk.
+    anchor: Option<(Duration, SystemTime)>,
+    part_ttl: Duration,
+    segment_ttl: Duration,
+}
+
+impl LiveStream {
+    fn new(name: &str, cfg: &Config, store: Store, metrics: Metrics) -> Self {
+        let pkg = PackagerConfig {
+            part_target: cfg.hls.part_target,
+            segment_target: cfg.hls.segment_target,
+            window_segments: cfg.hls.window_segments,
+            part_segments: 3,
+        };
+        // Kept a while after leaving the playlist, so a player that just read it never
+        // meets a 404. Target durations are bounded by validate() (at most 10 s).
+        let slack = Duration::from_secs(30);
+        let seg_max = cfg.hls.segment_target.max(Duration::from_secs(4));
+        Self {
+            name: name.to_owned(),
+            pkg,
+            renditions: BTreeMap::new(),
+            entry: store.stream_or_create(name),
+            store,
+            metrics,
+            anchor: None,
+            part_ttl: seg_max * (pkg.part_segments as u32 + 2) + slack,
+            segment_ttl: seg_max * (cfg.hls.window_segments as u32 + 2) + slack,
+        }
+    }
+
+    async fn run(
+        mut self: Box<Self>,
+        mut rx: mpsc::UnboundedReceiver<MediaEvent>,
+        failed: CancellationToken,
+        stop: CancellationToken,
+        no_video_timeout: Duration,
+    ) -> (Box<Self>, Option<MediaError>) {
+        self.anchor = None;
+        let mut error = None;
+        let mut video_seen = false;
+        let no_video = tokio::time::sleep(no_video_timeout);
+        tokio::pin!(no_video);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(MediaEvent::Track { rendition, info }) => {
+                        video_seen |= !info.audio;
+                        tracing::info!(rendition = %rendition, codecs = %info.codecs, resolution = ?info.resolution, "track");
+                        self.rendition(&rendition).info = Some(info);
+                    }
+                    Some(MediaEvent::Chunk { rendition, chunk }) => self.on_chunk(&rendition, chunk),
+                    Some(MediaEvent::Error(e)) => {
+                        if error.is_none() {
+                            error = Some(e);
+                            failed.cancel();
+                        }
+                    }
+                    Some(MediaEvent::Eos) | None => break,
+                },
+                () = &mut no_video, if !video_seen && error.is_none() => {
+                    error = Some(MediaError::NoVideo);
+                    failed.cancel();
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        for name in self.renditions.keys().cloned().collect::<Vec<_>>() {
+            let r = self.renditions.get_mut(&name).expect("listed");
+            if let Some(out) = r.seg.end_session() {
+                let prefix = r.key_prefix.clone();
+                self.store_output(&prefix, &name, out);
+            }
+        }
+        for name in self.renditions.keys().cloned().collect::<Vec<_>>() {
+            self.publish_view(&name, false);
+        }
+        self.publish_multivariant();
+        (self, error)
+    }
+
+    fn rendition(&mut self, name: &Arc<str>) -> &mut Rendition {
+        let (pkg, stream) = (self.pkg, &self.name);
+        self.renditions.entry(name.clone()).or_insert_with(|| Rendition {
+            seg: Segmenter::new(pkg),
+            info: None,
+            key_prefix: format!("{stream}/{name}/"),
+        })
+    }
+
+    fn on_chunk(&mut self, name: &Arc<str>, c: MediaChunk) {
+        let pdt = match (c.pts, c.kind) {
+            (_, ChunkKind::Init) | (None, _) => SystemTime::now(),
+            (Some(pts), _) => {
+                let (p0, w0) = *self.anchor.get_or_insert((pts, SystemTime::now()));
+                if pts >= p0 {
+                    w0 + (pts - p0)
+                } else {
+                    w0 - (p0 - pts)
+                }
+            }
+        };
+        let is_part = c.kind != ChunkKind::Init;
+        let chunk = Chunk {
+            kind: c.kind,
+            data: c.data,
+            duration: c.duration,
+            independent: **name == *AUDIO,
+            pdt,
+        };
+        let r = self.rendition(name);
+        let prefix = r.key_prefix.clone();
+        let outs = match r.seg.push(chunk) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(rendition = %name, error = %e, "chunk dropped");
+                return;
+            }
+        };
+        let mut segment_done = false;
+        for out in outs {
+            segment_done |= matches!(out, Output::Segment { .. });
+            self.store_output(&prefix, name, out);
+        }
+        self.publish_view(name, true);
+        if let (true, Some(t)) = (is_part, c.last_input) {
+            self.metrics.part_latency.observe(t.elapsed().as_secs_f64());
+        }
+        if segment_done {
+            self.publish_multivariant();
+        }
+    }
+
+    fn store_output(&self, prefix: &str, rendition: &str, out: Output) {
+        let (uri, kind, chunks, ttl) = match out {
+            Output::Init { uri, data } => (uri, ObjectKind::Init, vec![data], Duration::from_secs(86_400)),
+            Output::Part { uri, data } => {
+                self.metrics
+                    .parts
+                    .with_label_values(&[self.name.as_str(), rendition])
+                    .inc();
+                (uri, ObjectKind::Part, vec![data], self.part_ttl)
+            }
+            Output::Segment { uri, parts } => {
+                self.metrics
+                    .segments
+                    .with_label_values(&[self.name.as_str(), rendition])
+                    .inc();
+                (uri, ObjectKind::Segment, parts, self.segment_ttl)
+            }
+        };
+        self.store.objects.put(
+            format!("{prefix}{uri}"),
+            Object {
+                kind,
+                chunks: chunks.into(),
+                ttl,
+            },
+        );
+    }
+
+    fn publish_view(&self, name: &Arc<str>, live: bool) {
+        let Some(r) = self.renditions.get(name) else { return };
+        let reports: Vec<RenditionReport> = self
+            .renditions
+            .iter()
+            .filter(|(n, _)| *n != name)
+            .filter_map(|(n, o)| {
+                o.seg.last_part().map(|(m, p)| RenditionReport {
+                    uri: format!("../{n}/index.m3u8"),
+                    last_msn: m,
+                    last_part: p,
+                })
+            })
+            .collect();
+        let seg = &r.seg;
+        let full = playlist::render_media(seg, &reports, MediaRender { skip: false, live });
+        let delta = playlist::render_media(seg, &reports, MediaRender { skip: true, live });
+        let view = RenditionView {
+            playlist: Bytes::from(full),
+            delta: Bytes::from(delta),
+            last: seg.last_part(),
+            media_sequence: seg.media_sequence(),
+            segments: seg
+                .segments()
+                .iter()
+                .map(|s| (s.msn, s.parts.len() as u64))
+                .collect(),
+            open: seg.open_segment().map(|s| (s.msn, s.parts.len() as u64)),
+            target_duration: seg.target_duration(),
+            live,
+            inits: self.inits_of(name),
+            last_pdt: seg
+                .open_segment()
+                .or(seg.segments().back())
+                .map(|s| s.pdt + s.duration),
+        };
+        self.entry.publish(name, view);
+    }
+
+    fn inits_of(&self, name: &str) -> Vec<(String, Bytes)> {
+        let Some(r) = self.renditions.get(name) else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        if let Some(gen) = r.seg.init_gen() {
+            for g in 0..=gen {
+                let uri = crate::packager::init_uri(g);
+                if let Some(obj) = self.store.objects.get(&format!("{}{uri}", r.key_prefix)) {
+                    if let Some(b) = obj.chunks.first() {
+                        v.push((uri, b.clone()));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Renders the multivariant playlist once every rendition has a complete segment.
+    fn publish_multivariant(&self) {
+        if self.renditions.is_empty()
+            || self
+                .renditions
+                .values()
+                .any(|r| r.info.is_none() || r.seg.segments().is_empty())
+        {
+            return;
+        }
+        let audio = self.renditions.get(AUDIO).and_then(|r| {
+            let info = r.info.as_ref()?;
+            Some((
+                AudioRendition {
+                    uri: format!("{AUDIO}/index.m3u8"),
+                    codecs: info.codecs.clone(),
+                    channels: info.channels,
+                },
+                r.seg.bitrates().unwrap_or((0, 0)),
+            ))
+        });
+        let (a_peak, a_avg) = audio.as_ref().map_or((0, 0), |(_, b)| *b);
+        let variants: Vec<Variant> = self
+            .renditions
+            .iter()
+            .filter(|(n, _)| ***n != *AUDIO)
+            .filter_map(|(n, r)| {
+                let info = r.info.as_ref()?;
+                let (peak, avg) = r.seg.bitrates()?;
+                Some(Variant {
+                    uri: format!("{n}/index.m3u8"),
+                    bandwidth: peak + a_peak,
+                    average_bandwidth: avg + a_avg,
+                    codecs: info.codecs.clone(),
+                    resolution: info.resolution,
+                    frame_rate: info.frame_rate,
+                })
+            })
+            .collect();
+        if variants.is_empty() {
+            return;
+        }
+        let text = playlist::render_multivariant(&variants, audio.as_ref().map(|(a, _)| a));
+        self.entry.publish_multivariant(Bytes::from(text));
+    }
+}

@@ -1,0 +1,98 @@
+//! The `estuary` binary: parses the CLI, loads the config, runs the node until SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use estuary::{config::Config, node::Node};
+use tokio_util::sync::CancellationToken;
+
+/// Edge node for interactive low-latency live streaming (SRT in, LL-HLS out).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// TOML config file; without one the built-in defaults run (one open stream `demo`).
+    #[arg(short, long, env = "ESTUARY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override `http.listen`.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Override `srt.listen`.
+    #[arg(long)]
+    srt_listen: Option<SocketAddr>,
+}
+
+/// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = match &cli.config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("estuary: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => Config::builtin(),
+    };
+    if let Some(a) = cli.http_listen {
+        cfg.http.listen = a;
+    }
+    if let Some(a) = cli.srt_listen {
+        cfg.srt.listen = a;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("estuary: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let token = CancellationToken::new();
+    let grace = cfg.shutdown_grace;
+    let node = match Node::start(cfg, token.clone()).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("estuary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, "estuary listening");
+    // One machine-readable line, so tests and scripts can find ports bound as :0.
+    println!(
+        "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"}}",
+        node.http_addr, node.srt_addr
+    );
+    shutdown_signal().await;
+    tracing::info!(grace = ?grace, "shutting down");
+    token.cancel();
+    if tokio::time::timeout(grace + std::time::Duration::from_secs(1), node.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("components did not stop within the grace period");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,155 @@
+//! Metric families, registered on a registry passed down from `main` (no globals).
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric the media path records.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Publishers connected now.
+    pub publishers_active: IntGauge,
+    /// SRT callers refused at the handshake, by reason.
+    pub srt_rejected: IntCounterVec,
+    /// Payload bytes received over SRT, by stream.
+    pub ingest_bytes: IntCounterVec,
+    /// SRT round-trip time in milliseconds, by stream.
+    pub srt_rtt_ms: IntGaugeVec,
+    /// SRT packets lost (receiver side), by stream.
+    pub srt_lost_packets: IntCounterVec,
+    /// SRT retransmitted packets received, by stream.
+    pub srt_retransmits: IntCounterVec,
+    /// SRT packets dropped as too late, by stream.
+    pub srt_dropped_packets: IntCounterVec,
+    /// Streams torn down, by reason.
+    pub stream_errors: IntCounterVec,
+    /// Parts published, by stream and rendition.
+    pub parts: IntCounterVec,
+    /// Segments published, by stream and rendition.
+    pub segments: IntCounterVec,
+    /// Seconds from a part's last media arriving at ingest to the part being served.
+    pub part_latency: Histogram,
+    /// HTTP requests by route and status.
+    pub http_requests: IntCounterVec,
+    /// Seconds a blocking request waited, by route.
+    pub http_blocking_wait: HistogramVec,
+    /// Cache lookups, by result (`hit`, `miss`).
+    pub cache_lookups: IntCounterVec,
+    /// Bytes held by the media cache.
+    pub cache_bytes: IntGauge,
+    /// Cache entries evicted for size before their expiry.
+    pub cache_evicted: IntCounterVec,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+impl Metrics {
+    /// Creates the families and registers them on `r`.
+    pub fn register(r: &Registry) -> Self {
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid"))
+        };
+        Self {
+            publishers_active: reg(
+                r,
+                IntGauge::new("estuary_publishers_active", "Publishers connected now").expect("valid"),
+            ),
+            srt_rejected: cv(
+                "estuary_srt_rejected_total",
+                "SRT callers refused at the handshake",
+                &["reason"],
+            ),
+            ingest_bytes: cv(
+                "estuary_ingest_bytes_total",
+                "Payload bytes received over SRT",
+                &["stream"],
+            ),
+            srt_rtt_ms: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("estuary_srt_rtt_milliseconds", "SRT round-trip time"),
+                    &["stream"],
+                )
+                .expect("valid"),
+            ),
+            srt_lost_packets: cv(
+                "estuary_srt_lost_packets_total",
+                "SRT data packets detected lost by the receiver",
+                &["stream"],
+            ),
+            srt_retransmits: cv(
+                "estuary_srt_retransmitted_packets_total",
+                "SRT retransmitted data packets received",
+                &["stream"],
+            ),
+            srt_dropped_packets: cv(
+                "estuary_srt_dropped_packets_total",
+                "SRT data packets dropped as too late",
+                &["stream"],
+            ),
+            stream_errors: cv(
+                "estuary_stream_errors_total",
+                "Streams refused or torn down after they were accepted",
+                &["reason"],
+            ),
+            parts: cv(
+                "estuary_parts_published_total",
+                "LL-HLS parts published",
+                &["stream", "rendition"],
+            ),
+            segments: cv(
+                "estuary_segments_published_total",
+                "Media segments published",
+                &["stream", "rendition"],
+            ),
+            part_latency: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "estuary_part_publish_latency_seconds",
+                        "From the arrival at ingest of a part's last media to the part being servable",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
+                    ]),
+                )
+                .expect("valid"),
+            ),
+            http_requests: cv(
+                "estuary_http_requests_total",
+                "HTTP requests",
+                &["route", "status"],
+            ),
+            http_blocking_wait: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "estuary_http_blocking_wait_seconds",
+                        "Time blocking playlist reloads and preload-hinted parts waited",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4]),
+                    &["route"],
+                )
+                .expect("valid"),
+            ),
+            cache_lookups: cv(
+                "estuary_cache_lookups_total",
+                "Media cache lookups",
+                &["result"],
+            ),
+            cache_bytes: reg(
+                r,
+                IntGauge::new("estuary_cache_bytes", "Bytes held by the media cache").expect("valid"),
+            ),
+            cache_evicted: cv(
+                "estuary_cache_evicted_total",
+                "Media cache entries removed, by cause",
+                &["cause"],
+            ),
+        }
+    }
+}

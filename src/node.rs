@@ -1,0 +1,79 @@
+//! Builds the components from a config and runs them until the token is cancelled.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Config,
+    http::{AppState, HttpError, Server},
+    ingest::{Ingest, IngestError},
+    live::Hub,
+    media::MediaError,
+    metrics::Metrics,
+    store::{MemoryStore, Store},
+};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// GStreamer or an element is missing.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// The SRT listener could not bind.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+/// A started node.
+pub struct Node {
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where SRT listens.
+    pub srt_addr: SocketAddr,
+    tracker: TaskTracker,
+}
+
+impl Node {
+    /// Binds every listener and starts serving.
+    ///
+    /// # Errors
+    /// [`NodeError`] when a listener cannot bind or GStreamer is unusable.
+    pub async fn start(cfg: Config, token: CancellationToken) -> Result<Self, NodeError> {
+        crate::media::init()?;
+        let cfg = Arc::new(cfg);
+        let registry = prometheus::Registry::new();
+        let metrics = Metrics::register(&registry);
+        let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
+        let store = Store::new(Arc::new(cache.clone()));
+        let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
+        let ingest = Ingest::bind(cfg.clone(), hub.clone(), metrics.clone()).await?;
+        let state = Arc::new(AppState {
+            cfg: cfg.clone(),
+            store,
+            hub,
+            metrics,
+            registry,
+            cache,
+        });
+        let server = Server::bind(state).await?;
+        let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
+        let tracker = TaskTracker::new();
+        tracker.spawn(ingest.run(token.clone()));
+        tracker.spawn(server.run(token.clone()));
+        tracker.close();
+        Ok(Self {
+            http_addr,
+            srt_addr,
+            tracker,
+        })
+    }
+
+    /// Waits until every component has stopped.
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+}

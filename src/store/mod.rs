@@ -1,0 +1,367 @@
+//! The media store: a moka cache of init segments, parts and segments bounded by bytes,
+//! and the live state of every rendition behind a watch channel.
+//!
+//! The packaging side publishes into it; the HTTP side reads and waits on it. An edge
+//! tier fills the same store from an origin (the [`ObjectStore`] trait is the seam).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// What kind of object, which sets its content type and lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// An init segment (`ftyp`+`moov`): kept for the life of the stream.
+    Init,
+    /// A partial segment: listed only near the live edge.
+    Part,
+    /// A whole segment: listed for the playlist window.
+    Segment,
+}
+
+/// An immutable media object, kept as the chunks it was made of (a segment is its parts;
+/// no copy is made to join them).
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Its kind.
+    pub kind: ObjectKind,
+    /// Its bytes, in order.
+    pub chunks: Arc<[Bytes]>,
+    /// How long the store must keep it.
+    pub ttl: Duration,
+}
+
+impl Object {
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64).sum()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where media objects are kept; the upstream (edge) tier fills one too.
+pub trait ObjectStore: Send + Sync {
+    /// Stores an object under `key` (`stream/rendition/uri`).
+    fn put(&self, key: String, obj: Object);
+    /// Looks an object up.
+    fn get(&self, key: &str) -> Option<Object>;
+}
+
+struct PerObjectTtl;
+
+impl Expiry<String, Object> for PerObjectTtl {
+    fn expire_after_create(&self, _k: &String, v: &Object, _now: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// The bounded in-memory cache.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Object>,
+    metrics: Metrics,
+}
+
+impl MemoryStore {
+    /// A cache holding at most `max_bytes` of media.
+    ///
+    /// Eviction is LRU (not TinyLFU): a fresh part must always be admitted, since a
+    /// player is about to ask for it, and the oldest media is the least useful.
+    pub fn new(max_bytes: u64, metrics: Metrics) -> Self {
+        let m = metrics.clone();
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Object| {
+                u32::try_from(v.len() + k.len() as u64 + 64).unwrap_or(u32::MAX)
+            })
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(PerObjectTtl)
+            .eviction_listener(move |_k, _v, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit => "explicit",
+                    RemovalCause::Replaced => "replaced",
+                };
+                m.cache_evicted.with_label_values(&[cause]).inc();
+            })
+            .build();
+        Self { cache, metrics }
+    }
+
+    /// Bytes held now (after pending maintenance).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    fn put(&self, key: String, obj: Object) {
+        self.cache.insert(key, obj);
+    }
+
+    fn get(&self, key: &str) -> Option<Object> {
+        let r = self.cache.get(key);
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[if r.is_some() { "hit" } else { "miss" }])
+            .inc();
+        r
+    }
+}
+
+/// Whether a part exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartState {
+    /// Published: fetch it.
+    Ready,
+    /// Not yet published, and may be.
+    Pending,
+    /// Will never exist (its segment closed shorter, or it left the window).
+    Gone,
+}
+
+/// A snapshot of one rendition, replaced on every publish.
+#[derive(Debug, Clone, Default)]
+pub struct RenditionView {
+    /// The full media playlist.
+    pub playlist: Bytes,
+    /// The delta update (`_HLS_skip=YES`).
+    pub delta: Bytes,
+    /// Latest part (MSN, index).
+    pub last: Option<(u64, u64)>,
+    /// First listed MSN.
+    pub media_sequence: u64,
+    /// Complete segments in the window: (MSN, number of parts).
+    pub segments: Vec<(u64, u64)>,
+    /// The segment being built: (MSN, parts so far).
+    pub open: Option<(u64, u64)>,
+    /// Target duration in seconds.
+    pub target_duration: u64,
+    /// Whether a publisher is connected.
+    pub live: bool,
+    /// Init segments by URI (small; kept here so they outlive any cache pressure).
+    pub inits: Vec<(String, Bytes)>,
+    /// Program date time of the latest part.
+    pub last_pdt: Option<std::time::SystemTime>,
+}
+
+impl RenditionView {
+    /// Where part (msn, part) stands.
+    pub fn part_state(&self, msn: u64, part: u64) -> PartState {
+        if let Some((m, n)) = self.open {
+            if msn == m {
+                return if part < n { PartState::Ready } else { PartState::Pending };
+            }
+            if msn > m {
+                return PartState::Pending;
+            }
+        }
+        if let Some(&(_, n)) = self.segments.iter().find(|(m, _)| *m == msn) {
+            return if part < n { PartState::Ready } else { PartState::Gone };
+        }
+        if msn < self.media_sequence || self.segments.last().is_some_and(|(m, _)| msn <= *m) {
+            PartState::Gone
+        } else {
+            PartState::Pending
+        }
+    }
+
+    /// Whether the playlist already holds part (msn, part) (or a later one), which is what
+    /// a blocking reload with `_HLS_msn`/`_HLS_part` waits for.
+    pub fn has(&self, msn: u64, part: Option<u64>) -> bool {
+        let Some((lm, lp)) = self.last else {
+            return false;
+        };
+        match part {
+            None => self.segments.last().is_some_and(|(m, _)| *m >= msn) || lm > msn,
+            Some(p) => lm > msn || (lm == msn && lp >= p),
+        }
+    }
+}
+
+/// One stream's live state.
+#[derive(Debug)]
+pub struct StreamEntry {
+    renditions: RwLock<BTreeMap<String, watch::Sender<Arc<RenditionView>>>>,
+    multivariant: watch::Sender<Option<Bytes>>,
+}
+
+impl StreamEntry {
+    fn new() -> Self {
+        Self {
+            renditions: RwLock::new(BTreeMap::new()),
+            multivariant: watch::channel(None).0,
+        }
+    }
+
+    /// Publishes a rendition's new view.
+    pub fn publish(&self, rendition: &str, view: RenditionView) {
+        let view = Arc::new(view);
+        let existing = self
+            .renditions
+            .read()
+            .expect("not poisoned")
+            .get(rendition)
+            .cloned();
+        match existing {
+            Some(tx) => {
+                tx.send_replace(view);
+            }
+            None => {
+                let (tx, _) = watch::channel(view);
+                self.renditions
+                    .write()
+                    .expect("not poisoned")
+                    .insert(rendition.to_owned(), tx);
+            }
+        }
+    }
+
+    /// Subscribes to a rendition.
+    pub fn rendition(&self, name: &str) -> Option<watch::Receiver<Arc<RenditionView>>> {
+        self.renditions
+            .read()
+            .expect("not poisoned")
+            .get(name)
+            .map(watch::Sender::subscribe)
+    }
+
+    /// The latest view of a rendition.
+    pub fn view(&self, name: &str) -> Option<Arc<RenditionView>> {
+        self.renditions
+            .read()
+            .expect("not poisoned")
+            .get(name)
+            .map(|tx| tx.borrow().clone())
+    }
+
+    /// Names of the renditions.
+    pub fn rendition_names(&self) -> Vec<String> {
+        self.renditions.read().expect("not poisoned").keys().cloned().collect()
+    }
+
+    /// Publishes the multivariant playlist.
+    pub fn publish_multivariant(&self, text: Bytes) {
+        self.multivariant.send_replace(Some(text));
+    }
+
+    /// Subscribes to the multivariant playlist.
+    pub fn multivariant(&self) -> watch::Receiver<Option<Bytes>> {
+        self.multivariant.subscribe()
+    }
+}
+
+/// The store: objects plus per-stream live state.
+#[derive(Clone)]
+pub struct Store {
+    /// The object cache.
+    pub objects: Arc<dyn ObjectStore>,
+    streams: Arc<RwLock<HashMap<String, Arc<StreamEntry>>>>,
+}
+
+impl Store {
+    /// A store over an object cache.
+    pub fn new(objects: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            objects,
+            streams: Arc::default(),
+        }
+    }
+
+    /// The entry of a stream, made on first use.
+    pub fn stream_or_create(&self, name: &str) -> Arc<StreamEntry> {
+        if let Some(e) = self.stream(name) {
+            return e;
+        }
+        self.streams
+            .write()
+            .expect("not poisoned")
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(StreamEntry::new()))
+            .clone()
+    }
+
+    /// The entry of a stream that has published.
+    pub fn stream(&self, name: &str) -> Option<Arc<StreamEntry>> {
+        self.streams.read().expect("not poisoned").get(name).cloned()
+    }
+
+    /// Names of the streams that have published.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.streams.read().expect("not poisoned").keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(segments: Vec<(u64, u64)>, open: Option<(u64, u64)>) -> RenditionView {
+        let last = open
+            .filter(|(_, n)| *n > 0)
+            .map(|(m, n)| (m, n - 1))
+            .or(segments.last().map(|(m, n)| (*m, n - 1)));
+        RenditionView {
+            media_sequence: segments.first().map_or(0, |s| s.0),
+            segments,
+            open,
+            last,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn part_states() {
+        let v = view(vec![(4, 5), (5, 6)], Some((6, 2)));
+        assert_eq!(v.part_state(6, 1), PartState::Ready);
+        assert_eq!(v.part_state(6, 2), PartState::Pending);
+        assert_eq!(v.part_state(7, 0), PartState::Pending);
+        assert_eq!(v.part_state(5, 5), PartState::Ready);
+        assert_eq!(v.part_state(5, 6), PartState::Gone);
+        assert_eq!(v.part_state(3, 0), PartState::Gone);
+        assert!(v.has(6, Some(1)));
+        assert!(!v.has(6, Some(2)));
+        assert!(v.has(5, None));
+        assert!(!v.has(6, None));
+        let ended = view(vec![(4, 5)], None);
+        assert_eq!(ended.part_state(5, 0), PartState::Pending);
+        assert_eq!(ended.part_state(4, 5), PartState::Gone);
+    }
+
+    #[test]
+    fn cache_is_bounded_by_bytes() {
+        let m = Metrics::register(&prometheus::Registry::new());
+        let s = MemoryStore::new(1_000_000, m.clone());
+        for i in 0..40 {
+            s.put(
+                format!("k{i}"),
+                Object {
+                    kind: ObjectKind::Part,
+                    chunks: vec![Bytes::from(vec![0u8; 50_000])].into(),
+                    ttl: Duration::from_secs(60),
+                },
+            );
+        }
+        assert!(s.weighted_size() <= 1_000_000);
+        // LRU admits the newest entries.
+        assert!(s.get("k39").is_some());
+        assert!(s.get("k0").is_none());
+        assert!(m.cache_evicted.with_label_values(&["size"]).get() > 0);
+    }
+}
