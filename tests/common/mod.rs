@@ -1,0 +1,346 @@
+//! Test harness: starts the real `estuary` binary on loopback ports chosen by the OS,
+//! publishes with real ffmpeg / srt-live-transmit, and reads playlists with a small
+//! attribute-list parser of its own (independent of the renderer).
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+/// A running node; killed on drop.
+pub struct Node {
+    child: Child,
+    pub http: SocketAddr,
+    pub srt: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "estuary-test-{tag}-{}-{:x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(42);
+    h.finish()
+}
+
+impl Node {
+    /// Starts the binary with `extra` TOML appended to a loopback base config.
+    pub fn start(tag: &str, extra: &str) -> Node {
+        let dir = tempdir(tag);
+        let cfg = dir.join("estuary.toml");
+        let base = "[srt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n";
+        std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
+        let log = std::fs::File::create(dir.join("node.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", "info,estuary=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start estuary");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let field = |k: &str| -> SocketAddr {
+            let start = line
+                .find(&format!("\"{k}\":\""))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}; log in {}", dir.display()))
+                + k.len()
+                + 4;
+            let end = start + line[start..].find('"').unwrap();
+            line[start..end].parse().unwrap()
+        };
+        let (http, srt) = (field("http"), field("srt"));
+        Node {
+            child,
+            http,
+            srt,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A publisher process; killed on drop.
+pub struct Publisher(pub Child);
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Publisher {
+    /// Waits up to `limit` for the process to exit; returns its success.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// The SRT URL ffmpeg uses, as OBS builds it.
+pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String {
+    let mut u = format!("srt://{}?streamid={streamid}&latency=120000", node.srt);
+    if let Some(p) = passphrase {
+        u.push_str(&format!("&passphrase={p}&pbkeylen=16"));
+    }
+    u
+}
+
+/// ffmpeg pushing a 720p30 H.264 + AAC test pattern for `secs` seconds, like OBS.
+pub fn ffmpeg_publish(url: &str, secs: u32, gop: u32) -> Publisher {
+    ffmpeg_publish_with(url, secs, &["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", &gop.to_string(), "-keyint_min", &gop.to_string()], "1280x720")
+}
+
+pub fn ffmpeg_publish_with(url: &str, secs: u32, vcodec: &[&str], size: &str) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &secs.to_string()])
+        .args(vcodec)
+        .args(["-b:v", "2M", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Publisher(cmd.spawn().expect("ffmpeg"))
+}
+
+/// An HTTP response.
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub version: hyper::Version,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, k: &str) -> String {
+        self.headers
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    request(url, false).await
+}
+
+pub async fn get_h2c(url: &str) -> Resp {
+    request(url, true).await
+}
+
+async fn request(url: &str, h2: bool) -> Resp {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.http2_only(h2);
+    let client: Client<_, Empty<Bytes>> = b.build_http();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.get(url.parse().unwrap()))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+        version,
+    }
+}
+
+/// Polls `url` until it answers 200, for at most `limit`.
+pub async fn wait_ok(url: &str, limit: Duration) -> Resp {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = get(url).await;
+        if r.status == 200 {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered 200 (last {})", r.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One playlist line: a tag with its value, or a URI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Tag(String, String),
+    Uri(String),
+}
+
+/// Parses playlist text into lines (written for the tests, from RFC 8216bis §4.1).
+pub fn parse_playlist(text: &str) -> Vec<Line> {
+    assert!(text.starts_with("#EXTM3U"), "not a playlist: {text}");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            if let Some(t) = l.strip_prefix('#') {
+                if !t.starts_with("EXT") {
+                    return None;
+                }
+                let (name, value) = t.split_once(':').unwrap_or((t, ""));
+                Some(Line::Tag(name.to_owned(), value.to_owned()))
+            } else {
+                Some(Line::Uri(l.to_owned()))
+            }
+        })
+        .collect()
+}
+
+/// Parses an attribute list (`KEY=VALUE,KEY="quoted, value"`) per RFC 8216bis §4.2.
+pub fn attrs(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let eq = rest.find('=').expect("attribute without =");
+        let key = rest[..eq].to_owned();
+        assert!(
+            key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-'),
+            "bad attribute name {key:?}"
+        );
+        rest = &rest[eq + 1..];
+        let value;
+        if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').expect("unterminated quoted string");
+            value = r[..end].to_owned();
+            rest = &r[end + 1..];
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].to_owned();
+            rest = &rest[end..];
+        }
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+        assert!(out.insert(key.clone(), value).is_none(), "duplicate attribute {key}");
+    }
+    out
+}
+
+pub fn tags<'a>(lines: &'a [Line], name: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Tag(n, v) if n == name => Some(v.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn tag<'a>(lines: &'a [Line], name: &str) -> &'a str {
+    let t = tags(lines, name);
+    assert_eq!(t.len(), 1, "expected one {name}");
+    t[0]
+}
+
+/// Segments listed: (msn, duration, uri), with MSNs counted from EXT-X-MEDIA-SEQUENCE
+/// (and EXT-X-SKIP).
+pub fn segments(lines: &[Line]) -> Vec<(u64, f64, String)> {
+    let mut msn: u64 = tag(lines, "EXT-X-MEDIA-SEQUENCE").parse().unwrap();
+    if let Some(s) = tags(lines, "EXT-X-SKIP").first() {
+        msn += attrs(s)["SKIPPED-SEGMENTS"].parse::<u64>().unwrap();
+    }
+    let mut out = Vec::new();
+    let mut dur = None;
+    for l in lines {
+        match l {
+            Line::Tag(n, v) if n == "EXTINF" => {
+                dur = Some(v.split(',').next().unwrap().parse::<f64>().unwrap())
+            }
+            Line::Uri(u) => {
+                out.push((msn, dur.take().expect("URI without EXTINF"), u.clone()));
+                msn += 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Runs ffprobe on a file and returns `codec_name,width,height,frames` of the first
+/// stream.
+pub fn ffprobe(path: &std::path::Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "0"])
+        .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames,nb_read_packets"])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Reads one counter or gauge value from `/metrics`, summed over label sets that contain
+/// `labels` (e.g. `reason="unknown_stream"`).
+pub async fn metric(node: &Node, name: &str, labels: &str) -> f64 {
+    let text = get(&node.url("/metrics")).await.text();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let n = l.split(['{', ' ']).next().unwrap();
+            n == name && l.contains(labels)
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}

@@ -1,0 +1,200 @@
+//! End to end: ffmpeg (libsrt, OBS's path) publishes over SRT; an HTTP client, our own
+//! playlist parser and ffprobe check the LL-HLS output of the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const STREAMS: &str = "[streams.demo]\n[streams.secret]\npassphrase = \"0123456789abcdef\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_play_blocking_reload_preload_and_delta() {
+    let node = Node::start("play", STREAMS);
+    // A 1 s GOP gives 1 s segments, so a delta update has something to skip soon.
+    let _pub = ffmpeg_publish(&srt_url(&node, "#!::r=live/demo,m=publish", None), 40, 30);
+
+    // Multivariant: a passthrough variant with a separate AAC audio group.
+    let mv = wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    assert_eq!(mv.header("content-type"), "application/vnd.apple.mpegurl");
+    assert_eq!(mv.header("cache-control"), "no-cache");
+    assert_eq!(mv.header("access-control-allow-origin"), "*");
+    let lines = parse_playlist(&mv.text());
+    let media = attrs(tag(&lines, "EXT-X-MEDIA"));
+    assert_eq!(media["TYPE"], "AUDIO");
+    assert_eq!(media["URI"], "audio/index.m3u8");
+    let group = media["GROUP-ID"].clone();
+    let inf = attrs(tag(&lines, "EXT-X-STREAM-INF"));
+    assert_eq!(inf["RESOLUTION"], "1280x720");
+    assert_eq!(inf["AUDIO"], group);
+    let codecs = inf["CODECS"].to_ascii_lowercase();
+    assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{codecs}");
+    let bw: u64 = inf["BANDWIDTH"].parse().unwrap();
+    assert!(bw > 500_000 && bw < 20_000_000, "BANDWIDTH {bw}");
+    assert!(inf.contains_key("AVERAGE-BANDWIDTH") && inf.contains_key("FRAME-RATE"));
+    assert!(lines.contains(&Line::Uri("source/index.m3u8".into())));
+
+    // Media playlist, tag by tag.
+    let url = node.url("/live/demo/source/index.m3u8");
+    let pl = get(&url).await;
+    assert_eq!(pl.status, 200);
+    assert_eq!(pl.header("cache-control"), "no-cache");
+    let lines = parse_playlist(&pl.text());
+    let version: u32 = tag(&lines, "EXT-X-VERSION").parse().unwrap();
+    assert!(version >= 9);
+    let target: f64 = tag(&lines, "EXT-X-TARGETDURATION").parse().unwrap();
+    let part_target: f64 = attrs(tag(&lines, "EXT-X-PART-INF"))["PART-TARGET"].parse().unwrap();
+    assert!((0.2..0.25).contains(&part_target), "PART-TARGET {part_target}");
+    let sc = attrs(tag(&lines, "EXT-X-SERVER-CONTROL"));
+    assert_eq!(sc["CAN-BLOCK-RELOAD"], "YES");
+    assert!(sc["PART-HOLD-BACK"].parse::<f64>().unwrap() >= 3.0 * part_target - 1e-9);
+    assert!(sc["CAN-SKIP-UNTIL"].parse::<f64>().unwrap() >= 6.0 * target);
+    assert_eq!(attrs(tag(&lines, "EXT-X-MAP"))["URI"], "init.mp4");
+    assert!(!tags(&lines, "EXT-X-PROGRAM-DATE-TIME").is_empty());
+    let hint = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"));
+    assert_eq!(hint["TYPE"], "PART");
+    let report = attrs(tag(&lines, "EXT-X-RENDITION-REPORT"));
+    assert_eq!(report["URI"], "../audio/index.m3u8");
+    assert!(report.contains_key("LAST-MSN") && report.contains_key("LAST-PART"));
+    let parts = tags(&lines, "EXT-X-PART");
+    assert!(!parts.is_empty());
+    for p in &parts {
+        let a = attrs(p);
+        let d: f64 = a["DURATION"].parse().unwrap();
+        assert!(d > 0.0 && d <= part_target + 1e-9, "part {p} longer than PART-TARGET");
+    }
+    for (_, d, _) in segments(&lines) {
+        assert!(d.round() <= target, "segment of {d}s over target {target}");
+    }
+
+    // A segment is its parts, byte for byte, and decodes.
+    let segs = segments(&lines);
+    let (msn, seg_dur, seg_uri) = segs
+        .iter()
+        .rev()
+        .find(|(m, _, _)| parts.iter().any(|p| attrs(p)["URI"] == format!("{m}.0.m4s")))
+        .cloned()
+        .expect("a complete segment with listed parts");
+    let seg = get(&node.url(&format!("/live/demo/source/{seg_uri}"))).await;
+    assert_eq!(seg.status, 200);
+    assert!(seg.header("cache-control").contains("max-age="));
+    assert!(seg.header("cache-control").contains("immutable"));
+    let mut joined = Vec::new();
+    let seg_parts: Vec<_> = parts
+        .iter()
+        .map(|p| attrs(p))
+        .filter(|a| a["URI"].starts_with(&format!("{msn}.")))
+        .collect();
+    assert!(attrs_independent(&seg_parts[0]), "first part of a segment is INDEPENDENT=YES");
+    for a in &seg_parts {
+        let r = get(&node.url(&format!("/live/demo/source/{}", a["URI"]))).await;
+        assert_eq!(r.status, 200, "{}", a["URI"]);
+        joined.extend_from_slice(&r.body);
+    }
+    assert_eq!(joined, seg.body.to_vec(), "segment {msn} != its parts");
+    let init = get(&node.url("/live/demo/source/init.mp4")).await;
+    assert_eq!(init.status, 200);
+    assert_eq!(init.header("content-type"), "video/mp4");
+    let file = node.dir.join("seg.mp4");
+    std::fs::write(&file, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+    let probe = ffprobe(&file);
+    assert!(probe.starts_with("h264,1280,720,"), "{probe}");
+    let frames: u32 = probe.rsplit(',').nth(1).unwrap().parse().unwrap();
+    let expected = (seg_dur * 30.0).round() as u32;
+    assert!(frames.abs_diff(expected) <= 1, "{seg_dur} s at 30 fps is ~{expected} frames: {probe}");
+
+    // Audio rendition decodes too.
+    let alines = parse_playlist(&get(&node.url("/live/demo/audio/index.m3u8")).await.text());
+    let (_, _, auri) = segments(&alines).last().cloned().unwrap();
+    let ainit = get(&node.url("/live/demo/audio/init.mp4")).await;
+    let aseg = get(&node.url(&format!("/live/demo/audio/{auri}"))).await;
+    let afile = node.dir.join("audio.mp4");
+    std::fs::write(&afile, [ainit.body.to_vec(), aseg.body.to_vec()].concat()).unwrap();
+    assert!(ffprobe(&afile).starts_with("aac,"));
+
+    // Blocking reload: ask for the part after the newest; the answer waits for it.
+    let pl = get(&url).await;
+    let lines = parse_playlist(&pl.text());
+    let report_next = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+    let (m, p) = split_part(&report_next);
+    let t0 = Instant::now();
+    let blocked = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
+    let waited = t0.elapsed();
+    assert_eq!(blocked.status, 200);
+    let bl = parse_playlist(&blocked.text());
+    let listed = tags(&bl, "EXT-X-PART")
+        .iter()
+        .any(|x| attrs(x)["URI"] == report_next);
+    assert!(listed, "blocking reload returned a playlist without {report_next}");
+    assert!(waited < Duration::from_secs(3), "blocked {waited:?}");
+
+    // Preload hint: GET the hinted part before it exists; it arrives complete.
+    let hinted = attrs(tag(&bl, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+    let part = get(&node.url(&format!("/live/demo/source/{hinted}"))).await;
+    // The hinted part may end up in the next segment instead (404 then), but at 200 ms
+    // parts and 1 s segments most hints are real parts; try the next hint if needed.
+    let part = if part.status == 200 {
+        part
+    } else {
+        let bl = parse_playlist(&get(&url).await.text());
+        let hinted = attrs(tag(&bl, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+        get(&node.url(&format!("/live/demo/source/{hinted}"))).await
+    };
+    assert_eq!(part.status, 200);
+    assert!(part.body.len() > 100);
+    assert_eq!(&part.body[4..8], b"moof", "a part starts with moof");
+
+    // Bad delivery directives are refused at once.
+    for q in ["_HLS_part=1", "_HLS_msn=abc", "_HLS_msn=999999", "_HLS_msn=1&_HLS_part=99999", "_HLS_skip=maybe"] {
+        let r = get(&format!("{url}?{q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+    }
+
+    // Delta update once more than CAN-SKIP-UNTIL is listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = get(&format!("{url}?_HLS_skip=YES")).await;
+        let dl = parse_playlist(&d.text());
+        if let Some(s) = tags(&dl, "EXT-X-SKIP").first() {
+            let skipped: u64 = attrs(s)["SKIPPED-SEGMENTS"].parse().unwrap();
+            assert!(skipped > 0);
+            let full = parse_playlist(&get(&url).await.text());
+            let fs = segments(&full);
+            let ds = segments(&dl);
+            assert!(ds.len() < fs.len());
+            // The delta's segments are the full playlist's tail, with the same MSNs.
+            let tail: Vec<_> = fs.iter().filter(|s| s.0 >= ds[0].0).map(|s| s.0).collect();
+            let dm: Vec<_> = ds.iter().map(|s| s.0).collect();
+            assert_eq!(&tail[..dm.len().min(tail.len())], &dm[..dm.len().min(tail.len())]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no EXT-X-SKIP after 30 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // HTTP/2 over cleartext (prior knowledge) serves the same playlist.
+    let h2 = get_h2c(&url).await;
+    assert_eq!(h2.status, 200);
+    assert_eq!(h2.version, hyper::Version::HTTP_2);
+
+    // Metrics saw it all.
+    assert!(metric(&node, "estuary_parts_published_total", "rendition=\"source\"").await > 10.0);
+    assert!(metric(&node, "estuary_segments_published_total", "stream=\"demo\"").await > 2.0);
+    assert!(metric(&node, "estuary_part_publish_latency_seconds_count", "").await > 10.0);
+    assert!(metric(&node, "estuary_ingest_bytes_total", "stream=\"demo\"").await > 100_000.0);
+    assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
+    assert!(metric(&node, "estuary_cache_bytes", "").await > 100_000.0);
+    assert!(metric(&node, "estuary_http_requests_total", "route=\"part\",status=\"200\"").await >= 1.0);
+    assert_eq!(get(&node.url("/healthz")).await.status, 200);
+    assert_eq!(get(&node.url("/readyz")).await.status, 200);
+}
+
+fn attrs_independent(a: &std::collections::BTreeMap<String, String>) -> bool {
+    a.get("INDEPENDENT").map(String::as_str) == Some("YES")
+}
+
+fn split_part(uri: &str) -> (u64, u64) {
+    let mut it = uri.trim_end_matches(".m4s").split('.');
+    (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+}
