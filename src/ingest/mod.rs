@@ -136,7 +136,12 @@ impl Ingest {
                             tracing::info!(stream = %name, "publisher connected");
                             publish(socket, &name, &session, &cfg, &metrics, token).await;
                         }
-                        Err(e) => tracing::warn!(error = %e, "handshake did not complete"),
+                        Err(e) => {
+                            // A wrong passphrase ends here: the key unwrap fails inside the
+                            // handshake and the caller gets SRT_REJ_BADSECRET.
+                            metrics.srt_rejected.with_label_values(&["handshake_failed"]).inc();
+                            tracing::warn!(error = %e, "publisher refused: handshake failed (wrong passphrase?)");
+                        }
                     }
                     if let Some(e) = session.finish().await {
                         metrics.stream_errors.with_label_values(&[e.reason()]).inc();

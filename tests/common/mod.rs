@@ -53,7 +53,9 @@ impl Node {
     pub fn start(tag: &str, extra: &str) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
-        let base = "[srt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n";
+        // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` keys before its
+        // own tables.
+        let base = "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n";
         std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))

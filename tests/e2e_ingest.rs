@@ -1,0 +1,215 @@
+//! Ingest end to end: who gets in at the SRT handshake, reconnects, bad input, and TLS.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+const PASS: &str = "0123456789abcdef";
+
+fn config() -> String {
+    format!(
+        "srt.no_video_timeout = \"2s\"\n[streams.demo]\n[streams.other]\n[streams.junk]\n[streams.novideo]\n[streams.mpeg2]\n[streams.secret]\npassphrase = \"{PASS}\"\n"
+    )
+}
+
+async fn parts_of(node: &Node, stream: &str) -> f64 {
+    metric(node, "estuary_parts_published_total", &format!("stream=\"{stream}\"")).await
+}
+
+async fn wait_metric(node: &Node, name: &str, labels: &str, min: f64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = metric(node, name, labels).await;
+        if v >= min {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{{{labels}}} = {v}, wanted >= {min}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_refusals_and_srt_live_transmit() {
+    let node = Node::start("auth", &config());
+
+    // Unknown stream, missing passphrase, wrong passphrase: ffmpeg never connects.
+    for (sid, pass, reason) in [
+        ("#!::r=live/nosuch,m=publish", None, "unknown_stream"),
+        ("secret", None, "missing_passphrase"),
+        ("secret", Some("wrong-passphrase"), "handshake_failed"),
+        ("#!::r=live/demo,m=request", None, "bad_streamid"),
+    ] {
+        let mut p = ffmpeg_publish(&srt_url(&node, sid, pass), 5, 30);
+        let ok = p.wait_exit(Duration::from_secs(15));
+        assert_eq!(ok, Some(false), "{sid} with {pass:?} should be refused");
+        wait_metric(&node, "estuary_srt_rejected_total", &format!("reason=\"{reason}\""), 1.0, Duration::from_secs(5)).await;
+    }
+    assert_eq!(parts_of(&node, "secret").await, 0.0);
+
+    // srt-live-transmit with the right passphrase gets in (ffmpeg → UDP → SLT → SRT).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    drop(udp);
+    let slt = Command::new("srt-live-transmit")
+        .args([
+            "-q".to_string(),
+            format!("udp://127.0.0.1:{udp_port}"),
+            format!("srt://{}?streamid=secret&passphrase={PASS}&pbkeylen=16", node.srt),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("srt-live-transmit");
+    let _slt = Publisher(slt);
+    let _src = ffmpeg_publish(&format!("udp://127.0.0.1:{udp_port}?pkt_size=1316"), 30, 30);
+    wait_ok(&node.url("/live/secret/index.m3u8"), Duration::from_secs(20)).await;
+    assert!(parts_of(&node, "secret").await > 0.0);
+
+    // A second publisher on a live stream is refused; the first keeps going.
+    let mut second = ffmpeg_publish(&srt_url(&node, "secret", Some(PASS)), 5, 30);
+    assert_eq!(second.wait_exit(Duration::from_secs(15)), Some(false));
+    wait_metric(&node, "estuary_srt_rejected_total", "reason=\"already_publishing\"", 1.0, Duration::from_secs(5)).await;
+    let before = parts_of(&node, "secret").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(parts_of(&node, "secret").await > before);
+    assert!(node.log().contains("publisher refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_gives_discontinuity_and_monotonic_msn() {
+    let node = Node::start("reconnect", &config());
+    let url = node.url("/live/demo/source/index.m3u8");
+    let mut first = ffmpeg_publish(&srt_url(&node, "demo", None), 5, 30);
+    assert_eq!(first.wait_exit(Duration::from_secs(20)), Some(true));
+    // Once the node sees the publisher leave, the playlist drops its preload hint.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let text = wait_ok(&url, Duration::from_secs(5)).await.text();
+        if !text.contains("PRELOAD-HINT") {
+            break segments(&parse_playlist(&text));
+        }
+        assert!(Instant::now() < deadline, "publisher end not noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let last_before = before.last().unwrap().0;
+
+    let _second = ffmpeg_publish(&srt_url(&node, "demo", None), 30, 30);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let lines = loop {
+        let lines = parse_playlist(&get(&url).await.text());
+        let segs = segments(&lines);
+        if segs.last().unwrap().0 >= last_before + 3 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no new segments after reconnect");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(tags(&lines, "EXT-X-DISCONTINUITY").len(), 1);
+    // The discontinuity sits right before the first segment of the new session.
+    let mut msns = Vec::new();
+    let mut disc_before = None;
+    let mut pending = false;
+    let mut msn: u64 = tag(&lines, "EXT-X-MEDIA-SEQUENCE").parse().unwrap();
+    for l in &lines {
+        match l {
+            Line::Tag(n, _) if n == "EXT-X-DISCONTINUITY" => pending = true,
+            Line::Uri(_) => {
+                if pending {
+                    disc_before = Some(msn);
+                    pending = false;
+                }
+                msns.push(msn);
+                msn += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(disc_before, Some(last_before + 1));
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1));
+    // The old session's segments are still served.
+    let old = get(&node.url(&format!("/live/demo/source/{last_before}.m4s"))).await;
+    assert_eq!(old.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_torn_down_without_disturbing_other_streams() {
+    let node = Node::start("badinput", &config());
+    let _good = ffmpeg_publish(&srt_url(&node, "other", None), 40, 30);
+    wait_ok(&node.url("/live/other/index.m3u8"), Duration::from_secs(20)).await;
+
+    // Random bytes in real time (not MPEG-TS at all).
+    let junk = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "anoisesrc=r=48000:a=1", "-t", "20", "-f", "s16le"])
+        .arg(srt_url(&node, "junk", None))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _junk = Publisher(junk);
+    // A TS with audio only.
+    let novideo = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine", "-t", "20", "-c:a", "aac", "-f", "mpegts"])
+        .arg(srt_url(&node, "novideo", None))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _novideo = Publisher(novideo);
+    // A video codec we do not carry.
+    let _mpeg2 = ffmpeg_publish_with(&srt_url(&node, "mpeg2", None), 20, &["-c:v", "mpeg2video"], "640x360");
+
+    let before = parts_of(&node, "other").await;
+    wait_metric(&node, "estuary_stream_errors_total", "reason=\"unsupported_codec\"", 1.0, Duration::from_secs(20)).await;
+    wait_metric(&node, "estuary_stream_errors_total", "reason=\"no_video\"", 2.0, Duration::from_secs(20)).await;
+    assert!(parts_of(&node, "other").await > before, "the good stream kept going");
+    let log = node.log();
+    assert!(log.contains("no video track"), "{log}");
+    assert!(log.contains("unsupported video codec"), "{log}");
+    assert!(!log.contains("panicked"));
+    assert_eq!(get(&node.url("/live/other/index.m3u8")).await.status, 200);
+    assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_h2_and_http11() {
+    let dir = tempdir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut node = Node::start(
+        "tls",
+        &format!(
+            "http.tls_cert = \"{}\"\nhttp.tls_key = \"{}\"\n[streams.demo]\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = Command::new("curl")
+            .args(["-sk", flag, "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .arg(format!("https://localhost:{}/healthz", node.http.port()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{want} 200"));
+    }
+    // SIGTERM drains and exits cleanly.
+    assert!(node.terminate().success());
+}
