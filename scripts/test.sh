@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up this machine (idempotently) and runs the whole test suite: unit tests,
+# integration tests against the real binary with real peers (ffmpeg/libsrt,
+# srt-live-transmit, ffprobe, curl, openssl, redis-server), and the benches in test mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+bash scripts/check-toolchain.sh
+export RUST_BACKTRACE=1
+cargo build --locked --all-targets
+# Integration tests run real encoders; two at a time fits a 2-core machine.
+cargo test --locked --all-targets -- --test-threads=2
