@@ -34,6 +34,10 @@ pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_INGEST_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time to wait for a video track before refusing a stream.
 pub const DEFAULT_NO_VIDEO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default folder of the web pages.
+pub const DEFAULT_WEB_ROOT: &str = "web";
+/// Default path of hls.js, installed by `scripts/setup.sh` with npm.
+pub const DEFAULT_HLSJS: &str = "web/node_modules/hls.js/dist/hls.min.js";
 /// Default shutdown grace period.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -153,6 +157,13 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Value of `Access-Control-Allow-Origin`.
     pub cors_origin: String,
+    /// Folder of the player and front pages (`web/` in the repository).
+    pub web_root: PathBuf,
+    /// hls.js as installed from the npm registry at setup time (served at
+    /// `/static/vendor/hls.min.js`; never fetched from a CDN).
+    pub hlsjs: PathBuf,
+    /// Host name put in the SRT URL shown on the front page; the request's Host when empty.
+    pub public_host: String,
 }
 
 impl Default for HttpConfig {
@@ -163,6 +174,9 @@ impl Default for HttpConfig {
             tls_key: None,
             max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
             cors_origin: "*".into(),
+            web_root: PathBuf::from(DEFAULT_WEB_ROOT),
+            hlsjs: PathBuf::from(DEFAULT_HLSJS),
+            public_host: String::new(),
         }
     }
 }
@@ -272,8 +286,13 @@ impl Config {
         if !(3..=100).contains(&h.window_segments) {
             return Err(invalid("hls.window_segments", "must be between 3 and 100"));
         }
-        if h.blocking_timeout < Duration::from_millis(100) || h.blocking_timeout > Duration::from_secs(60) {
-            return Err(invalid("hls.blocking_timeout", "must be between 100ms and 60s"));
+        if h.blocking_timeout < Duration::from_millis(100)
+            || h.blocking_timeout > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "hls.blocking_timeout",
+                "must be between 100ms and 60s",
+            ));
         }
         if self.cache.max_bytes < 8 * 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 8 MiB"));

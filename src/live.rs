@@ -25,7 +25,7 @@ use crate::{
         playlist::{self, AudioRendition, MediaRender, RenditionReport, Variant},
         Chunk, ChunkKind, Output, PackagerConfig, Segmenter,
     },
-    store::{Object, ObjectKind, RenditionView, StreamEntry, Store},
+    store::{Object, ObjectKind, RenditionView, Store, StreamEntry},
 };
 
 /// Why a publish was refused.
@@ -110,7 +110,12 @@ impl Hub {
         let stop = CancellationToken::new();
         let task = tokio::spawn(
             stream
-                .run(rx, failed.clone(), stop.clone(), self.cfg.srt.no_video_timeout)
+                .run(
+                    rx,
+                    failed.clone(),
+                    stop.clone(),
+                    self.cfg.srt.no_video_timeout,
+                )
                 .instrument(tracing::info_span!("stream", stream = %name)),
         );
         self.metrics.publishers_active.inc();
@@ -182,7 +187,11 @@ impl Session {
             Err(e) => {
                 // The packaging task panicked: start the stream afresh next time.
                 tracing::error!(stream = %self.name, error = %e, "packaging task failed");
-                self.hub.slots.lock().expect("not poisoned").remove(&self.name);
+                self.hub
+                    .slots
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&self.name);
                 None
             }
         }
@@ -203,7 +212,8 @@ struct LiveStream {
     entry: Arc<StreamEntry>,
     store: Store,
     metrics: Metrics,
-    /// Maps media time to wall-clock time: (pts, wall) of the session's first chunk.
+    /// Maps media time to wall-clock time: (pts, arrival at ingest) of the session's first
+    /// chunk. Audio and video share it, so their program date times line up.
     anchor: Option<(Duration, SystemTime)>,
     part_ttl: Duration,
     segment_ttl: Duration,
@@ -286,18 +296,23 @@ impl LiveStream {
 
     fn rendition(&mut self, name: &Arc<str>) -> &mut Rendition {
         let (pkg, stream) = (self.pkg, &self.name);
-        self.renditions.entry(name.clone()).or_insert_with(|| Rendition {
-            seg: Segmenter::new(pkg),
-            info: None,
-            key_prefix: format!("{stream}/{name}/"),
-        })
+        self.renditions
+            .entry(name.clone())
+            .or_insert_with(|| Rendition {
+                seg: Segmenter::new(pkg),
+                info: None,
+                key_prefix: format!("{stream}/{name}/"),
+            })
     }
 
     fn on_chunk(&mut self, name: &Arc<str>, c: MediaChunk) {
         let pdt = match (c.pts, c.kind) {
             (_, ChunkKind::Init) | (None, _) => SystemTime::now(),
             (Some(pts), _) => {
-                let (p0, w0) = *self.anchor.get_or_insert((pts, SystemTime::now()));
+                let arrived = c
+                    .first_input
+                    .map_or_else(SystemTime::now, |t| SystemTime::now() - t.elapsed());
+                let (p0, w0) = *self.anchor.get_or_insert((pts, arrived));
                 if pts >= p0 {
                     w0 + (pts - p0)
                 } else {
@@ -338,7 +353,12 @@ impl LiveStream {
 
     fn store_output(&self, prefix: &str, rendition: &str, out: Output) {
         let (uri, kind, chunks, ttl) = match out {
-            Output::Init { uri, data } => (uri, ObjectKind::Init, vec![data], Duration::from_secs(86_400)),
+            Output::Init { uri, data } => (
+                uri,
+                ObjectKind::Init,
+                vec![data],
+                Duration::from_secs(86_400),
+            ),
             Output::Part { uri, data } => {
                 self.metrics
                     .parts
@@ -365,7 +385,9 @@ impl LiveStream {
     }
 
     fn publish_view(&self, name: &Arc<str>, live: bool) {
-        let Some(r) = self.renditions.get(name) else { return };
+        let Some(r) = self.renditions.get(name) else {
+            return;
+        };
         let reports: Vec<RenditionReport> = self
             .renditions
             .iter()

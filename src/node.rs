@@ -58,6 +58,7 @@ impl Node {
             metrics,
             registry,
             cache,
+            srt_addr: ingest.local_addr(),
         });
         let server = Server::bind(state).await?;
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());

@@ -29,7 +29,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     assert_eq!(inf["RESOLUTION"], "1280x720");
     assert_eq!(inf["AUDIO"], group);
     let codecs = inf["CODECS"].to_ascii_lowercase();
-    assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{codecs}");
+    assert!(
+        codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"),
+        "{codecs}"
+    );
     let bw: u64 = inf["BANDWIDTH"].parse().unwrap();
     assert!(bw > 500_000 && bw < 20_000_000, "BANDWIDTH {bw}");
     assert!(inf.contains_key("AVERAGE-BANDWIDTH") && inf.contains_key("FRAME-RATE"));
@@ -44,8 +47,13 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     let version: u32 = tag(&lines, "EXT-X-VERSION").parse().unwrap();
     assert!(version >= 9);
     let target: f64 = tag(&lines, "EXT-X-TARGETDURATION").parse().unwrap();
-    let part_target: f64 = attrs(tag(&lines, "EXT-X-PART-INF"))["PART-TARGET"].parse().unwrap();
-    assert!((0.2..0.25).contains(&part_target), "PART-TARGET {part_target}");
+    let part_target: f64 = attrs(tag(&lines, "EXT-X-PART-INF"))["PART-TARGET"]
+        .parse()
+        .unwrap();
+    assert!(
+        (0.2..0.25).contains(&part_target),
+        "PART-TARGET {part_target}"
+    );
     let sc = attrs(tag(&lines, "EXT-X-SERVER-CONTROL"));
     assert_eq!(sc["CAN-BLOCK-RELOAD"], "YES");
     assert!(sc["PART-HOLD-BACK"].parse::<f64>().unwrap() >= 3.0 * part_target - 1e-9);
@@ -62,7 +70,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     for p in &parts {
         let a = attrs(p);
         let d: f64 = a["DURATION"].parse().unwrap();
-        assert!(d > 0.0 && d <= part_target + 1e-9, "part {p} longer than PART-TARGET");
+        assert!(
+            d > 0.0 && d <= part_target + 1e-9,
+            "part {p} longer than PART-TARGET"
+        );
     }
     for (_, d, _) in segments(&lines) {
         assert!(d.round() <= target, "segment of {d}s over target {target}");
@@ -73,7 +84,11 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     let (msn, seg_dur, seg_uri) = segs
         .iter()
         .rev()
-        .find(|(m, _, _)| parts.iter().any(|p| attrs(p)["URI"] == format!("{m}.0.m4s")))
+        .find(|(m, _, _)| {
+            parts
+                .iter()
+                .any(|p| attrs(p)["URI"] == format!("{m}.0.m4s"))
+        })
         .cloned()
         .expect("a complete segment with listed parts");
     let seg = get(&node.url(&format!("/live/demo/source/{seg_uri}"))).await;
@@ -86,7 +101,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
         .map(|p| attrs(p))
         .filter(|a| a["URI"].starts_with(&format!("{msn}.")))
         .collect();
-    assert!(attrs_independent(&seg_parts[0]), "first part of a segment is INDEPENDENT=YES");
+    assert!(
+        attrs_independent(&seg_parts[0]),
+        "first part of a segment is INDEPENDENT=YES"
+    );
     for a in &seg_parts {
         let r = get(&node.url(&format!("/live/demo/source/{}", a["URI"]))).await;
         assert_eq!(r.status, 200, "{}", a["URI"]);
@@ -102,7 +120,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     assert!(probe.starts_with("h264,1280,720,"), "{probe}");
     let frames: u32 = probe.rsplit(',').nth(1).unwrap().parse().unwrap();
     let expected = (seg_dur * 30.0).round() as u32;
-    assert!(frames.abs_diff(expected) <= 1, "{seg_dur} s at 30 fps is ~{expected} frames: {probe}");
+    assert!(
+        frames.abs_diff(expected) <= 1,
+        "{seg_dur} s at 30 fps is ~{expected} frames: {probe}"
+    );
 
     // Audio rendition decodes too.
     let alines = parse_playlist(&get(&node.url("/live/demo/audio/index.m3u8")).await.text());
@@ -126,7 +147,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     let listed = tags(&bl, "EXT-X-PART")
         .iter()
         .any(|x| attrs(x)["URI"] == report_next);
-    assert!(listed, "blocking reload returned a playlist without {report_next}");
+    assert!(
+        listed,
+        "blocking reload returned a playlist without {report_next}"
+    );
     assert!(waited < Duration::from_secs(3), "blocked {waited:?}");
 
     // Preload hint: GET the hinted part before it exists; it arrives complete.
@@ -146,7 +170,13 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     assert_eq!(&part.body[4..8], b"moof", "a part starts with moof");
 
     // Bad delivery directives are refused at once.
-    for q in ["_HLS_part=1", "_HLS_msn=abc", "_HLS_msn=999999", "_HLS_msn=1&_HLS_part=99999", "_HLS_skip=maybe"] {
+    for q in [
+        "_HLS_part=1",
+        "_HLS_msn=abc",
+        "_HLS_msn=999999",
+        "_HLS_msn=1&_HLS_part=99999",
+        "_HLS_skip=maybe",
+    ] {
         let r = get(&format!("{url}?{q}")).await;
         assert_eq!(r.status, 400, "{q}");
     }
@@ -166,7 +196,10 @@ async fn publish_play_blocking_reload_preload_and_delta() {
             // The delta's segments are the full playlist's tail, with the same MSNs.
             let tail: Vec<_> = fs.iter().filter(|s| s.0 >= ds[0].0).map(|s| s.0).collect();
             let dm: Vec<_> = ds.iter().map(|s| s.0).collect();
-            assert_eq!(&tail[..dm.len().min(tail.len())], &dm[..dm.len().min(tail.len())]);
+            assert_eq!(
+                &tail[..dm.len().min(tail.len())],
+                &dm[..dm.len().min(tail.len())]
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no EXT-X-SKIP after 30 s");
@@ -179,13 +212,29 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     assert_eq!(h2.version, hyper::Version::HTTP_2);
 
     // Metrics saw it all.
-    assert!(metric(&node, "estuary_parts_published_total", "rendition=\"source\"").await > 10.0);
+    assert!(
+        metric(
+            &node,
+            "estuary_parts_published_total",
+            "rendition=\"source\""
+        )
+        .await
+            > 10.0
+    );
     assert!(metric(&node, "estuary_segments_published_total", "stream=\"demo\"").await > 2.0);
     assert!(metric(&node, "estuary_part_publish_latency_seconds_count", "").await > 10.0);
     assert!(metric(&node, "estuary_ingest_bytes_total", "stream=\"demo\"").await > 100_000.0);
     assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
     assert!(metric(&node, "estuary_cache_bytes", "").await > 100_000.0);
-    assert!(metric(&node, "estuary_http_requests_total", "route=\"part\",status=\"200\"").await >= 1.0);
+    assert!(
+        metric(
+            &node,
+            "estuary_http_requests_total",
+            "route=\"part\",status=\"200\""
+        )
+        .await
+            >= 1.0
+    );
     assert_eq!(get(&node.url("/healthz")).await.status, 200);
     assert_eq!(get(&node.url("/readyz")).await.status, 200);
 }
@@ -196,5 +245,8 @@ fn attrs_independent(a: &std::collections::BTreeMap<String, String>) -> bool {
 
 fn split_part(uri: &str) -> (u64, u64) {
     let mut it = uri.trim_end_matches(".m4s").split('.');
-    (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+    (
+        it.next().unwrap().parse().unwrap(),
+        it.next().unwrap().parse().unwrap(),
+    )
 }

@@ -18,7 +18,12 @@ fn config() -> String {
 }
 
 async fn parts_of(node: &Node, stream: &str) -> f64 {
-    metric(node, "estuary_parts_published_total", &format!("stream=\"{stream}\"")).await
+    metric(
+        node,
+        "estuary_parts_published_total",
+        &format!("stream=\"{stream}\""),
+    )
+    .await
 }
 
 async fn wait_metric(node: &Node, name: &str, labels: &str, min: f64, limit: Duration) {
@@ -51,7 +56,14 @@ async fn handshake_refusals_and_srt_live_transmit() {
         let mut p = ffmpeg_publish(&srt_url(&node, sid, pass), 5, 30);
         let ok = p.wait_exit(Duration::from_secs(15));
         assert_eq!(ok, Some(false), "{sid} with {pass:?} should be refused");
-        wait_metric(&node, "estuary_srt_rejected_total", &format!("reason=\"{reason}\""), 1.0, Duration::from_secs(5)).await;
+        wait_metric(
+            &node,
+            "estuary_srt_rejected_total",
+            &format!("reason=\"{reason}\""),
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
     }
     assert_eq!(parts_of(&node, "secret").await, 0.0);
 
@@ -63,7 +75,10 @@ async fn handshake_refusals_and_srt_live_transmit() {
         .args([
             "-q".to_string(),
             format!("udp://127.0.0.1:{udp_port}"),
-            format!("srt://{}?streamid=secret&passphrase={PASS}&pbkeylen=16", node.srt),
+            format!(
+                "srt://{}?streamid=secret&passphrase={PASS}&pbkeylen=16",
+                node.srt
+            ),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -71,13 +86,24 @@ async fn handshake_refusals_and_srt_live_transmit() {
         .expect("srt-live-transmit");
     let _slt = Publisher(slt);
     let _src = ffmpeg_publish(&format!("udp://127.0.0.1:{udp_port}?pkt_size=1316"), 30, 30);
-    wait_ok(&node.url("/live/secret/index.m3u8"), Duration::from_secs(20)).await;
+    wait_ok(
+        &node.url("/live/secret/index.m3u8"),
+        Duration::from_secs(20),
+    )
+    .await;
     assert!(parts_of(&node, "secret").await > 0.0);
 
     // A second publisher on a live stream is refused; the first keeps going.
     let mut second = ffmpeg_publish(&srt_url(&node, "secret", Some(PASS)), 5, 30);
     assert_eq!(second.wait_exit(Duration::from_secs(15)), Some(false));
-    wait_metric(&node, "estuary_srt_rejected_total", "reason=\"already_publishing\"", 1.0, Duration::from_secs(5)).await;
+    wait_metric(
+        &node,
+        "estuary_srt_rejected_total",
+        "reason=\"already_publishing\"",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
     let before = parts_of(&node, "secret").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(parts_of(&node, "secret").await > before);
@@ -148,7 +174,20 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
 
     // Random bytes in real time (not MPEG-TS at all).
     let junk = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "anoisesrc=r=48000:a=1", "-t", "20", "-f", "s16le"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=r=48000:a=1",
+            "-t",
+            "20",
+            "-f",
+            "s16le",
+        ])
         .arg(srt_url(&node, "junk", None))
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -157,7 +196,22 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
     let _junk = Publisher(junk);
     // A TS with audio only.
     let novideo = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "sine", "-t", "20", "-c:a", "aac", "-f", "mpegts"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "20",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+        ])
         .arg(srt_url(&node, "novideo", None))
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -165,12 +219,34 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
         .unwrap();
     let _novideo = Publisher(novideo);
     // A video codec we do not carry.
-    let _mpeg2 = ffmpeg_publish_with(&srt_url(&node, "mpeg2", None), 20, &["-c:v", "mpeg2video"], "640x360");
+    let _mpeg2 = ffmpeg_publish_with(
+        &srt_url(&node, "mpeg2", None),
+        20,
+        &["-c:v", "mpeg2video"],
+        "640x360",
+    );
 
     let before = parts_of(&node, "other").await;
-    wait_metric(&node, "estuary_stream_errors_total", "reason=\"unsupported_codec\"", 1.0, Duration::from_secs(20)).await;
-    wait_metric(&node, "estuary_stream_errors_total", "reason=\"no_video\"", 2.0, Duration::from_secs(20)).await;
-    assert!(parts_of(&node, "other").await > before, "the good stream kept going");
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"unsupported_codec\"",
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"no_video\"",
+        2.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        parts_of(&node, "other").await > before,
+        "the good stream kept going"
+    );
     let log = node.log();
     assert!(log.contains("no video track"), "{log}");
     assert!(log.contains("unsupported video codec"), "{log}");
@@ -184,7 +260,19 @@ async fn tls_serves_h2_and_http11() {
     let dir = tempdir("tls");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -204,7 +292,14 @@ async fn tls_serves_h2_and_http11() {
     );
     for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let out = Command::new("curl")
-            .args(["-sk", flag, "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .args([
+                "-sk",
+                flag,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
             .arg(format!("https://localhost:{}/healthz", node.http.port()))
             .output()
             .unwrap();

@@ -17,7 +17,11 @@ fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
     let mut r = full(StatusCode::OK, PLAYLIST_TYPE, body);
     // A blocking request names a future playlist; any answer to it stays valid briefly,
     // so caches between us and players may hold it (Apple's LL-HLS guidance).
-    let cc = if blocking { "public, max-age=2" } else { "no-cache" };
+    let cc = if blocking {
+        "public, max-age=2"
+    } else {
+        "no-cache"
+    };
     r.headers_mut()
         .insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cc));
     r
@@ -66,7 +70,9 @@ pub(crate) fn parse_delivery(query: Option<&str>) -> Result<Delivery, &'static s
         };
         match k.as_ref() {
             "_HLS_msn" => d.msn = Some(num(&v).map_err(|_| "_HLS_msn must be a decimal integer")?),
-            "_HLS_part" => d.part = Some(num(&v).map_err(|_| "_HLS_part must be a decimal integer")?),
+            "_HLS_part" => {
+                d.part = Some(num(&v).map_err(|_| "_HLS_part must be a decimal integer")?)
+            }
             "_HLS_skip" => match v.as_ref() {
                 "YES" | "v2" => d.skip = true,
                 _ => return Err("_HLS_skip must be YES or v2"),
@@ -91,10 +97,20 @@ pub(super) async fn media_playlist(
         Ok(d) => d,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
-    let Some(mut rx) = state.store.stream(stream).and_then(|e| e.rendition(rendition)) else {
+    let Some(mut rx) = state
+        .store
+        .stream(stream)
+        .and_then(|e| e.rendition(rendition))
+    else {
         return text(StatusCode::NOT_FOUND, "no such rendition");
     };
-    let pick = |v: &RenditionView| if d.skip { v.delta.clone() } else { v.playlist.clone() };
+    let pick = |v: &RenditionView| {
+        if d.skip {
+            v.delta.clone()
+        } else {
+            v.playlist.clone()
+        }
+    };
     let Some(msn) = d.msn else {
         let v = rx.borrow().clone();
         return playlist_response(pick(&v), false);
@@ -164,13 +180,13 @@ fn parse_file(name: &str) -> Option<File> {
     }
 }
 
-fn object_response(
-    state: &AppState,
-    kind: ObjectKind,
-    chunks: Arc<[Bytes]>,
-) -> Response<Body> {
+fn object_response(state: &AppState, kind: ObjectKind, chunks: Arc<[Bytes]>) -> Response<Body> {
     let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-    let ct = if kind == ObjectKind::Init { "video/mp4" } else { "video/iso.segment" };
+    let ct = if kind == ObjectKind::Init {
+        "video/mp4"
+    } else {
+        "video/iso.segment"
+    };
     let cc = format!(
         "public, max-age={}, immutable",
         state.cfg.hls.media_max_age.as_secs()
@@ -203,7 +219,11 @@ pub(super) async fn object(
     if let Some(obj) = state.store.objects.get(&key) {
         return (route, object_response(state, obj.kind, obj.chunks));
     }
-    let Some(rx) = state.store.stream(stream).and_then(|e| e.rendition(rendition)) else {
+    let Some(rx) = state
+        .store
+        .stream(stream)
+        .and_then(|e| e.rendition(rendition))
+    else {
         return (route, text(StatusCode::NOT_FOUND, "no such rendition"));
     };
     let resp = match parsed {
@@ -230,9 +250,10 @@ async fn blocking_part(
     part: u64,
 ) -> Response<Body> {
     let view = rx.borrow().clone();
-    let horizon = view.open.map_or(view.media_sequence, |(m, _)| m).max(
-        view.segments.last().map_or(0, |(m, _)| m + 1),
-    );
+    let horizon = view
+        .open
+        .map_or(view.media_sequence, |(m, _)| m)
+        .max(view.segments.last().map_or(0, |(m, _)| m + 1));
     if msn > horizon + 1 || part >= max_parts_per_segment(state, &view) {
         return text(StatusCode::NOT_FOUND, "part is too far in the future");
     }
@@ -256,7 +277,10 @@ async fn blocking_part(
             }
         }
         Ok(_) => text(StatusCode::NOT_FOUND, "part will not be produced"),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "part did not appear in time"),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "part did not appear in time",
+        ),
     }
 }
 
@@ -269,7 +293,11 @@ mod tests {
         assert_eq!(parse_delivery(None), Ok(Delivery::default()));
         assert_eq!(
             parse_delivery(Some("_HLS_msn=12&_HLS_part=3&_HLS_skip=YES&x=1")),
-            Ok(Delivery { msn: Some(12), part: Some(3), skip: true })
+            Ok(Delivery {
+                msn: Some(12),
+                part: Some(3),
+                skip: true
+            })
         );
         assert!(parse_delivery(Some("_HLS_part=3")).is_err());
         assert!(parse_delivery(Some("_HLS_msn=-1")).is_err());

@@ -3,6 +3,7 @@
 
 mod body;
 mod hls;
+mod web;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -53,6 +54,15 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// The memory cache, for its size gauge.
     pub cache: crate::store::MemoryStore,
+    /// Where SRT listens (the front page shows it).
+    pub srt_addr: SocketAddr,
+}
+
+impl AppState {
+    /// Viewers of a stream (open interaction connections).
+    pub fn viewers(&self, _stream: &str) -> usize {
+        0
+    }
 }
 
 /// A bound HTTP server.
@@ -156,7 +166,10 @@ impl Server {
         }
         drop(self.listener);
         let grace = self.state.cfg.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("HTTP connections still open after the grace period");
         }
     }
@@ -202,8 +215,10 @@ pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> R
 /// A plain-text error response.
 pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     let mut r = full(status, "text/plain; charset=utf-8", format!("{msg}\n"));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     r
 }
 
@@ -234,7 +249,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     if req.method() == Method::OPTIONS {
         let r = Response::builder()
             .status(StatusCode::NO_CONTENT)
-            .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, POST, OPTIONS")
+            .header(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, HEAD, POST, OPTIONS",
+            )
             .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "*")
             .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
             .body(http_body_util::Empty::new().boxed())
@@ -248,6 +266,8 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
+        ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
+        [""] | ["watch", _] | ["static", ..] if is_get => ("web", web::page(state, &segs).await),
         ["live", stream, "index.m3u8"] if is_get => {
             ("multivariant", hls::multivariant(state, stream).await)
         }
@@ -258,14 +278,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         ["live", stream, rendition, file] if is_get => {
             hls::object(state, stream, rendition, file).await
         }
-        _ if !is_get => ("other", text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+        _ if !is_get => (
+            "other",
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        ),
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
 }
 
 fn metrics(state: &AppState) -> Response<Body> {
     use prometheus::Encoder;
-    state.metrics.cache_bytes.set(state.cache.weighted_size() as i64);
+    state
+        .metrics
+        .cache_bytes
+        .set(state.cache.weighted_size() as i64);
     let mut buf = Vec::with_capacity(16 * 1024);
     let enc = prometheus::TextEncoder::new();
     if let Err(e) = enc.encode(&state.registry.gather(), &mut buf) {

@@ -92,6 +92,9 @@ pub struct MediaChunk {
     /// When the demuxer released the chunk's last frame: the moment its bytes had all
     /// arrived over SRT. The part-latency metric is measured from here.
     pub last_input: Option<std::time::Instant>,
+    /// When the demuxer released the chunk's first frame; program date times are anchored
+    /// on it, so they tell when the picture reached this node.
+    pub first_input: Option<std::time::Instant>,
 }
 
 /// What a pipeline reports.
@@ -141,7 +144,16 @@ pub fn init() -> Result<(), MediaError> {
             });
     });
     result?;
-    for f in ["appsrc", "tsdemux", "h264parse", "h265parse", "aacparse", "cmafmux", "appsink", "queue"] {
+    for f in [
+        "appsrc",
+        "tsdemux",
+        "h264parse",
+        "h265parse",
+        "aacparse",
+        "cmafmux",
+        "appsink",
+        "queue",
+    ] {
         if gst::ElementFactory::find(f).is_none() {
             return Err(MediaError::Setup(format!(
                 "GStreamer element {f} is missing; run scripts/setup.sh"
@@ -204,7 +216,9 @@ impl Pipeline {
         let weak = pipeline.downgrade();
         let tx = events.clone();
         demux.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = weak.upgrade() else { return };
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
             if let Err(e) = add_branch(&pipeline, pad, cfg, &tx) {
                 tracing::warn!(error = %e, "cannot handle elementary stream");
                 if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
@@ -417,7 +431,8 @@ fn add_branch(
                     if let (Some(pts), ChunkKind::SegmentStart | ChunkKind::PartStart) =
                         (chunk.pts, chunk.kind)
                     {
-                        chunk.last_input = last_arrival(&arrivals, pts + chunk.duration);
+                        (chunk.first_input, chunk.last_input) =
+                            arrivals_of(&arrivals, pts, pts + chunk.duration);
                     }
                     if tx_data
                         .send(MediaEvent::Chunk {
@@ -468,17 +483,27 @@ fn track_info(caps: &gst::CapsRef, rendition: &str) -> Option<TrackInfo> {
 
 /// Splits an appsink sample (a buffer list from cmafmux) into pieces: each `HEADER`
 /// buffer starts one, and the data buffers after it belong to it.
-/// The arrival time of the latest frame that starts before `end`; older entries go.
-fn last_arrival(log: &Mutex<VecDeque<(u64, Instant)>>, end: Duration) -> Option<Instant> {
-    let end = end.as_nanos() as u64;
+/// Arrival times of the first and the last frame of a chunk spanning `[start, end)`;
+/// entries before `end` are dropped.
+fn arrivals_of(
+    log: &Mutex<VecDeque<(u64, Instant)>>,
+    start: Duration,
+    end: Duration,
+) -> (Option<Instant>, Option<Instant>) {
+    let (start, end) = (start.as_nanos() as u64, end.as_nanos() as u64);
     let mut log = log.lock().expect("not poisoned");
-    let last = log.iter().filter(|(p, _)| *p < end).map(|(_, t)| *t).max();
+    let in_chunk = || log.iter().filter(|(p, _)| *p < end);
+    let first = in_chunk()
+        .filter(|(p, _)| *p >= start)
+        .min_by_key(|(p, _)| *p)
+        .map(|(_, t)| *t);
+    let last = in_chunk().map(|(_, t)| *t).max();
     // Frames are logged in decode order, so a frame that starts before this chunk's end
     // and was logged before the last one used is done with.
     while log.front().is_some_and(|(p, _)| *p < end) {
         log.pop_front();
     }
-    last
+    (first, last)
 }
 
 fn chunks_of(sample: &gst::Sample) -> Vec<MediaChunk> {
@@ -486,11 +511,10 @@ fn chunks_of(sample: &gst::Sample) -> Vec<MediaChunk> {
     let mut visit = |buf: &gst::BufferRef| {
         let flags = buf.flags();
         if flags.contains(gst::BufferFlags::HEADER) {
-            let kind = if flags.contains(gst::BufferFlags::DISCONT) && buf.pts().is_none() {
-                ChunkKind::Init
-            } else if flags.contains(gst::BufferFlags::DISCONT)
-                && out.is_empty()
-                && is_init(buf)
+            // The init segment is `DISCONT|HEADER`; the first fragment after it may carry
+            // DISCONT too, so an init is also recognised by its leading `ftyp`.
+            let kind = if flags.contains(gst::BufferFlags::DISCONT)
+                && (buf.pts().is_none() || is_init(buf))
             {
                 ChunkKind::Init
             } else if flags.contains(gst::BufferFlags::DELTA_UNIT) {
@@ -508,8 +532,13 @@ fn chunks_of(sample: &gst::Sample) -> Vec<MediaChunk> {
                     kind,
                     data: Bytes::new(),
                     pts: if kind == ChunkKind::Init { None } else { pts },
-                    duration: if kind == ChunkKind::Init { Duration::ZERO } else { duration },
+                    duration: if kind == ChunkKind::Init {
+                        Duration::ZERO
+                    } else {
+                        duration
+                    },
                     last_input: None,
+                    first_input: None,
                 },
                 BytesMut::new(),
             ));

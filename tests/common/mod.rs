@@ -147,17 +147,40 @@ pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String 
 
 /// ffmpeg pushing a 720p30 H.264 + AAC test pattern for `secs` seconds, like OBS.
 pub fn ffmpeg_publish(url: &str, secs: u32, gop: u32) -> Publisher {
-    ffmpeg_publish_with(url, secs, &["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", &gop.to_string(), "-keyint_min", &gop.to_string()], "1280x720")
+    ffmpeg_publish_with(
+        url,
+        secs,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            &gop.to_string(),
+            "-keyint_min",
+            &gop.to_string(),
+        ],
+        "1280x720",
+    )
 }
 
 pub fn ffmpeg_publish_with(url: &str, secs: u32, vcodec: &[&str], size: &str) -> Publisher {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &secs.to_string()])
         .args(vcodec)
-        .args(["-b:v", "2M", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url])
+        .args([
+            "-b:v", "2M", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -220,7 +243,11 @@ pub async fn wait_ok(url: &str, limit: Duration) -> Resp {
         if r.status == 200 {
             return r;
         }
-        assert!(Instant::now() < deadline, "{url} never answered 200 (last {})", r.status);
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered 200 (last {})",
+            r.status
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -259,7 +286,8 @@ pub fn attrs(s: &str) -> BTreeMap<String, String> {
         let eq = rest.find('=').expect("attribute without =");
         let key = rest[..eq].to_owned();
         assert!(
-            key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-'),
+            key.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-'),
             "bad attribute name {key:?}"
         );
         rest = &rest[eq + 1..];
@@ -274,7 +302,10 @@ pub fn attrs(s: &str) -> BTreeMap<String, String> {
             rest = &rest[end..];
         }
         rest = rest.strip_prefix(',').unwrap_or(rest);
-        assert!(out.insert(key.clone(), value).is_none(), "duplicate attribute {key}");
+        assert!(
+            out.insert(key.clone(), value).is_none(),
+            "duplicate attribute {key}"
+        );
     }
     out
 }
@@ -324,12 +355,19 @@ pub fn segments(lines: &[Line]) -> Vec<(u64, f64, String)> {
 pub fn ffprobe(path: &std::path::Path) -> String {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "0"])
-        .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames,nb_read_packets"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames,nb_read_packets",
+        ])
         .args(["-of", "csv=p=0"])
         .arg(path)
         .output()
         .expect("ffprobe");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 

@@ -1,0 +1,148 @@
+//! The player and front pages, their static files, and the stream list they read.
+
+use std::{path::Path, sync::Arc};
+
+use hyper::{header, Request, Response, StatusCode};
+
+use super::{full, text, AppState, Body};
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("map") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file name we are willing to serve: no separators, no leading dot.
+fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+async fn file(path: &Path, name: &str) -> Response<Body> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => {
+            let mut r = full(StatusCode::OK, content_type(name), bytes);
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+        Err(_) => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `GET /`, `/watch/{stream}` and `/static/{file}`.
+pub(super) async fn page(state: &AppState, segs: &[&str]) -> Response<Body> {
+    let root = &state.cfg.http.web_root;
+    match segs {
+        [""] => file(&root.join("index.html"), "index.html").await,
+        ["watch", stream] if crate::ingest::streamid::validate_name(stream).is_ok() => {
+            file(&root.join("watch.html"), "watch.html").await
+        }
+        ["static", "vendor", "hls.min.js"] => {
+            let r = file(&state.cfg.http.hlsjs, "hls.min.js").await;
+            if r.status() == StatusCode::NOT_FOUND {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "hls.js is not installed: run scripts/setup.sh (npm install in web/)",
+                );
+            }
+            r
+        }
+        ["static", name] if safe_name(name) => file(&root.join(name), name).await,
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `GET /api/streams`: configured and live streams, with what OBS needs to publish.
+pub(super) fn streams(
+    state: &Arc<AppState>,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let host = if state.cfg.http.public_host.is_empty() {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .map(|h| {
+                // Strip the port, keeping IPv6 brackets intact.
+                match h.rfind(':') {
+                    Some(i) if !h[i..].contains(']') => h[..i].to_owned(),
+                    _ => h.to_owned(),
+                }
+            })
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        state.cfg.http.public_host.clone()
+    };
+    let live = state.hub.live_streams();
+    let mut names: Vec<String> = state.cfg.streams.keys().cloned().collect();
+    for n in live.iter().chain(state.store.stream_names().iter()) {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names.sort();
+    let port = state.srt_addr.port();
+    let list: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let pass = state
+                .cfg
+                .streams
+                .get(n)
+                .is_some_and(|s| s.passphrase.is_some());
+            let mut srt = format!("srt://{host}:{port}?streamid=#!::r=live/{n},m=publish");
+            if pass {
+                srt.push_str("&passphrase=YOUR_PASSPHRASE");
+            }
+            serde_json::json!({
+                "name": n,
+                "live": live.contains(n),
+                "viewers": state.viewers(n),
+                "playlist": format!("/live/{n}/index.m3u8"),
+                "watch": format!("/watch/{n}"),
+                "srt_url": srt,
+                "obs": { "server": format!("srt://{host}:{port}"), "stream_key": n },
+                "passphrase_required": pass,
+            })
+        })
+        .collect();
+    let mut r = full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec(&list).unwrap_or_default(),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(safe_name("watch.js"));
+        assert!(!safe_name("../etc/passwd"));
+        assert!(!safe_name(".env"));
+        assert!(!safe_name("a/b"));
+        assert!(!safe_name(""));
+    }
+}
