@@ -89,6 +89,8 @@ pub struct Config {
     pub hls: HlsConfig,
     /// The in-memory media cache.
     pub cache: CacheConfig,
+    /// The default transcoding ladder.
+    pub ladder: LadderConfig,
     /// Configured streams, by name. The name is what appears in the SRT streamid and URLs.
     pub streams: BTreeMap<String, StreamConfig>,
     /// Let any stream name publish without a passphrase (development only).
@@ -105,6 +107,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
             cache: CacheConfig::default(),
+            ladder: LadderConfig::default(),
             streams: BTreeMap::new(),
             allow_unknown_streams: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -235,6 +238,144 @@ impl Default for CacheConfig {
 pub struct StreamConfig {
     /// SRT passphrase (10–79 characters). Without it the stream takes unencrypted publishers.
     pub passphrase: Option<String>,
+    /// This stream's ladder, replacing the default `[ladder]`.
+    pub ladder: Option<LadderConfig>,
+}
+
+/// Video codec of a ladder rung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RungCodec {
+    /// H.264 with x264enc.
+    H264,
+    /// HEVC with x265enc, packaged as `hvc1`.
+    H265,
+}
+
+/// Encoder speed presets both x264enc and x265enc accept.
+pub const PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+/// Encoder tunes both x264enc and x265enc accept.
+pub const TUNES: &[&str] = &[
+    "zerolatency",
+    "fastdecode",
+    "psnr",
+    "ssim",
+    "grain",
+    "animation",
+];
+
+/// A transcoding ladder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LadderConfig {
+    /// Keep the publisher's own video as the `source` rendition.
+    pub passthrough: bool,
+    /// Encoded renditions.
+    pub rungs: Vec<RungConfig>,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        Self {
+            passthrough: true,
+            rungs: Vec::new(),
+        }
+    }
+}
+
+/// One encoded rendition. Its size is a bounding box: the source's aspect ratio is kept,
+/// and a rung taller than the source is left out (never upscaled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Name used in URLs (`/live/{stream}/{name}/index.m3u8`).
+    pub name: String,
+    /// `h264` or `h265`.
+    pub codec: RungCodec,
+    /// Largest width.
+    pub width: u32,
+    /// Largest height.
+    pub height: u32,
+    /// Frame-rate cap (frames are dropped above it).
+    #[serde(default)]
+    pub max_fps: Option<u32>,
+    /// Target bit rate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Encoder speed preset.
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    /// Encoder tune.
+    #[serde(default = "default_tune")]
+    pub tune: String,
+}
+
+fn default_preset() -> String {
+    "veryfast".into()
+}
+
+fn default_tune() -> String {
+    "zerolatency".into()
+}
+
+impl LadderConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.passthrough && self.rungs.is_empty() {
+            return Err(invalid(
+                key,
+                "a ladder needs passthrough or at least one rung",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.rungs.iter().enumerate() {
+            let k = format!("{key}.rungs[{i}]");
+            let name_ok = !r.name.is_empty()
+                && r.name.len() <= 32
+                && r.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok || r.name == "source" || r.name == "audio" {
+                return Err(invalid(
+                    format!("{k}.name"),
+                    "1-32 characters of [a-z0-9_-], not \"source\" or \"audio\"",
+                ));
+            }
+            if !seen.insert(&r.name) {
+                return Err(invalid(format!("{k}.name"), "rung names must be unique"));
+            }
+            if !(16..=7680).contains(&r.width) || !(16..=4320).contains(&r.height) {
+                return Err(invalid(
+                    format!("{k}.width"),
+                    "width 16-7680 and height 16-4320",
+                ));
+            }
+            if r.max_fps.is_some_and(|f| !(1..=240).contains(&f)) {
+                return Err(invalid(format!("{k}.max_fps"), "must be 1-240"));
+            }
+            if !(50..=100_000).contains(&r.bitrate_kbps) {
+                return Err(invalid(format!("{k}.bitrate_kbps"), "must be 50-100000"));
+            }
+            if !PRESETS.contains(&r.preset.as_str()) {
+                return Err(invalid(
+                    format!("{k}.preset"),
+                    format!("one of {PRESETS:?}"),
+                ));
+            }
+            if !TUNES.contains(&r.tune.as_str()) {
+                return Err(invalid(format!("{k}.tune"), format!("one of {TUNES:?}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -309,7 +450,11 @@ impl Config {
                 "http.tls_cert and http.tls_key go together",
             ));
         }
+        self.ladder.validate("ladder")?;
         for (name, s) in &self.streams {
+            if let Some(l) = &s.ladder {
+                l.validate(&format!("streams.{name}.ladder"))?;
+            }
             if crate::ingest::streamid::validate_name(name).is_err() {
                 return Err(invalid(
                     format!("streams.{name}"),
@@ -326,6 +471,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The ladder a stream uses.
+    pub fn ladder_for(&self, stream: &str) -> &LadderConfig {
+        self.streams
+            .get(stream)
+            .and_then(|s| s.ladder.as_ref())
+            .unwrap_or(&self.ladder)
     }
 
     /// The config used when no file is given: one open stream `demo`.
@@ -364,6 +517,38 @@ mod tests {
     }
 
     #[test]
+    fn ladders() {
+        let cfg = Config::from_toml(
+            r#"
+            [ladder]
+            passthrough = true
+            [[ladder.rungs]]
+            name = "720p"
+            codec = "h264"
+            width = 1280
+            height = 720
+            max_fps = 30
+            bitrate_kbps = 2500
+            [[ladder.rungs]]
+            name = "hevc540"
+            codec = "h265"
+            width = 960
+            height = 540
+            bitrate_kbps = 1200
+            preset = "ultrafast"
+            [streams.a]
+            [streams.b.ladder]
+            passthrough = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.ladder_for("a").rungs.len(), 2);
+        assert_eq!(cfg.ladder_for("a").rungs[1].codec, RungCodec::H265);
+        assert_eq!(cfg.ladder_for("a").rungs[0].preset, "veryfast");
+        assert!(cfg.ladder_for("b").rungs.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::from_toml("[hls]\npart_target = \"10ms\"").unwrap_err();
         assert!(e.to_string().contains("hls.part_target"), "{e}");
@@ -373,6 +558,18 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = Config::from_toml("[hls]\npart_target = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("part_target"), "{e}");
+        let e = Config::from_toml(
+            "[[ladder.rungs]]\nname = \"x\"\ncodec = \"h264\"\nwidth = 640\nheight = 360\nbitrate_kbps = 800\npreset = \"warp\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ladder.rungs[0].preset"), "{e}");
+        let e = Config::from_toml(
+            "[[ladder.rungs]]\nname = \"source\"\ncodec = \"h264\"\nwidth = 640\nheight = 360\nbitrate_kbps = 800",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ladder.rungs[0].name"), "{e}");
+        let e = Config::from_toml("[streams.x.ladder]\npassthrough = false").unwrap_err();
+        assert!(e.to_string().contains("streams.x.ladder"), "{e}");
         let e = Config::from_toml("[streams.\"a b\"]").unwrap_err();
         assert!(e.to_string().contains("streams.a b"), "{e}");
     }

@@ -94,17 +94,35 @@ impl Hub {
                 )),
             }
         };
+        let run = match self.start_run(name, stream) {
+            Ok(r) => r,
+            Err((e, stream)) => {
+                self.release(name, stream);
+                return Err(e.into());
+            }
+        };
+        self.metrics.publishers_active.inc();
+        Ok(Session {
+            name: name.to_owned(),
+            hub: self.clone(),
+            run: Some(run),
+        })
+    }
+
+    fn start_run(
+        self: &Arc<Self>,
+        name: &str,
+        stream: Box<LiveStream>,
+    ) -> Result<Run, (MediaError, Box<LiveStream>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let media_cfg = MediaConfig {
             part_target: self.cfg.hls.part_target,
             segment_target: self.cfg.hls.segment_target,
+            ladder: self.cfg.ladder_for(name).clone(),
         };
         let pipeline = match Pipeline::start(name, media_cfg, tx) {
             Ok(p) => p,
-            Err(e) => {
-                self.release(name, stream);
-                return Err(e.into());
-            }
+            Err(e) => return Err((e, stream)),
         };
         let failed = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -118,14 +136,11 @@ impl Hub {
                 )
                 .instrument(tracing::info_span!("stream", stream = %name)),
         );
-        self.metrics.publishers_active.inc();
-        Ok(Session {
-            name: name.to_owned(),
-            hub: self.clone(),
-            pipeline: Some(pipeline),
+        Ok(Run {
+            pipeline,
             failed,
             stop,
-            task: Some(task),
+            task,
         })
     }
 
@@ -137,53 +152,57 @@ impl Hub {
     }
 }
 
-/// One publisher's session. Dropping it without [`Session::finish`] leaks nothing but
-/// leaves the stream claimed; always finish.
+/// One pipeline run inside a session.
+struct Run {
+    pipeline: Pipeline,
+    failed: CancellationToken,
+    stop: CancellationToken,
+    task: JoinHandle<(Box<LiveStream>, Option<MediaError>)>,
+}
+
+/// One publisher's session. Always end it with [`Session::finish`].
 pub struct Session {
     name: String,
     hub: Arc<Hub>,
-    pipeline: Option<Pipeline>,
-    failed: CancellationToken,
-    stop: CancellationToken,
-    task: Option<JoinHandle<(Box<LiveStream>, Option<MediaError>)>>,
+    run: Option<Run>,
 }
 
 impl Session {
     /// Feeds MPEG-TS bytes to the pipeline; never blocks.
     pub fn push(&self, data: Bytes) {
-        if let Some(p) = &self.pipeline {
-            p.push(data);
+        if let Some(r) = &self.run {
+            r.pipeline.push(data);
         }
     }
 
-    /// Cancelled when the media side has failed and the publisher should be dropped.
-    pub fn failed(&self) -> &CancellationToken {
-        &self.failed
+    /// Cancelled when the media side has failed (or must be rebuilt).
+    pub fn failed(&self) -> CancellationToken {
+        self.run
+            .as_ref()
+            .map_or_else(CancellationToken::new, |r| r.failed.clone())
     }
 
-    /// Ends the session: drains the pipeline briefly, stops it, closes the open segment
-    /// with a discontinuity to follow, and parks the stream state for a reconnect.
-    /// Returns the media error that ended it, if any.
-    pub async fn finish(mut self) -> Option<MediaError> {
-        let pipeline = self.pipeline.take().expect("finish runs once");
-        if !self.failed.is_cancelled() {
+    /// Stops the current run. `drain` sends EOS first so cmafmux flushes its last chunk.
+    async fn stop_run(&mut self, drain: bool) -> Option<(Box<LiveStream>, Option<MediaError>)> {
+        let Run {
+            pipeline,
+            failed,
+            stop,
+            mut task,
+        } = self.run.take()?;
+        if drain && !failed.is_cancelled() {
             pipeline.end_of_stream();
         }
-        let mut task = self.task.take().expect("finish runs once");
-        // EOS flushes the last chunk out of cmafmux; do not wait on a stuck pipeline.
+        // Do not wait long on a pipeline that will not drain.
         let joined = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
         pipeline.stop().await;
-        self.stop.cancel();
+        stop.cancel();
         let result = match joined {
             Ok(r) => r,
             Err(_) => task.await,
         };
-        self.hub.metrics.publishers_active.dec();
         match result {
-            Ok((stream, err)) => {
-                self.hub.release(&self.name, stream);
-                err
-            }
+            Ok(r) => Some(r),
             Err(e) => {
                 // The packaging task panicked: start the stream afresh next time.
                 tracing::error!(stream = %self.name, error = %e, "packaging task failed");
@@ -196,12 +215,50 @@ impl Session {
             }
         }
     }
+
+    /// After [`Session::failed`] fired: when the source changed mid-stream, rebuilds the
+    /// pipeline (the next segment gets a discontinuity) and returns `Ok` with the cause;
+    /// otherwise returns the error that ended the session.
+    pub async fn recover(&mut self) -> Result<MediaError, Option<MediaError>> {
+        let Some((stream, err)) = self.stop_run(false).await else {
+            return Err(None);
+        };
+        match err {
+            Some(MediaError::SourceChanged(why)) => match self.hub.start_run(&self.name, stream) {
+                Ok(run) => {
+                    self.run = Some(run);
+                    Ok(MediaError::SourceChanged(why))
+                }
+                Err((e, stream)) => {
+                    self.hub.release(&self.name, stream);
+                    Err(Some(e))
+                }
+            },
+            other => {
+                self.hub.release(&self.name, stream);
+                Err(other)
+            }
+        }
+    }
+
+    /// Ends the session: drains the pipeline briefly, stops it, closes the open segment
+    /// with a discontinuity to follow, and parks the stream state for a reconnect.
+    /// Returns the media error that ended it, if any.
+    pub async fn finish(mut self) -> Option<MediaError> {
+        self.hub.metrics.publishers_active.dec();
+        let (stream, err) = self.stop_run(true).await?;
+        self.hub.release(&self.name, stream);
+        err
+    }
 }
 
 struct Rendition {
     seg: Segmenter,
     info: Option<TrackInfo>,
     key_prefix: String,
+    /// (arrival, media duration) of recent chunks, for the real-time factor.
+    recent: std::collections::VecDeque<(std::time::Instant, Duration)>,
+    warned_at: Option<std::time::Instant>,
 }
 
 /// One stream's packaging state; lives across publish sessions.
@@ -264,9 +321,20 @@ impl LiveStream {
                         tracing::info!(rendition = %rendition, codecs = %info.codecs, resolution = ?info.resolution, "track");
                         self.rendition(&rendition).info = Some(info);
                     }
-                    Some(MediaEvent::Chunk { rendition, chunk }) => self.on_chunk(&rendition, chunk),
+                    // After an error nothing more is published from this pipeline: after a
+                    // source change its output no longer matches the init segment.
+                    Some(MediaEvent::Chunk { rendition, chunk }) if error.is_none() => {
+                        self.on_chunk(&rendition, chunk)
+                    }
+                    Some(MediaEvent::Chunk { .. }) => {}
+                    Some(MediaEvent::FrameDropped { rendition }) => self
+                        .metrics
+                        .frames_dropped
+                        .with_label_values(&[self.name.as_str(), &rendition])
+                        .inc(),
                     Some(MediaEvent::Error(e)) => {
                         if error.is_none() {
+                            tracing::warn!(error = %e, "media pipeline reports");
                             error = Some(e);
                             failed.cancel();
                         }
@@ -302,6 +370,8 @@ impl LiveStream {
                 seg: Segmenter::new(pkg),
                 info: None,
                 key_prefix: format!("{stream}/{name}/"),
+                recent: Default::default(),
+                warned_at: None,
             })
     }
 
@@ -328,7 +398,12 @@ impl LiveStream {
             independent: **name == *AUDIO,
             pdt,
         };
+        let metrics = self.metrics.clone();
+        let stream = self.name.clone();
         let r = self.rendition(name);
+        if is_part {
+            track_speed(r, &metrics, &stream, name, c.duration);
+        }
         let prefix = r.key_prefix.clone();
         let outs = match r.seg.push(chunk) {
             Ok(o) => o,
@@ -344,7 +419,10 @@ impl LiveStream {
         }
         self.publish_view(name, true);
         if let (true, Some(t)) = (is_part, c.last_input) {
-            self.metrics.part_latency.observe(t.elapsed().as_secs_f64());
+            self.metrics
+                .part_latency
+                .with_label_values(&[name])
+                .observe(t.elapsed().as_secs_f64());
         }
         if segment_done {
             self.publish_multivariant();
@@ -465,7 +543,7 @@ impl LiveStream {
             ))
         });
         let (a_peak, a_avg) = audio.as_ref().map_or((0, 0), |(_, b)| *b);
-        let variants: Vec<Variant> = self
+        let mut variants: Vec<Variant> = self
             .renditions
             .iter()
             .filter(|(n, _)| ***n != *AUDIO)
@@ -485,7 +563,50 @@ impl LiveStream {
         if variants.is_empty() {
             return;
         }
+        // Highest first: players that take the first listed variant start at the top.
+        variants.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
         let text = playlist::render_multivariant(&variants, audio.as_ref().map(|(a, _)| a));
         self.entry.publish_multivariant(Bytes::from(text));
+    }
+}
+
+/// Real-time factor over the last few seconds: media time produced per wall second.
+const SPEED_WINDOW: Duration = Duration::from_secs(5);
+
+fn track_speed(r: &mut Rendition, metrics: &Metrics, stream: &str, name: &str, d: Duration) {
+    let now = std::time::Instant::now();
+    r.recent.push_back((now, d));
+    while r
+        .recent
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) > SPEED_WINDOW)
+    {
+        r.recent.pop_front();
+    }
+    let Some((first, _)) = r.recent.front() else {
+        return;
+    };
+    let wall = now.duration_since(*first);
+    // Judge only over a nearly full window: the first seconds include pipeline start-up.
+    if wall < SPEED_WINDOW.mul_f64(0.9) {
+        return;
+    }
+    // The first chunk's own duration was produced before the window started.
+    let media: Duration = r.recent.iter().skip(1).map(|(_, d)| *d).sum();
+    let rtf = media.as_secs_f64() / wall.as_secs_f64();
+    metrics
+        .realtime_factor
+        .with_label_values(&[stream, name])
+        .set(rtf);
+    if rtf < 0.9
+        && r.warned_at
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+    {
+        r.warned_at = Some(now);
+        tracing::warn!(
+            rendition = %name,
+            realtime_factor = format!("{rtf:.2}"),
+            "rendition is falling behind real time; frames are being dropped"
+        );
     }
 }

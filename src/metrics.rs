@@ -1,7 +1,7 @@
 //! Metric families, registered on a registry passed down from `main` (no globals).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric the media path records.
@@ -27,8 +27,14 @@ pub struct Metrics {
     pub parts: IntCounterVec,
     /// Segments published, by stream and rendition.
     pub segments: IntCounterVec,
-    /// Seconds from a part's last media arriving at ingest to the part being served.
-    pub part_latency: Histogram,
+    /// Seconds from a part's last media arriving at ingest to the part being served, by
+    /// rendition: for an encoded rung this is also its decode + queue + encode delay.
+    pub part_latency: HistogramVec,
+    /// Media seconds produced per wall second over the last few seconds, by stream and
+    /// rendition; below 1 the encoder cannot keep up.
+    pub realtime_factor: GaugeVec,
+    /// Frames a rung dropped because its encoder fell behind.
+    pub frames_dropped: IntCounterVec,
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
     /// Seconds a blocking request waited, by route.
@@ -51,7 +57,10 @@ impl Metrics {
     /// Creates the families and registers them on `r`.
     pub fn register(r: &Registry) -> Self {
         let cv = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid"))
+            reg(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
         };
         Self {
             publishers_active: reg(
@@ -108,7 +117,7 @@ impl Metrics {
             ),
             part_latency: reg(
                 r,
-                Histogram::with_opts(
+                HistogramVec::new(
                     HistogramOpts::new(
                         "estuary_part_publish_latency_seconds",
                         "From the arrival at ingest of a part's last media to the part being servable",
@@ -116,8 +125,25 @@ impl Metrics {
                     .buckets(vec![
                         0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0,
                     ]),
+                    &["rendition"],
                 )
                 .expect("valid"),
+            ),
+            realtime_factor: reg(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "estuary_rendition_realtime_factor",
+                        "Media seconds produced per wall second (below 1: falling behind)",
+                    ),
+                    &["stream", "rendition"],
+                )
+                .expect("valid"),
+            ),
+            frames_dropped: cv(
+                "estuary_frames_dropped_total",
+                "Frames dropped before an encoder that fell behind",
+                &["stream", "rendition"],
             ),
             http_requests: cv(
                 "estuary_http_requests_total",

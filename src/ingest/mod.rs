@@ -55,7 +55,11 @@ impl Ingest {
     ///
     /// # Errors
     /// [`IngestError::Bind`] when the address is taken or invalid.
-    pub async fn bind(cfg: Arc<Config>, hub: Arc<Hub>, metrics: Metrics) -> Result<Self, IngestError> {
+    pub async fn bind(
+        cfg: Arc<Config>,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+    ) -> Result<Self, IngestError> {
         let addr = cfg.srt.listen;
         let bind_err = |source| IngestError::Bind { addr, source };
         let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
@@ -115,15 +119,25 @@ impl Ingest {
                     continue;
                 }
             };
-            let session = match self.hub.publish(&name) {
+            let mut session = match self.hub.publish(&name) {
                 Ok(s) => s,
                 Err(crate::live::PublishError::AlreadyLive(_)) => {
-                    self.refuse(req, "already_publishing", ServerRejectReason::Conflict, &span);
+                    self.refuse(
+                        req,
+                        "already_publishing",
+                        ServerRejectReason::Conflict,
+                        &span,
+                    );
                     continue;
                 }
                 Err(e) => {
                     span.in_scope(|| tracing::error!(error = %e, "cannot start media pipeline"));
-                    self.refuse(req, "pipeline", ServerRejectReason::InternalServerError, &span);
+                    self.refuse(
+                        req,
+                        "pipeline",
+                        ServerRejectReason::InternalServerError,
+                        &span,
+                    );
                     continue;
                 }
             };
@@ -134,7 +148,7 @@ impl Ingest {
                     match req.accept(key).await {
                         Ok(socket) => {
                             tracing::info!(stream = %name, "publisher connected");
-                            publish(socket, &name, &session, &cfg, &metrics, token).await;
+                            publish(socket, &name, &mut session, &cfg, &metrics, token).await;
                         }
                         Err(e) => {
                             // A wrong passphrase ends here: the key unwrap fails inside the
@@ -184,7 +198,13 @@ impl Ingest {
         }
     }
 
-    fn refuse(&self, req: ConnectionRequest, why: &'static str, code: ServerRejectReason, span: &tracing::Span) {
+    fn refuse(
+        &self,
+        req: ConnectionRequest,
+        why: &'static str,
+        code: ServerRejectReason,
+        span: &tracing::Span,
+    ) {
         span.in_scope(|| tracing::warn!(reason = why, "publisher refused"));
         self.metrics.srt_rejected.with_label_values(&[why]).inc();
         tokio::spawn(async move {
@@ -197,7 +217,7 @@ impl Ingest {
 async fn publish(
     mut socket: SrtSocket,
     name: &str,
-    session: &crate::live::Session,
+    session: &mut crate::live::Session,
     cfg: &Config,
     metrics: &Metrics,
     token: CancellationToken,
@@ -206,10 +226,24 @@ async fn publish(
     let mut stats = socket.statistics().clone();
     let (mut lost, mut retrans, mut dropped) = (0u64, 0u64, 0u64);
     let idle = cfg.srt.idle_timeout;
+    let mut failed = session.failed();
     loop {
         tokio::select! {
             () = token.cancelled() => break,
-            () = session.failed().cancelled() => break,
+            () = failed.cancelled() => match session.recover().await {
+                Ok(why) => {
+                    metrics.stream_errors.with_label_values(&[why.reason()]).inc();
+                    tracing::info!(stream = %name, cause = %why, "pipeline rebuilt");
+                    failed = session.failed();
+                }
+                Err(e) => {
+                    if let Some(e) = e {
+                        metrics.stream_errors.with_label_values(&[e.reason()]).inc();
+                        tracing::error!(stream = %name, error = %e, "stream torn down");
+                    }
+                    break;
+                }
+            },
             item = tokio::time::timeout(idle, socket.next()) => match item {
                 Ok(Some(Ok((_, data)))) => {
                     bytes_ctr.inc_by(data.len() as u64);

@@ -118,7 +118,9 @@ pub fn parse(streamid: &str) -> Result<PublishRequest, StreamIdError> {
             return Err(StreamIdError::Mode(m.chars().take(40).collect()));
         }
     }
-    let resource = resource.filter(|r| !r.is_empty()).ok_or(StreamIdError::Missing)?;
+    let resource = resource
+        .filter(|r| !r.is_empty())
+        .ok_or(StreamIdError::Missing)?;
     Ok(PublishRequest {
         name: resource_to_name(resource)?,
         user: user.map(str::to_owned),
@@ -154,9 +156,18 @@ mod tests {
         assert_eq!(name(""), Err(StreamIdError::Missing));
         assert_eq!(name("#!::"), Err(StreamIdError::Missing));
         assert_eq!(name("#!::m=publish"), Err(StreamIdError::Missing));
-        assert_eq!(name("#!::r=live/demo,m=request"), Err(StreamIdError::Mode("request".into())));
-        assert!(matches!(name("#!::r=a,r=b"), Err(StreamIdError::Malformed(_))));
-        assert!(matches!(name("#!::rlive"), Err(StreamIdError::Malformed(_))));
+        assert_eq!(
+            name("#!::r=live/demo,m=request"),
+            Err(StreamIdError::Mode("request".into()))
+        );
+        assert!(matches!(
+            name("#!::r=a,r=b"),
+            Err(StreamIdError::Malformed(_))
+        ));
+        assert!(matches!(
+            name("#!::rlive"),
+            Err(StreamIdError::Malformed(_))
+        ));
         assert!(matches!(name("vod/x"), Err(StreamIdError::App(_))));
         assert!(matches!(name("live/a/b"), Err(StreamIdError::Name(_))));
         assert!(matches!(name("../etc"), Err(StreamIdError::App(_))));

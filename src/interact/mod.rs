@@ -1,1 +1,352 @@
-//! stub
+//! The interaction channel: chat, polls, Q&A, reactions and tips over a WebSocket beside
+//! the video, stamped with the video timeline.
+//!
+//! # Layout
+//! - [`config`]: the `[interact]` config section.
+//! - [`token`]: HS256 tokens with a role, user id, display name and expiry.
+//! - [`protocol`]: client and server JSON frames; [`protocol::decode`] is fuzzed.
+//! - `room`: one actor per stream owning chat history, polls, questions, moderation state;
+//!   it serializes each broadcast once and fans the shared bytes out over a bounded
+//!   `tokio::sync::broadcast` (a lagging receiver is a slow consumer and is dropped).
+//! - `redis`: the Redis bus (pub/sub for events, a stream for history, Lua scripts for
+//!   atomic tallies); the memory bus is the room applying its own events.
+//! - `ws`: one task per WebSocket connection (tokio-tungstenite).
+//! - `api`: the host server API.
+//!
+//! The media path only sees [`Timeline`] (what we read from it) and [`DateRange`] (what it
+//! reads from us); no lock is shared with it.
+
+pub mod config;
+mod api;
+mod metrics;
+pub mod protocol;
+mod redis;
+mod room;
+pub mod token;
+mod ws;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::SystemTime,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::InteractConfig;
+pub use token::{mint_token, verify_token, Claims, Role};
+
+use metrics::Metrics;
+use room::RoomHandle;
+
+/// Where the video timeline is now, supplied by the media side.
+pub trait Timeline: Send + Sync + 'static {
+    /// Program date time, MSN and part index of the latest published part of `stream`, if
+    /// the stream is live.
+    fn now(&self, stream: &str) -> Option<TimelineStamp>;
+}
+
+/// A timeline that is never live: events are stamped with the wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WallClock;
+
+impl Timeline for WallClock {
+    fn now(&self, _stream: &str) -> Option<TimelineStamp> {
+        None
+    }
+}
+
+/// A point on a stream's video timeline.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TimelineStamp {
+    /// Program date time of the latest part (serialized as RFC 3339 with milliseconds).
+    #[serde(serialize_with = "ser_rfc3339_millis")]
+    pub pdt: SystemTime,
+    /// Media sequence number.
+    pub msn: u64,
+    /// Part index within the segment.
+    pub part: u64,
+}
+
+fn ser_rfc3339_millis<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+/// A poll (or other host event) to show in media playlists as `EXT-X-DATERANGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateRange {
+    /// `ID`, unique per stream (`poll-p3`).
+    pub id: String,
+    /// `CLASS` (`com.estuary.poll`).
+    pub class: String,
+    /// `START-DATE`: the program date time when the poll opened.
+    pub start: SystemTime,
+    /// `END-DATE`, once the poll closed.
+    pub end: Option<SystemTime>,
+    /// Client attributes (`X-POLL-ID`, `X-QUESTION`, `X-OPTIONS`, `X-RESULTS`), raw values
+    /// (not quoted). Values never contain `"`, CR or LF, so they are valid HLS
+    /// quoted-strings once quoted.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// Errors at the interaction module boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum InteractError {
+    /// The Redis bus failed or cannot be reached.
+    #[error("interaction bus: {0}")]
+    Bus(#[from] ::redis::RedisError),
+    /// Minting or checking a token failed.
+    #[error("token: {0}")]
+    Token(String),
+    /// Not a role name.
+    #[error("unknown role {0:?} (viewer, moderator or host)")]
+    BadRole(String),
+    /// The config is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Registering metrics failed (e.g. registered twice).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// `max_rooms` rooms exist already.
+    #[error("too many rooms")]
+    TooManyRooms,
+    /// The stream name is not acceptable.
+    #[error("bad stream name")]
+    BadStream,
+    /// The room or the hub is shut down.
+    #[error("shutting down")]
+    Closed,
+}
+
+/// The interaction hub: rooms by stream, the bus, connection limits.
+pub struct Interact {
+    cfg: Arc<InteractConfig>,
+    timeline: Arc<dyn Timeline>,
+    metrics: Metrics,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    /// Room handles by stream. A plain mutex: held only to look up or insert a handle,
+    /// never across an await, and never shared with the media path.
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    redis: Option<redis::RedisBus>,
+    conns: Arc<tokio::sync::Semaphore>,
+    next_conn: AtomicU64,
+    node_id: String,
+}
+
+impl std::fmt::Debug for Interact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interact")
+            .field("bus", &self.cfg.bus)
+            .field("node", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interact {
+    /// Starts the hub (rooms, bus connection).
+    ///
+    /// # Errors
+    /// [`InteractError::Config`] for an invalid config, [`InteractError::Bus`] if the Redis
+    /// bus cannot be reached, [`InteractError::Metrics`] if the metric names are taken.
+    pub async fn start(
+        cfg: InteractConfig,
+        timeline: Arc<dyn Timeline>,
+        registry: &prometheus::Registry,
+        token: CancellationToken,
+    ) -> Result<Arc<Self>, InteractError> {
+        cfg.validate().map_err(InteractError::Config)?;
+        let metrics = Metrics::register(registry)?;
+        let node_id = format!(
+            "{:x}{:x}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let tracker = TaskTracker::new();
+        let redis = if cfg.bus == "memory" {
+            None
+        } else {
+            Some(redis::RedisBus::connect(&cfg.bus).await?)
+        };
+        let hub = Arc::new(Self {
+            conns: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
+            cfg: Arc::new(cfg),
+            timeline,
+            metrics,
+            token,
+            tracker,
+            rooms: Mutex::new(HashMap::new()),
+            redis,
+            next_conn: AtomicU64::new(1),
+            node_id,
+        });
+        if let Some(bus) = &hub.redis {
+            let weak = Arc::downgrade(&hub);
+            let bus = bus.clone();
+            let token = hub.token.clone();
+            let metrics = hub.metrics.clone();
+            hub.tracker.spawn(async move {
+                bus.dispatch(token, metrics, move |stream, payload| {
+                    weak.upgrade()
+                        .and_then(|h| h.existing_room(stream))
+                        .map(|r| r.deliver_bus(payload))
+                })
+                .await;
+            });
+        }
+        tracing::info!(bus = %hub.cfg.bus, node = %hub.node_id, "interaction hub started");
+        Ok(hub)
+    }
+
+    /// GET `/live/{stream}/events`: WebSocket upgrade. Returns 101, or 400 (not a WebSocket
+    /// request, bad stream name), 401 (bad or missing token), 503 (too many connections or
+    /// rooms, shutting down).
+    pub fn handle_ws(
+        self: &Arc<Self>,
+        stream: &str,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        ws::handle(self, stream, req)
+    }
+
+    /// `/api/...` server API (host token in `Authorization: Bearer`): `POST
+    /// /api/streams/{stream}/polls`, `POST /api/streams/{stream}/polls/{id}/close`, `POST
+    /// /api/streams/{stream}/tips`, `POST /api/streams/{stream}/messages`, `GET
+    /// /api/streams/{stream}/state`. `path` is the full request path.
+    pub async fn handle_api(
+        self: &Arc<Self>,
+        path: &str,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        api::handle(self, path, req).await
+    }
+
+    /// Active `EXT-X-DATERANGE` entries for a stream's media playlists (open polls and
+    /// polls closed less than `daterange_keep` ago).
+    pub fn dateranges(&self, stream: &str) -> Vec<DateRange> {
+        self.existing_room(stream)
+            .map(|r| r.dateranges())
+            .unwrap_or_default()
+    }
+
+    /// Viewer count (open WebSocket connections on this node) per stream.
+    pub fn viewers(&self, stream: &str) -> usize {
+        self.existing_room(stream).map(|r| r.viewers()).unwrap_or(0)
+    }
+
+    /// Waits until every connection and room task has ended (after the token is cancelled).
+    pub async fn closed(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn existing_room(&self, stream: &str) -> Option<RoomHandle> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .cloned()
+    }
+
+    /// Gets or creates the room of `stream`.
+    fn room(self: &Arc<Self>, stream: &str) -> Result<RoomHandle, InteractError> {
+        if self.token.is_cancelled() {
+            return Err(InteractError::Closed);
+        }
+        if !valid_stream(stream) {
+            return Err(InteractError::BadStream);
+        }
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = rooms.get(stream) {
+            if !r.is_closed() {
+                return Ok(r.clone());
+            }
+        }
+        if rooms.len() >= self.cfg.max_rooms && !rooms.contains_key(stream) {
+            return Err(InteractError::TooManyRooms);
+        }
+        let (handle, room) = room::Room::new(
+            stream.to_owned(),
+            self.cfg.clone(),
+            self.timeline.clone(),
+            self.metrics.clone(),
+            self.redis.clone(),
+        );
+        rooms.insert(stream.to_owned(), handle.clone());
+        self.metrics.rooms.set(rooms.len() as i64);
+        self.tracker.spawn(room.run(self.token.child_token()));
+        Ok(handle)
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Stream names: 1 to 64 bytes of `[A-Za-z0-9_.-]`, not starting with a dot.
+pub(crate) fn valid_stream(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        serde_json::json!({ "error": code, "message": message }).to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream("demo"));
+        assert!(valid_stream("a.b-c_1"));
+        assert!(!valid_stream(""));
+        assert!(!valid_stream(".."));
+        assert!(!valid_stream("a/b"));
+        assert!(!valid_stream(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn timeline_stamp_serializes_rfc3339_millis() {
+        let t = TimelineStamp {
+            pdt: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+            msn: 4,
+            part: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"pdt":"2023-11-14T22:13:20.123Z","msn":4,"part":2}"#
+        );
+    }
+}

@@ -179,7 +179,10 @@ impl Segmenter {
                 };
                 let starts_segment = chunk.kind == ChunkKind::SegmentStart
                     || self.open.is_none()
-                    || self.open.as_ref().is_some_and(|(s, _)| s.init_gen != init_gen);
+                    || self
+                        .open
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.init_gen != init_gen);
                 if starts_segment {
                     if let Some(o) = self.close_open() {
                         out.push(o);
@@ -235,7 +238,11 @@ impl Segmenter {
         while self.segments.len() > self.cfg.window_segments {
             // "If the server removes an EXT-X-DISCONTINUITY tag from the Playlist, it MUST
             // increment the value of the EXT-X-DISCONTINUITY-SEQUENCE tag" (§6.2.2).
-            if self.segments.pop_front().is_some_and(|old| old.discontinuity) {
+            if self
+                .segments
+                .pop_front()
+                .is_some_and(|old| old.discontinuity)
+            {
                 self.discontinuity_sequence += 1;
             }
         }
@@ -307,12 +314,10 @@ impl Segmenter {
         nearest.max(configured).max(1)
     }
 
-    /// `PART-TARGET`: the configured part target, or the longest part seen if that is
-    /// longer. cmafmux cuts a chunk at the first sample boundary past the target, so AAC
-    /// parts (1024-sample frames) run a little over it; the draft requires every part to
-    /// be no longer than `PART-TARGET`. It settles with the first full part.
+    /// `PART-TARGET`: the configured part target, fixed for the life of the stream (the
+    /// media side sizes chunks to stay within it).
     pub fn part_target(&self) -> Duration {
-        self.cfg.part_target.max(self.longest_part)
+        self.cfg.part_target
     }
 
     /// Peak and average bit rates over the window, in bits per second.
@@ -457,7 +462,9 @@ mod tests {
         assert!(matches!(&o[..], [Output::Init { uri, .. }] if uri == "init-1.mp4"));
         // A part right after a new init cannot continue the old segment.
         let o = s.push(chunk(ChunkKind::PartStart, b"y", 500)).unwrap();
-        assert!(matches!(&o[..], [Output::Segment { .. }, Output::Part { uri, .. }] if uri == "1.0.m4s"));
+        assert!(
+            matches!(&o[..], [Output::Segment { .. }, Output::Part { uri, .. }] if uri == "1.0.m4s")
+        );
         assert_eq!(s.open_segment().unwrap().init_gen, 1);
     }
 
@@ -466,12 +473,15 @@ mod tests {
         let mut s = Segmenter::new(cfg());
         assert_eq!(s.target_duration(), 1);
         s.push(chunk(ChunkKind::Init, b"I", 0)).unwrap();
-        s.push(chunk(ChunkKind::SegmentStart, b"0123456789", 1500)).unwrap();
-        s.push(chunk(ChunkKind::SegmentStart, b"01234", 1000)).unwrap();
+        s.push(chunk(ChunkKind::SegmentStart, b"0123456789", 1500))
+            .unwrap();
+        s.push(chunk(ChunkKind::SegmentStart, b"01234", 1000))
+            .unwrap();
         s.push(chunk(ChunkKind::SegmentStart, b"", 1000)).unwrap();
         // 1.5 s rounds to 2.
         assert_eq!(s.target_duration(), 2);
-        assert_eq!(s.part_target(), Duration::from_millis(1500));
+        assert_eq!(s.part_target(), Duration::from_millis(200));
+        assert_eq!(s.longest_part(), Duration::from_millis(1500));
         let (peak, avg) = s.bitrates().unwrap();
         assert_eq!(peak, 53);
         assert_eq!(avg, 48);

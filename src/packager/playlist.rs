@@ -61,7 +61,11 @@ fn part(out: &mut String, msn: u64, idx: usize, d: Duration, independent: bool) 
         secs(d),
         part_uri(msn, idx)
     );
-    out.push_str(if independent { ",INDEPENDENT=YES\n" } else { "\n" });
+    out.push_str(if independent {
+        ",INDEPENDENT=YES\n"
+    } else {
+        "\n"
+    });
 }
 
 /// Renders a media playlist.
@@ -192,7 +196,10 @@ pub struct AudioRendition {
 /// (§4.4.6.2); "#EXT-X-MEDIA ... TYPE=AUDIO ... GROUP-ID" (§4.4.6.1).
 pub fn render_multivariant(variants: &[Variant], audio: Option<&AudioRendition>) -> String {
     let mut out = String::with_capacity(512);
-    let _ = writeln!(out, "#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-INDEPENDENT-SEGMENTS");
+    let _ = writeln!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:{VERSION}\n#EXT-X-INDEPENDENT-SEGMENTS"
+    );
     if let Some(a) = audio {
         let _ = write!(
             out,
@@ -286,7 +293,14 @@ mod tests {
             last_msn: 3,
             last_part: 1,
         }];
-        let text = render_media(&s, &reports, MediaRender { skip: false, live: true });
+        let text = render_media(
+            &s,
+            &reports,
+            MediaRender {
+                skip: false,
+                live: true,
+            },
+        );
         let expected = "#EXTM3U
 #EXT-X-VERSION:9
 #EXT-X-TARGETDURATION:1
@@ -327,12 +341,26 @@ mod tests {
     fn delta_update_skips_old_segments() {
         let s = filled(10, 1);
         // 10.2 s listed, skip boundary 6 s: segments ending before 4.2 s go (0..=3).
-        let text = render_media(&s, &[], MediaRender { skip: true, live: true });
+        let text = render_media(
+            &s,
+            &[],
+            MediaRender {
+                skip: true,
+                live: true,
+            },
+        );
         assert!(text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"), "{text}");
         assert!(!text.contains("\n3.m4s\n"));
         assert!(text.contains("\n4.m4s\n"));
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:0\n"));
-        let full = render_media(&s, &[], MediaRender { skip: false, live: false });
+        let full = render_media(
+            &s,
+            &[],
+            MediaRender {
+                skip: false,
+                live: false,
+            },
+        );
         assert!(!full.contains("EXT-X-SKIP"));
         assert!(!full.contains("PRELOAD-HINT"));
         assert!(full.contains("\n0.m4s\n"));

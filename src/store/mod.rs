@@ -164,14 +164,22 @@ impl RenditionView {
     pub fn part_state(&self, msn: u64, part: u64) -> PartState {
         if let Some((m, n)) = self.open {
             if msn == m {
-                return if part < n { PartState::Ready } else { PartState::Pending };
+                return if part < n {
+                    PartState::Ready
+                } else {
+                    PartState::Pending
+                };
             }
             if msn > m {
                 return PartState::Pending;
             }
         }
         if let Some(&(_, n)) = self.segments.iter().find(|(m, _)| *m == msn) {
-            return if part < n { PartState::Ready } else { PartState::Gone };
+            return if part < n {
+                PartState::Ready
+            } else {
+                PartState::Gone
+            };
         }
         if msn < self.media_sequence || self.segments.last().is_some_and(|(m, _)| msn <= *m) {
             PartState::Gone
@@ -251,7 +259,12 @@ impl StreamEntry {
 
     /// Names of the renditions.
     pub fn rendition_names(&self) -> Vec<String> {
-        self.renditions.read().expect("not poisoned").keys().cloned().collect()
+        self.renditions
+            .read()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Publishes the multivariant playlist.
@@ -297,12 +310,22 @@ impl Store {
 
     /// The entry of a stream that has published.
     pub fn stream(&self, name: &str) -> Option<Arc<StreamEntry>> {
-        self.streams.read().expect("not poisoned").get(name).cloned()
+        self.streams
+            .read()
+            .expect("not poisoned")
+            .get(name)
+            .cloned()
     }
 
     /// Names of the streams that have published.
     pub fn stream_names(&self) -> Vec<String> {
-        let mut v: Vec<_> = self.streams.read().expect("not poisoned").keys().cloned().collect();
+        let mut v: Vec<_> = self
+            .streams
+            .read()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect();
         v.sort();
         v
     }

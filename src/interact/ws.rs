@@ -1,0 +1,461 @@
+//! One task per WebSocket connection: upgrade checks, then a loop that relays the room's
+//! broadcast to the socket (batched writes) and the client's frames to the room.
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use governor::{
+    clock::{Clock, DefaultClock},
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+};
+use http_body_util::Full;
+use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::{sync::broadcast::error::TryRecvError, time::Instant};
+use tokio_tungstenite::{
+    tungstenite::{
+        self,
+        protocol::{frame::coding::CloseCode, CloseFrame, WebSocketConfig},
+        Message, Utf8Bytes,
+    },
+    WebSocketStream,
+};
+
+use super::{
+    error_response,
+    protocol::{self, encode, ClientMsg, ErrorCode, ServerMsg, UserInfo},
+    room::{Actor, Room, RoomHandle},
+    token::{verify_token, Role},
+    Interact, InteractError,
+};
+
+/// Most broadcast frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Frames above `max_frame_size` up to this size get an error frame and the connection
+/// lives; larger ones close it (1009) without being read, so a peer cannot make us buffer
+/// much.
+fn hard_cap(max_frame_size: usize) -> usize {
+    (max_frame_size * 4).max(64 * 1024)
+}
+
+/// Application close codes (4000-4999 are private use, RFC 6455 §7.4.2).
+const CLOSE_SLOW: u16 = 4001;
+const CLOSE_ABUSE: u16 = 4002;
+const CLOSE_TIMEOUT: u16 = 4003;
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn header_has_token(req: &Request<hyper::body::Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Token from `?token=` (browsers cannot set headers on a WebSocket) or `Authorization`.
+pub(super) fn bearer(req: &Request<hyper::body::Incoming>) -> Option<String> {
+    if let Some(t) = query_param(req.uri().query(), "token") {
+        return Some(t);
+    }
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|s| s.trim().to_owned())
+}
+
+pub(super) fn handle(
+    hub: &Arc<Interact>,
+    stream: &str,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let refuse = |status: StatusCode, reason: &'static str, msg: &str| {
+        hub.metrics.refused.with_label_values(&[reason]).inc();
+        tracing::debug!(stream, reason, "websocket upgrade refused");
+        error_response(status, reason, msg)
+    };
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let is_ws = req.method() == hyper::Method::GET
+        && header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket")
+        && req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13")
+        && key.is_some();
+    let Some(key) = key.filter(|_| is_ws) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "not_websocket",
+            "expected a WebSocket upgrade (version 13)",
+        );
+    };
+    if !super::valid_stream(stream) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_stream", "bad stream name");
+    }
+    let cfg = &hub.cfg;
+    let conn_id = hub.next_conn_id();
+    let actor = match bearer(&req) {
+        Some(t) => match verify_token(&cfg.token_secret, &t) {
+            Ok(c) => Actor {
+                user: UserInfo {
+                    id: c.sub,
+                    name: c.name,
+                    role: c.role,
+                },
+                anonymous: false,
+            },
+            Err(e) => {
+                return refuse(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string());
+            }
+        },
+        None if cfg.allow_anonymous => Actor {
+            user: UserInfo {
+                id: format!("anon-{}-{conn_id}", hub.node_id),
+                name: "anonymous".into(),
+                role: Role::Viewer,
+            },
+            anonymous: true,
+        },
+        None => return refuse(StatusCode::UNAUTHORIZED, "token_required", "a token is required"),
+    };
+    let after = query_param(req.uri().query(), "after");
+    let Ok(permit) = hub.conns.clone().try_acquire_owned() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "too many connections");
+    };
+    let room = match hub.room(stream) {
+        Ok(r) => r,
+        Err(InteractError::TooManyRooms) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too_many_rooms", "too many rooms")
+        }
+        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting down"),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let hub2 = hub.clone();
+    let stream_name = stream.to_owned();
+    hub.tracker.spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(up) => {
+                let cfg = &hub2.cfg;
+                let ws_cfg = WebSocketConfig::default()
+                    .read_buffer_size(1024)
+                    .write_buffer_size(16 * 1024)
+                    .max_write_buffer_size(1 << 20)
+                    .max_message_size(Some(hard_cap(cfg.max_frame_size)))
+                    .max_frame_size(Some(hard_cap(cfg.max_frame_size)));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    tungstenite::protocol::Role::Server,
+                    Some(ws_cfg),
+                )
+                .await;
+                Conn {
+                    hub: hub2.clone(),
+                    room,
+                    actor,
+                    conn_id,
+                    stream: stream_name,
+                }
+                .run(ws, after)
+                .await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+struct Conn {
+    hub: Arc<Interact>,
+    room: RoomHandle,
+    actor: Actor,
+    conn_id: u64,
+    stream: String,
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Why a connection ends.
+enum End {
+    Client,
+    Close(u16, &'static str),
+}
+
+impl Conn {
+    async fn run(self, mut ws: Ws, after: Option<String>) {
+        let m = &self.hub.metrics;
+        m.connections.inc();
+        let _viewer = self.room.viewer();
+        let span = tracing::debug_span!("ws", stream = %self.stream, conn = self.conn_id, user = %self.actor.user.id);
+        let end = self.serve(&mut ws, after).await;
+        match end {
+            End::Client => {}
+            End::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+            }
+        }
+        span.in_scope(|| tracing::debug!("websocket closed"));
+        m.connections.dec();
+    }
+
+    async fn send(&self, ws: &mut Ws, msg: Message) -> Result<(), End> {
+        let timeout = self.hub.cfg.ping_timeout;
+        match tokio::time::timeout(timeout, ws.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Client),
+            Err(_) => Err(End::Close(CLOSE_TIMEOUT, "write timeout")),
+        }
+    }
+
+    async fn reply(&self, ws: &mut Ws, msg: &ServerMsg) -> Result<(), End> {
+        if let ServerMsg::Error { code, .. } = msg {
+            self.hub
+                .metrics
+                .errors
+                .with_label_values(&[&format!("{code:?}")])
+                .inc();
+        }
+        self.send(ws, Message::Text(Utf8Bytes::from(encode(msg)))).await
+    }
+
+    async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
+        let cfg = self.hub.cfg.clone();
+        let m = self.hub.metrics.clone();
+        let welcome = Room::welcome(&cfg, self.conn_id, &self.actor, &self.stream);
+        if let Err(e) = self.reply(ws, &welcome).await {
+            return e;
+        }
+        let Some(joined) = self.room.join(after).await else {
+            return End::Close(1001, "room closed");
+        };
+        for f in joined.frames {
+            if let Err(e) = self.send(ws, Message::Text(f)).await {
+                return e;
+            }
+        }
+        let mut rx = joined.rx;
+        let limiter = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(cfg.conn_rate_per_sec).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(cfg.conn_burst).unwrap_or(NonZeroU32::MIN)),
+        );
+        let mut abuse = 0u32;
+        let mut last_seen = Instant::now();
+        let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        let token = self.hub.token.clone();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return End::Close(1001, "server shutting down"),
+                r = rx.recv() => {
+                    let first = match r {
+                        Ok(f) => f,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            m.slow_drops.inc();
+                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            return End::Close(1001, "room closed");
+                        }
+                    };
+                    // Batch: feed what is queued, then one flush (one write syscall).
+                    let mut n = 1u64;
+                    let write = async {
+                        ws.feed(Message::Text(first)).await?;
+                        while n < WRITE_BATCH as u64 {
+                            match rx.try_recv() {
+                                Ok(f) => {
+                                    ws.feed(Message::Text(f)).await?;
+                                    n += 1;
+                                }
+                                Err(TryRecvError::Lagged(_)) => {
+                                    return Ok::<bool, tungstenite::Error>(false);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        ws.flush().await?;
+                        Ok(true)
+                    };
+                    match tokio::time::timeout(cfg.ping_timeout, write).await {
+                        Ok(Ok(true)) => m.deliveries.inc_by(n),
+                        Ok(Ok(false)) => {
+                            m.slow_drops.inc();
+                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
+                        }
+                        Ok(Err(_)) => return End::Client,
+                        Err(_) => {
+                            m.closed_abuse.with_label_values(&["write_timeout"]).inc();
+                            return End::Close(CLOSE_TIMEOUT, "write timeout");
+                        }
+                    }
+                }
+                msg = ws.next() => {
+                    last_seen = Instant::now();
+                    let text = match msg {
+                        None => return End::Client,
+                        Some(Err(tungstenite::Error::Capacity(_))) => {
+                            m.closed_abuse.with_label_values(&["too_large"]).inc();
+                            let _ = self.reply(ws, &protocol::error(
+                                ErrorCode::TooLarge,
+                                format!("frames are limited to {} bytes", cfg.max_frame_size),
+                                None,
+                            )).await;
+                            return End::Close(1009, "frame too large");
+                        }
+                        Some(Err(_)) => return End::Client,
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            abuse += 1;
+                            if let Err(e) = self.reply(ws, &protocol::error(
+                                ErrorCode::BadFrame,
+                                "binary frames are not accepted; send JSON text",
+                                None,
+                            )).await {
+                                return e;
+                            }
+                            if abuse >= cfg.max_errors {
+                                m.closed_abuse.with_label_values(&["abuse"]).inc();
+                                return End::Close(CLOSE_ABUSE, "too many bad frames");
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            let _ = ws.flush().await;
+                            return End::Client;
+                        }
+                        // tungstenite answers pings itself.
+                        Some(Ok(_)) => continue,
+                    };
+                    let reply = if text.len() > cfg.max_frame_size {
+                        Some(protocol::error(
+                            ErrorCode::TooLarge,
+                            format!("frames are limited to {} bytes", cfg.max_frame_size),
+                            None,
+                        ))
+                    } else {
+                        self.on_text(&limiter, text.as_str()).await
+                    };
+                    if let Some(reply) = reply {
+                        if let ServerMsg::Error { code, .. } = &reply {
+                            if is_abuse(*code) {
+                                abuse += 1;
+                            }
+                        }
+                        if let Err(e) = self.reply(ws, &reply).await {
+                            return e;
+                        }
+                        if abuse >= cfg.max_errors {
+                            m.closed_abuse.with_label_values(&["abuse"]).inc();
+                            return End::Close(CLOSE_ABUSE, "too many bad frames");
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > cfg.ping_interval + cfg.ping_timeout {
+                        m.closed_abuse.with_label_values(&["ping_timeout"]).inc();
+                        return End::Close(CLOSE_TIMEOUT, "ping timeout");
+                    }
+                    if let Err(e) = self.send(ws, Message::Ping(Bytes::new())).await {
+                        return e;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one client text frame; returns the reply to send, if any.
+    async fn on_text(&self, limiter: &DefaultDirectRateLimiter, text: &str) -> Option<ServerMsg> {
+        let m = &self.hub.metrics;
+        if let Err(nu) = limiter.check() {
+            let wait = nu.wait_time_from(DefaultClock::default().now());
+            return Some(ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many frames on this connection".into(),
+                r#ref: None,
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            });
+        }
+        let frame = match protocol::decode(text.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => {
+                m.frames_in.with_label_values(&["invalid"]).inc();
+                return Some(protocol::error(e.code(), e.to_string(), None));
+            }
+        };
+        m.frames_in.with_label_values(&[frame_type(&frame.msg)]).inc();
+        if let ClientMsg::React { emoji } = &frame.msg {
+            // Reactions skip the room inbox: an atomic add per reaction.
+            return match self.hub.cfg.reactions.iter().position(|r| r == emoji) {
+                Some(i) => {
+                    self.room.react(i);
+                    frame.r#ref.map(|r| ServerMsg::Ack { r#ref: Some(r), id: None })
+                }
+                None => Some(protocol::error(
+                    ErrorCode::BadReaction,
+                    "not an allowed reaction",
+                    frame.r#ref,
+                )),
+            };
+        }
+        Some(self.room.act(self.actor.clone(), frame).await)
+    }
+}
+
+/// Errors that count toward `max_errors`: malformed or forbidden input, not ordinary
+/// refusals such as slow mode or a closed poll.
+fn is_abuse(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadJson
+            | ErrorCode::UnsupportedVersion
+            | ErrorCode::UnknownType
+            | ErrorCode::BadFrame
+            | ErrorCode::TooLarge
+            | ErrorCode::Forbidden
+            | ErrorCode::RateLimited
+            | ErrorCode::BadReaction
+    )
+}
+
+fn frame_type(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Chat { .. } => "chat",
+        ClientMsg::React { .. } => "react",
+        ClientMsg::Vote { .. } => "vote",
+        ClientMsg::Ask { .. } => "ask",
+        ClientMsg::Upvote { .. } => "upvote",
+        ClientMsg::Resume { .. } => "resume",
+        ClientMsg::Delete { .. } => "delete",
+        ClientMsg::Timeout { .. } => "timeout",
+        ClientMsg::Ban { .. } => "ban",
+        ClientMsg::Unban { .. } => "unban",
+        ClientMsg::SlowMode { .. } => "slow_mode",
+        ClientMsg::PollOpen(_) => "poll_open",
+        ClientMsg::PollClose { .. } => "poll_close",
+        ClientMsg::QuestionState { .. } => "question_state",
+        ClientMsg::Pin { .. } => "pin",
+        ClientMsg::Tip(_) => "tip",
+        ClientMsg::System { .. } => "system",
+    }
+}

@@ -1,0 +1,672 @@
+//! Pipeline branches, built when tsdemux exposes an elementary stream.
+//!
+//! ```text
+//! video: queue ! parse ! capsfilter(avc|hvc1) ! tee
+//!          tee. ! queue ! cmafmux ! appsink                        (passthrough "source")
+//!          tee. ! queue ! avdec ! tee                               (one decode)
+//!                   tee. ! queue(leaky) ! videoscale ! videorate ! capsfilter(raw)
+//!                          ! x264enc|x265enc ! parse ! capsfilter ! cmafmux ! appsink  (per rung)
+//! audio: queue ! aacparse ! capsfilter(raw AAC) ! cmafmux ! appsink ("audio")
+//! ```
+//! Rungs are added when the parser's caps tell the source size, before the first frame.
+//! Every rung's cmafmux asks its encoder for keyframes at the same running times, so
+//! segments line up across renditions.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use gst::prelude::*;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{MediaChunk, MediaConfig, MediaError, MediaEvent, TrackInfo, AUDIO, PASSTHROUGH};
+use crate::{
+    config::{RungCodec, RungConfig},
+    packager::ChunkKind,
+};
+
+/// What every branch builder needs.
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    pub cfg: Arc<MediaConfig>,
+    pub tx: UnboundedSender<MediaEvent>,
+}
+
+/// When each frame left the demuxer, by PTS (bounded; shared by every rendition made
+/// from one elementary stream).
+type Arrivals = Arc<Mutex<VecDeque<(u64, Instant)>>>;
+const ARRIVALS_KEPT: usize = 1024;
+
+fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaError> {
+    let mut b = gst::ElementFactory::make(factory);
+    if let Some(n) = name {
+        b = b.name(n);
+    }
+    b.build()
+        .map_err(|e| MediaError::Setup(format!("{factory}: {e}")))
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> MediaError {
+    MediaError::Setup(e.to_string())
+}
+
+/// cmafmux closes a chunk at the first sample boundary at or past its chunk duration, and
+/// a fragment only at a chunk boundary. Video chunks are exactly the part target, which
+/// divides the segment target and is a whole number of frames at 25/30/50/60 fps, so
+/// keyframes fall on chunk boundaries. AAC frames (1024 samples) never divide it, so
+/// audio asks for 85 %: its parts then stay within `PART-TARGET` at 44.1 and 48 kHz, as
+/// the draft requires.
+pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
+    if audio {
+        part_target.mul_f64(0.85)
+    } else {
+        part_target
+    }
+}
+
+/// Terminates a pad we do not use.
+pub(super) fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), MediaError> {
+    let sink = make("fakesink", None)?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    pipeline.add(&sink).map_err(setup)?;
+    sink.sync_state_with_parent().map_err(setup)?;
+    pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"))
+        .map_err(|e| setup(format!("{e:?}")))?;
+    Ok(())
+}
+
+fn add_and_link(pipeline: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(), MediaError> {
+    pipeline.add_many(elements.iter().copied()).map_err(setup)?;
+    gst::Element::link_many(elements.iter().copied()).map_err(setup)?;
+    Ok(())
+}
+
+fn sync(elements: &[&gst::Element]) -> Result<(), MediaError> {
+    for e in elements {
+        e.sync_state_with_parent().map_err(setup)?;
+    }
+    Ok(())
+}
+
+fn queue(max: Duration, leaky: bool) -> Result<gst::Element, MediaError> {
+    let q = make("queue", None)?;
+    q.set_property("max-size-time", max.as_nanos() as u64);
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 0u32);
+    if leaky {
+        q.set_property_from_str("leaky", "downstream");
+    }
+    Ok(q)
+}
+
+/// Builds the branch for one demuxed pad.
+pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
+    let pipeline = ctx
+        .pipeline
+        .upgrade()
+        .ok_or_else(|| setup("pipeline gone"))?;
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
+    let (kind, parser, filter, decoder) = match s.name().as_str() {
+        "video/x-h264" => (
+            "video",
+            "h264parse",
+            parsed_caps(RungCodec::H264),
+            "avdec_h264",
+        ),
+        "video/x-h265" => (
+            "video",
+            "h265parse",
+            parsed_caps(RungCodec::H265),
+            "avdec_h265",
+        ),
+        "audio/mpeg" if matches!(s.get::<i32>("mpegversion"), Ok(2 | 4)) => (
+            "audio",
+            "aacparse",
+            gst::Caps::builder("audio/mpeg")
+                .field("mpegversion", 4i32)
+                .field("stream-format", "raw")
+                .build(),
+            "",
+        ),
+        other => {
+            return Err(MediaError::Unsupported {
+                kind: if other.starts_with("video/") {
+                    "video"
+                } else {
+                    "audio"
+                },
+                caps: other.to_owned(),
+            })
+        }
+    };
+    // One track of each kind: a second video or audio PID is dropped.
+    let marker = format!("elementary-{kind}");
+    if pipeline.by_name(&marker).is_some() {
+        return link_fakesink(&pipeline, pad);
+    }
+    let q = queue(Duration::from_secs(2), false)?;
+    q.set_property("name", &marker);
+    let parse = make(parser, None)?;
+    let capsfilter = make("capsfilter", None)?;
+    capsfilter.set_property("caps", &filter);
+    add_and_link(&pipeline, &[&q, &parse, &capsfilter])?;
+    let arrivals = log_arrivals(&q);
+
+    if kind == "audio" {
+        let r: Arc<str> = Arc::from(AUDIO);
+        watch_track(ctx, &capsfilter, r.clone(), true);
+        let tail = sink_branch(ctx, &pipeline, r, false, arrivals)?;
+        capsfilter.link(&tail).map_err(setup)?;
+    } else {
+        let ladder = &ctx.cfg.ladder;
+        let tee = make("tee", None)?;
+        tee.set_property("allow-not-linked", true);
+        pipeline.add(&tee).map_err(setup)?;
+        capsfilter.link(&tee).map_err(setup)?;
+        // Source changes are watched on the parsed stream whether or not it is passed on.
+        watch_track(ctx, &capsfilter, Arc::from(PASSTHROUGH), ladder.passthrough);
+        if ladder.passthrough {
+            let pq = queue(Duration::from_secs(2), false)?;
+            pipeline.add(&pq).map_err(setup)?;
+            tee.link(&pq).map_err(setup)?;
+            let tail = sink_branch(
+                ctx,
+                &pipeline,
+                Arc::from(PASSTHROUGH),
+                false,
+                arrivals.clone(),
+            )?;
+            pq.link(&tail).map_err(setup)?;
+            sync(&[&pq])?;
+        }
+        if !ladder.rungs.is_empty() {
+            let dq = queue(Duration::from_secs(2), false)?;
+            let dec = make(decoder, None)?;
+            let dtee = make("tee", None)?;
+            dtee.set_property("allow-not-linked", true);
+            pipeline.add_many([&dq, &dec, &dtee]).map_err(setup)?;
+            tee.link(&dq).map_err(setup)?;
+            gst::Element::link_many([&dq, &dec, &dtee]).map_err(setup)?;
+            sync(&[&dq, &dec, &dtee])?;
+            // Add the rungs once the source size is known, before the first frame.
+            let ctx2 = ctx.clone();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            capsfilter
+                .static_pad("src")
+                .expect("capsfilter has a src pad")
+                .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                    let Some(gst::PadProbeData::Event(ev)) = &info.data else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let gst::EventView::Caps(c) = ev.view() else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    if done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        return gst::PadProbeReturn::Ok;
+                    }
+                    if let Err(e) = add_rungs(&ctx2, &dtee, c.caps(), &arrivals) {
+                        let _ = ctx2.tx.send(MediaEvent::Error(e));
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+        }
+        sync(&[&tee])?;
+    }
+    sync(&[&q, &parse, &capsfilter])?;
+    pad.link(&q.static_pad("sink").expect("queue has a sink pad"))
+        .map_err(|e| setup(format!("link: {e:?}")))?;
+    Ok(())
+}
+
+fn parsed_caps(codec: RungCodec) -> gst::Caps {
+    match codec {
+        RungCodec::H264 => gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .build(),
+        // `hvc1`: parameter sets only in the sample entry, which Safari requires.
+        RungCodec::H265 => gst::Caps::builder("video/x-h265")
+            .field("stream-format", "hvc1")
+            .field("alignment", "au")
+            .build(),
+    }
+}
+
+/// The output size of a rung: the source's display aspect inside the rung's box, never
+/// larger than the source, rounded to even numbers. `None` when the rung is taller than
+/// the source.
+pub(crate) fn rung_size(rung: &RungConfig, src: (u32, u32), par: (i32, i32)) -> Option<(u32, u32)> {
+    let (sw, sh) = src;
+    if sw == 0 || sh == 0 || rung.height > sh {
+        return None;
+    }
+    let display_w = sw as f64 * par.0.max(1) as f64 / par.1.max(1) as f64;
+    let scale = (rung.width as f64 / display_w)
+        .min(rung.height as f64 / sh as f64)
+        .min(1.0);
+    let even = |x: f64| ((x / 2.0).round() as u32 * 2).max(16);
+    Some((even(display_w * scale), even(sh as f64 * scale)))
+}
+
+fn add_rungs(
+    ctx: &Ctx,
+    dtee: &gst::Element,
+    caps: &gst::CapsRef,
+    arrivals: &Arrivals,
+) -> Result<(), MediaError> {
+    let pipeline = ctx
+        .pipeline
+        .upgrade()
+        .ok_or_else(|| setup("pipeline gone"))?;
+    let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
+    let src = (
+        s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+        s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+    );
+    let par = s
+        .get::<gst::Fraction>("pixel-aspect-ratio")
+        .map(|f| (f.numer(), f.denom()))
+        .unwrap_or((1, 1));
+    let ladder = &ctx.cfg.ladder;
+    let mut rungs: Vec<(&RungConfig, (u32, u32))> = ladder
+        .rungs
+        .iter()
+        .filter_map(|r| rung_size(r, src, par).map(|d| (r, d)))
+        .collect();
+    if rungs.is_empty() && !ladder.passthrough {
+        // Every rung is taller than the source: make the smallest at the source's size.
+        if let Some(r) = ladder.rungs.iter().min_by_key(|r| r.height) {
+            let fitted = RungConfig {
+                height: src.1,
+                ..r.clone()
+            };
+            if let Some(d) = rung_size(&fitted, src, par) {
+                rungs.push((r, d));
+            }
+        }
+    }
+    for (rung, size) in rungs {
+        tracing::info!(rung = %rung.name, width = size.0, height = size.1, "adding rung");
+        add_rung(ctx, &pipeline, dtee, rung, size, arrivals.clone())?;
+    }
+    Ok(())
+}
+
+fn add_rung(
+    ctx: &Ctx,
+    pipeline: &gst::Pipeline,
+    dtee: &gst::Element,
+    rung: &RungConfig,
+    (w, h): (u32, u32),
+    arrivals: Arrivals,
+) -> Result<(), MediaError> {
+    let r: Arc<str> = Arc::from(rung.name.as_str());
+    // Frames are dropped here, not queued without bound, when the encoder falls behind.
+    let q = queue(Duration::from_millis(500), true)?;
+    let tx = ctx.tx.clone();
+    let rq = r.clone();
+    q.connect("overrun", false, move |_| {
+        let _ = tx.send(MediaEvent::FrameDropped {
+            rendition: rq.clone(),
+        });
+        None
+    });
+    let scale = make("videoscale", None)?;
+    let rate = make("videorate", None)?;
+    rate.set_property("drop-only", true);
+    if let Some(f) = rung.max_fps {
+        rate.set_property_from_str("max-rate", &f.to_string());
+    }
+    let raw = make("capsfilter", None)?;
+    raw.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("width", w as i32)
+            .field("height", h as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    let (enc, parser) = match rung.codec {
+        RungCodec::H264 => (make("x264enc", None)?, make("h264parse", None)?),
+        RungCodec::H265 => (make("x265enc", None)?, make("h265parse", None)?),
+    };
+    // Set from strings: x264enc and x265enc declare the same properties with different
+    // integer types, and a typed set of the wrong type panics in glib.
+    enc.set_property_from_str("bitrate", &rung.bitrate_kbps.to_string());
+    enc.set_property_from_str("speed-preset", &rung.preset);
+    enc.set_property_from_str("tune", &rung.tune);
+    // Keyframes come from cmafmux's force-keyunit requests at segment boundaries; the
+    // interval is only a backstop.
+    let fps = rung.max_fps.unwrap_or(60);
+    let kint = ((ctx.cfg.segment_target.as_secs_f64() * 2.0 * fps as f64) as u32).max(1);
+    enc.set_property_from_str("key-int-max", &kint.to_string());
+    if rung.codec == RungCodec::H264 {
+        enc.set_property_from_str("b-adapt", "false");
+        enc.set_property_from_str("bframes", "0");
+    }
+    let out = make("capsfilter", None)?;
+    out.set_property("caps", parsed_caps(rung.codec));
+    let chain = [&q, &scale, &rate, &raw, &enc, &parser, &out];
+    add_and_link(pipeline, &chain)?;
+    watch_track(ctx, &out, r.clone(), true);
+    let tail = sink_branch(ctx, pipeline, r, true, arrivals)?;
+    out.link(&tail).map_err(setup)?;
+    sync(&chain)?;
+    dtee.link(&q).map_err(setup)?;
+    Ok(())
+}
+
+/// `cmafmux ! appsink` for one rendition; returns the mux to link into.
+fn sink_branch(
+    ctx: &Ctx,
+    pipeline: &gst::Pipeline,
+    rendition: Arc<str>,
+    force_keyunit: bool,
+    arrivals: Arrivals,
+) -> Result<gst::Element, MediaError> {
+    let mux = make("cmafmux", Some(&format!("mux-{rendition}")))?;
+    mux.set_property(
+        "fragment-duration",
+        ctx.cfg.segment_target.as_nanos() as u64,
+    );
+    mux.set_property(
+        "chunk-duration",
+        chunk_duration(ctx.cfg.part_target, *rendition == *AUDIO).as_nanos() as u64,
+    );
+    // In passthrough there is no encoder to ask for keyframes.
+    mux.set_property("send-force-keyunit", force_keyunit);
+    let sink = gst_app::AppSink::builder()
+        .name(format!("sink-{rendition}"))
+        .sync(false)
+        .buffer_list(true)
+        .build();
+    pipeline
+        .add_many([&mux, sink.upcast_ref()])
+        .map_err(setup)?;
+    mux.link(&sink).map_err(setup)?;
+    let tx = ctx.tx.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                // Timestamps are compared across renditions as running time: encoders
+                // shift their output segment (x264enc by 1000 hours) to keep DTS positive.
+                let segment = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                for mut chunk in chunks_of(&sample) {
+                    chunk.pts = chunk.pts.and_then(|p| {
+                        let p = gst::ClockTime::from_nseconds(p.as_nanos() as u64);
+                        let rt = match &segment {
+                            Some(seg) => seg.to_running_time(p)?,
+                            None => p,
+                        };
+                        Some(Duration::from_nanos(rt.nseconds()))
+                    });
+                    if let (Some(pts), ChunkKind::SegmentStart | ChunkKind::PartStart) =
+                        (chunk.pts, chunk.kind)
+                    {
+                        (chunk.first_input, chunk.last_input) =
+                            arrivals_of(&arrivals, pts, pts + chunk.duration);
+                    }
+                    let ev = MediaEvent::Chunk {
+                        rendition: rendition.clone(),
+                        chunk,
+                    };
+                    if tx.send(ev).is_err() {
+                        return Err(gst::FlowError::Flushing);
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sync(&[&mux, sink.upcast_ref()])?;
+    Ok(mux)
+}
+
+fn log_arrivals(q: &gst::Element) -> Arrivals {
+    let arrivals: Arrivals = Arc::default();
+    let log = arrivals.clone();
+    q.static_pad("sink")
+        .expect("queue has a sink pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let segment = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+            let pts = info.buffer().and_then(|b| b.pts());
+            let rt = match (&segment, pts) {
+                (Some(seg), Some(p)) => seg.to_running_time(p),
+                (None, p) => p,
+                _ => None,
+            };
+            if let Some(pts) = rt {
+                let mut log = log.lock().expect("not poisoned");
+                if log.len() >= ARRIVALS_KEPT {
+                    log.pop_front();
+                }
+                log.push_back((pts.nseconds(), Instant::now()));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    arrivals
+}
+
+/// Arrival times of the first and the last frame of a chunk spanning `[start, end)`.
+fn arrivals_of(
+    log: &Mutex<VecDeque<(u64, Instant)>>,
+    start: Duration,
+    end: Duration,
+) -> (Option<Instant>, Option<Instant>) {
+    let (start, end) = (start.as_nanos() as u64, end.as_nanos() as u64);
+    let log = log.lock().expect("not poisoned");
+    let in_chunk = || log.iter().filter(|(p, _)| *p >= start && *p < end);
+    let first = in_chunk().min_by_key(|(p, _)| *p).map(|(_, t)| *t);
+    let last = in_chunk().map(|(_, t)| *t).max();
+    (first, last)
+}
+
+/// Reports a rendition's track info from its parsed caps; on the source's own stream, a
+/// later change of size, rate or codec is reported as [`MediaError::SourceChanged`].
+fn watch_track(ctx: &Ctx, capsfilter: &gst::Element, rendition: Arc<str>, report: bool) {
+    let tx = ctx.tx.clone();
+    let watch_changes = *rendition == *PASSTHROUGH || *rendition == *AUDIO;
+    let last: Mutex<Option<TrackInfo>> = Mutex::new(None);
+    capsfilter
+        .static_pad("src")
+        .expect("capsfilter has a src pad")
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(ev)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let gst::EventView::Caps(c) = ev.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(info) = track_info(c.caps(), &rendition) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut last = last.lock().expect("not poisoned");
+            if let Some(prev) = last.as_ref() {
+                if *prev != info && watch_changes {
+                    let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
+                        "{rendition}: {} {:?} -> {} {:?}",
+                        prev.codecs, prev.resolution, info.codecs, info.resolution
+                    ))));
+                }
+                return gst::PadProbeReturn::Ok;
+            }
+            *last = Some(info.clone());
+            if report {
+                let _ = tx.send(MediaEvent::Track {
+                    rendition: rendition.clone(),
+                    info,
+                });
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
+fn track_info(caps: &gst::CapsRef, rendition: &str) -> Option<TrackInfo> {
+    let s = caps.structure(0)?;
+    let codecs = gst_pbutils::codec_utils_caps_get_mime_codec(caps)
+        .ok()?
+        .to_string();
+    let frame_rate = s
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .map(|f| f.numer() as f64 / f.denom() as f64);
+    let resolution = match (s.get::<i32>("width"), s.get::<i32>("height")) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Some((w as u32, h as u32)),
+        _ => None,
+    };
+    Some(TrackInfo {
+        codecs,
+        resolution,
+        frame_rate,
+        channels: s.get::<i32>("channels").ok().map(|c| c as u32),
+        audio: rendition == AUDIO,
+    })
+}
+
+/// Splits an appsink sample (a buffer list from cmafmux) into pieces: each `HEADER`
+/// buffer starts one, and the data buffers after it belong to it.
+fn chunks_of(sample: &gst::Sample) -> Vec<MediaChunk> {
+    let mut out: Vec<(MediaChunk, BytesMut)> = Vec::new();
+    let mut visit = |buf: &gst::BufferRef| {
+        let flags = buf.flags();
+        if flags.contains(gst::BufferFlags::HEADER) {
+            // The init segment is `DISCONT|HEADER`; the first fragment after it may carry
+            // DISCONT too, so an init is also recognised by its leading `ftyp`.
+            let kind = if flags.contains(gst::BufferFlags::DISCONT)
+                && (buf.pts().is_none() || is_init(buf))
+            {
+                ChunkKind::Init
+            } else if flags.contains(gst::BufferFlags::DELTA_UNIT) {
+                ChunkKind::PartStart
+            } else {
+                ChunkKind::SegmentStart
+            };
+            let init = kind == ChunkKind::Init;
+            out.push((
+                MediaChunk {
+                    kind,
+                    data: bytes::Bytes::new(),
+                    pts: buf
+                        .pts()
+                        .filter(|_| !init)
+                        .map(|t| Duration::from_nanos(t.nseconds())),
+                    duration: buf
+                        .duration()
+                        .filter(|_| !init)
+                        .map(|t| Duration::from_nanos(t.nseconds()))
+                        .unwrap_or_default(),
+                    last_input: None,
+                    first_input: None,
+                },
+                BytesMut::new(),
+            ));
+        }
+        if let (Some((_, acc)), Ok(map)) = (out.last_mut(), buf.map_readable()) {
+            acc.extend_from_slice(map.as_slice());
+        }
+    };
+    if let Some(list) = sample.buffer_list() {
+        for buf in list.iter() {
+            visit(buf);
+        }
+    } else if let Some(buf) = sample.buffer() {
+        visit(buf);
+    }
+    out.into_iter()
+        .map(|(mut c, acc)| {
+            c.data = acc.freeze();
+            c
+        })
+        .collect()
+}
+
+/// An init segment starts with an `ftyp` box.
+fn is_init(buf: &gst::BufferRef) -> bool {
+    buf.map_readable()
+        .map(|m| m.len() >= 8 && &m[4..8] == b"ftyp")
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rung(w: u32, h: u32) -> RungConfig {
+        RungConfig {
+            name: "r".into(),
+            codec: RungCodec::H264,
+            width: w,
+            height: h,
+            max_fps: None,
+            bitrate_kbps: 1000,
+            preset: "veryfast".into(),
+            tune: "zerolatency".into(),
+        }
+    }
+
+    #[test]
+    fn rung_sizes_keep_aspect_and_never_upscale() {
+        assert_eq!(
+            rung_size(&rung(1280, 720), (1920, 1080), (1, 1)),
+            Some((1280, 720))
+        );
+        assert_eq!(
+            rung_size(&rung(854, 480), (1280, 720), (1, 1)),
+            Some((854, 480))
+        );
+        assert_eq!(
+            rung_size(&rung(640, 360), (1280, 720), (1, 1)),
+            Some((640, 360))
+        );
+        // 4:3 source in a 16:9 box: height bound.
+        assert_eq!(
+            rung_size(&rung(1280, 720), (1440, 1080), (1, 1)),
+            Some((960, 720))
+        );
+        // Taller than the source: left out.
+        assert_eq!(rung_size(&rung(1920, 1080), (1280, 720), (1, 1)), None);
+        // Same height: kept at the source size.
+        assert_eq!(
+            rung_size(&rung(1280, 720), (1280, 720), (1, 1)),
+            Some((1280, 720))
+        );
+        // Anamorphic 1440x1080 with 4:3 pixels displays as 1920x1080.
+        assert_eq!(
+            rung_size(&rung(1280, 720), (1440, 1080), (4, 3)),
+            Some((1280, 720))
+        );
+    }
+
+    #[test]
+    fn chunk_duration_keeps_common_parts_within_target() {
+        let t = Duration::from_millis(200);
+        for (frame, audio) in [
+            (1.0 / 30.0, false),
+            (1.0 / 25.0, false),
+            (1.0 / 50.0, false),
+            (1.0 / 60.0, false),
+            (1024.0 / 44100.0, true),
+            (1024.0 / 48000.0, true),
+        ] {
+            let c = chunk_duration(t, audio);
+            let frames = (c.as_secs_f64() / frame - 1e-9).ceil();
+            assert!(
+                frames * frame <= 0.2 + 1e-9,
+                "frame {frame}: {} s",
+                frames * frame
+            );
+        }
+    }
+}
