@@ -564,7 +564,7 @@ impl LiveStream {
             return;
         }
         // Highest first: players that take the first listed variant start at the top.
-        variants.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+        variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
         let text = playlist::render_multivariant(&variants, audio.as_ref().map(|(a, _)| a));
         self.entry.publish_multivariant(Bytes::from(text));
     }

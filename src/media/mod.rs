@@ -205,7 +205,9 @@ impl Pipeline {
             )
             .is_live(true)
             .format(gst::Format::Time)
-            .do_timestamp(true)
+            // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
+            // stamps, and the jittered frame durations make parts run over PART-TARGET.
+            .do_timestamp(false)
             .max_bytes(16 * 1024 * 1024)
             .block(false)
             .build();
