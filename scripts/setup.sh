@@ -9,7 +9,7 @@ PKGS=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  ffmpeg srt-tools redis-server
+  gstreamer1.0-x ffmpeg srt-tools redis-server nginx-light curl
 )
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(chromium nodejs npm curl)

@@ -12,9 +12,11 @@
 //! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
+//! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod live;

@@ -20,6 +20,10 @@ struct Cli {
     /// Override `srt.listen`.
     #[arg(long)]
     srt_listen: Option<SocketAddr>,
+    /// Also publish a built-in test pattern (burnt-in clock and frame counter) over SRT
+    /// to this node as stream `demo`; watch it at /watch/demo.
+    #[arg(long)]
+    demo: bool,
 }
 
 /// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
@@ -56,12 +60,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(cfg))
+    if cli.demo {
+        cfg.streams.entry("demo".into()).or_default();
+    }
+    rt.block_on(run(cfg, cli.demo))
 }
 
-async fn run(cfg: Config) -> ExitCode {
+async fn run(cfg: Config, demo: bool) -> ExitCode {
     let token = CancellationToken::new();
     let grace = cfg.shutdown_grace;
+    let demo_cfg = estuary::demo::DemoConfig {
+        srt: cfg.srt.listen,
+        stream: "demo".into(),
+        passphrase: cfg.streams.get("demo").and_then(|s| s.passphrase.clone()),
+    };
     let node = match Node::start(cfg, token.clone()).await {
         Ok(n) => n,
         Err(e) => {
@@ -75,9 +87,20 @@ async fn run(cfg: Config) -> ExitCode {
         "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"}}",
         node.http_addr, node.srt_addr
     );
+    let demo_task = demo.then(|| {
+        let mut c = demo_cfg;
+        c.srt = match node.srt_addr {
+            a if a.ip().is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), a.port()),
+            a => a,
+        };
+        tokio::spawn(estuary::demo::run(c, token.clone()))
+    });
     shutdown_signal().await;
     tracing::info!(grace = ?grace, "shutting down");
     token.cancel();
+    if let Some(t) = demo_task {
+        let _ = t.await;
+    }
     if tokio::time::timeout(grace + std::time::Duration::from_secs(1), node.wait())
         .await
         .is_err()

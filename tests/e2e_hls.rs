@@ -250,3 +250,27 @@ fn split_part(uri: &str) -> (u64, u64) {
         it.next().unwrap().parse().unwrap(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_publishes_a_test_pattern_over_srt() {
+    // No [streams.demo] in the config: --demo adds it.
+    let node = Node::start_with_args("demo", "", &["--demo"]);
+    let mv = wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(30)).await;
+    let lines = parse_playlist(&mv.text());
+    let inf = attrs(tag(&lines, "EXT-X-STREAM-INF"));
+    // High profile 4:2:0, which every browser decodes.
+    assert!(
+        inf["CODECS"].to_ascii_lowercase().starts_with("avc1.64"),
+        "{}",
+        inf["CODECS"]
+    );
+    assert_eq!(inf["RESOLUTION"], "1280x720");
+    let pl = parse_playlist(&get(&node.url("/live/demo/source/index.m3u8")).await.text());
+    let (_, _, uri) = segments(&pl).last().cloned().unwrap();
+    let init = get(&node.url("/live/demo/source/init.mp4")).await;
+    let seg = get(&node.url(&format!("/live/demo/source/{uri}"))).await;
+    let f = node.dir.join("demo.mp4");
+    std::fs::write(&f, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+    assert!(ffprobe(&f).starts_with("h264,1280,720,"));
+    assert!(node.log().contains("demo publisher connected"));
+}

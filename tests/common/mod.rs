@@ -51,6 +51,11 @@ fn rand_u64() -> u64 {
 impl Node {
     /// Starts the binary with `extra` TOML appended to a loopback base config.
     pub fn start(tag: &str, extra: &str) -> Node {
+        Self::start_with_args(tag, extra, &[])
+    }
+
+    /// Like [`Node::start`], with extra command-line arguments.
+    pub fn start_with_args(tag: &str, extra: &str, args: &[&str]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
         // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` keys before its
@@ -61,6 +66,7 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
             .arg("--config")
             .arg(&cfg)
+            .args(args)
             .env("RUST_LOG", "info,estuary=debug")
             .stdout(Stdio::piped())
             .stderr(log)
