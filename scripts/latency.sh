@@ -64,7 +64,7 @@ while time.time() < end and len(delays) < 10000:
     msn, part = int(nxt.group(1)), int(nxt.group(2))
 metrics = get(f"http://{http}/metrics")
 buckets = [(float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), float(m.group(2)))
-           for m in re.finditer(r'estuary_part_publish_latency_seconds_bucket\{le="([^"]+)"\} (\S+)', metrics)]
+           for m in re.finditer(r'estuary_part_publish_latency_seconds_bucket\{rendition="source",le="([^"]+)"\} (\S+)', metrics)]
 count = buckets[-1][1]
 def q(p):
     want = p * count; prev_le, prev_c = 0.0, 0.0
@@ -76,7 +76,7 @@ def q(p):
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
 print(f"parts published: {int(count)}")
-print("ingest -> part published (node histogram, interpolated):")
+print("ingest -> part published, source rendition (node histogram, interpolated):")
 for p in (0.5, 0.9, 0.99):
     print(f"  p{int(p*100)}: {q(p)*1000:.1f} ms")
 if delays:
