@@ -103,7 +103,11 @@ impl Server {
     pub async fn run(self, token: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.state.cfg.http.max_connections));
         let graceful = GracefulShutdown::new();
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Media bodies are shared `Bytes` chunks: send them with vectored writes rather
+        // than copying them into hyper's buffer.
+        builder.http1().writev(true);
+        let builder = Arc::new(builder);
         loop {
             let (tcp, remote) = tokio::select! {
                 () = token.cancelled() => break,
