@@ -156,6 +156,7 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
     let capsfilter = make("capsfilter", None)?;
     capsfilter.set_property("caps", &filter);
     add_and_link(&pipeline, &[&q, &parse, &capsfilter])?;
+    drop_until_timestamped(&q);
     let arrivals = log_arrivals(&q);
 
     if kind == "audio" {
@@ -429,6 +430,29 @@ fn sink_branch(
     );
     sync(&[&mux, sink.upcast_ref()])?;
     Ok(mux)
+}
+
+/// tsdemux cannot stamp PES packets that come before the first PCR (ffmpeg's `tee` muxer
+/// starts audio that way), and cmafmux refuses untimestamped buffers with a flow error.
+/// Those leading buffers are dropped; after the first timestamped one the parsers
+/// interpolate any PES without a PTS.
+fn drop_until_timestamped(q: &gst::Element) {
+    let seen = std::sync::atomic::AtomicBool::new(false);
+    q.static_pad("src")
+        .expect("queue has a src pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            use std::sync::atomic::Ordering;
+            if seen.load(Ordering::Relaxed) {
+                return gst::PadProbeReturn::Ok;
+            }
+            match info.buffer() {
+                Some(b) if b.pts().is_some() || b.dts().is_some() => {
+                    seen.store(true, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                }
+                _ => gst::PadProbeReturn::Drop,
+            }
+        });
 }
 
 fn log_arrivals(q: &gst::Element) -> Arrivals {
