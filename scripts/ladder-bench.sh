@@ -68,7 +68,7 @@ mkdir -p "$dir/hls"
 /usr/bin/time -f "%U %S" -o "$dir/ff.time" ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" \
   -filter_complex "[0:v]split=3[a][b][c];[a]scale=1280:720[v720];[b]scale=854:480[v480];[c]scale=640:360[v360]" \
   -map "[v720]" -c:v:0 libx264 -b:v:0 2800k -map "[v480]" -c:v:1 libx264 -b:v:1 1200k \
-  -map "[v360]" -c:v:2 libx264 -b:v:2 700k -map 0:a -c:a copy \
+  -map "[v360]" -c:v:2 libx264 -b:v:2 700k -map 0:a -c:a copy -bsf:a aac_adtstoasc \
   -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
   -f hls -hls_time 1 -hls_segment_type fmp4 -var_stream_map "v:0 v:1 v:2 a:0" \
   -master_pl_name master.m3u8 "$dir/hls/v%v.m3u8"
