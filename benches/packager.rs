@@ -69,6 +69,7 @@ fn bench(c: &mut Criterion) {
             render_media(
                 black_box(&s),
                 &reports,
+                &[],
                 MediaRender {
                     skip: false,
                     live: true,
@@ -81,6 +82,7 @@ fn bench(c: &mut Criterion) {
             render_media(
                 black_box(&s),
                 &reports,
+                &[],
                 MediaRender {
                     skip: true,
                     live: true,
@@ -97,6 +99,7 @@ fn bench(c: &mut Criterion) {
             let full = render_media(
                 &s,
                 &reports,
+                &[],
                 MediaRender {
                     skip: false,
                     live: true,
@@ -105,6 +108,7 @@ fn bench(c: &mut Criterion) {
             let delta = render_media(
                 &s,
                 &reports,
+                &[],
                 MediaRender {
                     skip: true,
                     live: true,

@@ -91,6 +91,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The default transcoding ladder.
     pub ladder: LadderConfig,
+    /// The interaction channel.
+    pub interact: crate::interact::InteractConfig,
     /// Configured streams, by name. The name is what appears in the SRT streamid and URLs.
     pub streams: BTreeMap<String, StreamConfig>,
     /// Let any stream name publish without a passphrase (development only).
@@ -108,6 +110,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             cache: CacheConfig::default(),
             ladder: LadderConfig::default(),
+            interact: crate::interact::InteractConfig::default(),
             streams: BTreeMap::new(),
             allow_unknown_streams: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -451,6 +454,11 @@ impl Config {
             ));
         }
         self.ladder.validate("ladder")?;
+        self.interact.validate().map_err(|msg| {
+            // The message is "interact.KEY: reason".
+            let (key, reason) = msg.split_once(": ").unwrap_or(("interact", msg.as_str()));
+            invalid(key, reason)
+        })?;
         for (name, s) in &self.streams {
             if let Some(l) = &s.ladder {
                 l.validate(&format!("streams.{name}.ladder"))?;

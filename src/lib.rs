@@ -10,6 +10,8 @@
 //! - [`live`]: one stream's session glue: pipeline output → packager → store.
 //! - [`store`]: the moka media cache and per-rendition live state.
 //! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
+//! - [`interact`]: the WebSocket interaction channel: chat, polls, Q&A, reactions, tips;
+//!   rooms as actors, in-process or Redis bus.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
@@ -19,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod interact;
 pub mod live;
 pub mod media;
 pub mod metrics;

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, SystemTime},
 };
 
@@ -22,7 +22,7 @@ use crate::{
     media::{MediaChunk, MediaConfig, MediaError, MediaEvent, Pipeline, TrackInfo, AUDIO},
     metrics::Metrics,
     packager::{
-        playlist::{self, AudioRendition, MediaRender, RenditionReport, Variant},
+        playlist::{self, AudioRendition, DateRange, MediaRender, RenditionReport, Variant},
         Chunk, ChunkKind, Output, PackagerConfig, Segmenter,
     },
     store::{Object, ObjectKind, RenditionView, Store, StreamEntry},
@@ -44,12 +44,16 @@ enum Slot {
     Live,
 }
 
+/// Where playlists get their `EXT-X-DATERANGE`s (the interaction channel's polls).
+pub type DateRangeSource = Arc<dyn Fn(&str) -> Vec<DateRange> + Send + Sync>;
+
 /// Every stream's packaging state, and the factory of publish sessions.
 pub struct Hub {
     cfg: Arc<Config>,
     store: Store,
     metrics: Metrics,
     slots: Mutex<HashMap<String, Slot>>,
+    dateranges: Arc<OnceLock<DateRangeSource>>,
 }
 
 impl Hub {
@@ -60,7 +64,13 @@ impl Hub {
             store,
             metrics,
             slots: Mutex::default(),
+            dateranges: Arc::default(),
         })
+    }
+
+    /// Sets where playlists take their date ranges from (once, at startup).
+    pub fn set_dateranges(&self, source: DateRangeSource) {
+        let _ = self.dateranges.set(source);
     }
 
     /// Names of streams with a publisher now.
@@ -91,6 +101,7 @@ impl Hub {
                     &self.cfg,
                     self.store.clone(),
                     self.metrics.clone(),
+                    self.dateranges.clone(),
                 )),
             }
         };
@@ -274,10 +285,17 @@ struct LiveStream {
     anchor: Option<(Duration, SystemTime)>,
     part_ttl: Duration,
     segment_ttl: Duration,
+    dateranges: Arc<OnceLock<DateRangeSource>>,
 }
 
 impl LiveStream {
-    fn new(name: &str, cfg: &Config, store: Store, metrics: Metrics) -> Self {
+    fn new(
+        name: &str,
+        cfg: &Config,
+        store: Store,
+        metrics: Metrics,
+        dateranges: Arc<OnceLock<DateRangeSource>>,
+    ) -> Self {
         let pkg = PackagerConfig {
             part_target: cfg.hls.part_target,
             segment_target: cfg.hls.segment_target,
@@ -298,6 +316,7 @@ impl LiveStream {
             anchor: None,
             part_ttl: seg_max * (pkg.part_segments as u32 + 2) + slack,
             segment_ttl: seg_max * (cfg.hls.window_segments as u32 + 2) + slack,
+            dateranges,
         }
     }
 
@@ -479,8 +498,13 @@ impl LiveStream {
             })
             .collect();
         let seg = &r.seg;
-        let full = playlist::render_media(seg, &reports, MediaRender { skip: false, live });
-        let delta = playlist::render_media(seg, &reports, MediaRender { skip: true, live });
+        let dr = self
+            .dateranges
+            .get()
+            .map(|f| f(&self.name))
+            .unwrap_or_default();
+        let full = playlist::render_media(seg, &reports, &dr, MediaRender { skip: false, live });
+        let delta = playlist::render_media(seg, &reports, &dr, MediaRender { skip: true, live });
         let view = RenditionView {
             playlist: Bytes::from(full),
             delta: Bytes::from(delta),

@@ -3,8 +3,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use clap::Parser;
-use estuary::{config::Config, node::Node};
+use clap::{Parser, Subcommand};
+use estuary::{
+    config::Config,
+    interact::{mint_token, Role},
+    node::Node,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Edge node for interactive low-latency live streaming (SRT in, LL-HLS out).
@@ -12,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[command(version)]
 struct Cli {
     /// TOML config file; without one the built-in defaults run (one open stream `demo`).
-    #[arg(short, long, env = "ESTUARY_CONFIG")]
+    #[arg(short, long, env = "ESTUARY_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Override `http.listen`.
     #[arg(long)]
@@ -24,6 +28,30 @@ struct Cli {
     /// to this node as stream `demo`; watch it at /watch/demo.
     #[arg(long)]
     demo: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mint an interaction token (HS256) and print it.
+    Token {
+        /// `viewer`, `moderator` or `host`.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Signing secret; defaults to `interact.token_secret` from the config.
+        #[arg(long, env = "ESTUARY_TOKEN_SECRET")]
+        secret: Option<String>,
+    },
 }
 
 /// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
@@ -47,6 +75,40 @@ fn main() -> ExitCode {
         },
         None => Config::builtin(),
     };
+    if let Some(Command::Token {
+        role,
+        user,
+        name,
+        ttl,
+        secret,
+    }) = &cli.command
+    {
+        let secret = secret
+            .clone()
+            .unwrap_or_else(|| cfg.interact.token_secret.clone());
+        if secret.is_empty() {
+            eprintln!(
+                "estuary: no secret: set interact.token_secret in the config or pass --secret"
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+        let minted = role
+            .parse()
+            .map_err(|e: estuary::interact::InteractError| e.to_string())
+            .and_then(|role| {
+                mint_token(&secret, role, user, name, *ttl).map_err(|e| e.to_string())
+            });
+        return match minted {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("estuary: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        };
+    }
     if let Some(a) = cli.http_listen {
         cfg.http.listen = a;
     }
@@ -62,6 +124,10 @@ fn main() -> ExitCode {
     };
     if cli.demo {
         cfg.streams.entry("demo".into()).or_default();
+        if cfg.interact.token_secret.is_empty() {
+            // A secret for this run only, so the demo can hand out host and viewer links.
+            cfg.interact.token_secret = random_hex(32);
+        }
     }
     rt.block_on(run(cfg, cli.demo))
 }
@@ -69,6 +135,7 @@ fn main() -> ExitCode {
 async fn run(cfg: Config, demo: bool) -> ExitCode {
     let token = CancellationToken::new();
     let grace = cfg.shutdown_grace;
+    let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
         srt: cfg.srt.listen,
         stream: "demo".into(),
@@ -87,6 +154,29 @@ async fn run(cfg: Config, demo: bool) -> ExitCode {
         "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"}}",
         node.http_addr, node.srt_addr
     );
+    if demo {
+        let secret = &demo_cfg_secret;
+        let host = mint_token(
+            secret,
+            Role::Host,
+            "host",
+            "Host",
+            std::time::Duration::from_secs(86_400),
+        );
+        let viewer = mint_token(
+            secret,
+            Role::Viewer,
+            "viewer",
+            "Viewer",
+            std::time::Duration::from_secs(86_400),
+        );
+        if let (Ok(h), Ok(v)) = (host, viewer) {
+            let base = format!("http://localhost:{}/watch/demo", node.http_addr.port());
+            eprintln!(
+                "\n  demo player:  {base}?token={v}\n  demo host:    {base}?role=host&token={h}\n"
+            );
+        }
+    }
     let demo_task = demo.then(|| {
         let mut c = demo_cfg;
         c.srt = match node.srt_addr {
@@ -117,4 +207,20 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        // Still unique per run, if not secret: only used for --demo.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return format!("{:032x}{:08x}", t.as_nanos(), std::process::id());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }

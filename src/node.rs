@@ -8,9 +8,11 @@ use crate::{
     config::Config,
     http::{AppState, HttpError, Server},
     ingest::{Ingest, IngestError},
+    interact::Interact,
     live::Hub,
     media::MediaError,
     metrics::Metrics,
+    packager::playlist::DateRange,
     store::{MemoryStore, Store},
 };
 
@@ -26,6 +28,9 @@ pub enum NodeError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The interaction channel could not start (e.g. Redis unreachable).
+    #[error(transparent)]
+    Interact(#[from] crate::interact::InteractError),
 }
 
 /// A started node.
@@ -51,6 +56,27 @@ impl Node {
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
         let ingest = Ingest::bind(cfg.clone(), hub.clone(), metrics.clone()).await?;
+        let interact = Interact::start(
+            cfg.interact.clone(),
+            Arc::new(store.clone()),
+            &registry,
+            token.child_token(),
+        )
+        .await?;
+        let source = interact.clone();
+        hub.set_dateranges(Arc::new(move |stream: &str| {
+            source
+                .dateranges(stream)
+                .into_iter()
+                .map(|d| DateRange {
+                    id: d.id,
+                    class: d.class,
+                    start: d.start,
+                    end: d.end,
+                    attrs: d.attrs,
+                })
+                .collect()
+        }));
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             store,
@@ -59,12 +85,17 @@ impl Node {
             registry,
             cache,
             srt_addr: ingest.local_addr(),
+            interact: interact.clone(),
         });
         let server = Server::bind(state).await?;
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
         let tracker = TaskTracker::new();
         tracker.spawn(ingest.run(token.clone()));
         tracker.spawn(server.run(token.clone()));
+        tracker.spawn(async move {
+            token.cancelled().await;
+            interact.closed().await;
+        });
         tracker.close();
         Ok(Self {
             http_addr,

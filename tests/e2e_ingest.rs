@@ -326,8 +326,30 @@ async fn untimestamped_leading_audio_is_tolerated() {
     let tee = format!("[f=mpegts]{}", srt_url(&node, "demo", None));
     let child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine", "-t", "20"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-c:a", "aac"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "20",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
         .args(["-map", "0:v", "-map", "1:a", "-f", "tee", &tee])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -336,6 +358,18 @@ async fn untimestamped_leading_audio_is_tolerated() {
     let _p = Publisher(child);
     let mv = wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
     assert!(mv.text().contains("mp4a.40.2"));
-    wait_metric(&node, "estuary_segments_published_total", "rendition=\"audio\"", 2.0, Duration::from_secs(10)).await;
-    assert_eq!(metric(&node, "estuary_stream_errors_total", "").await, 0.0, "{}", node.log());
+    wait_metric(
+        &node,
+        "estuary_segments_published_total",
+        "rendition=\"audio\"",
+        2.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        metric(&node, "estuary_stream_errors_total", "").await,
+        0.0,
+        "{}",
+        node.log()
+    );
 }

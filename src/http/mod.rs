@@ -56,12 +56,14 @@ pub struct AppState {
     pub cache: crate::store::MemoryStore,
     /// Where SRT listens (the front page shows it).
     pub srt_addr: SocketAddr,
+    /// The interaction channel.
+    pub interact: Arc<crate::interact::Interact>,
 }
 
 impl AppState {
-    /// Viewers of a stream (open interaction connections).
-    pub fn viewers(&self, _stream: &str) -> usize {
-        0
+    /// Viewers of a stream (open interaction connections on this node).
+    pub fn viewers(&self, stream: &str) -> usize {
+        self.interact.viewers(stream)
     }
 }
 
@@ -271,6 +273,18 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
+        ["live", stream, "events"] => (
+            "events",
+            state.interact.handle_ws(stream, req).map(BodyExt::boxed),
+        ),
+        ["api", ..] => (
+            "api",
+            state
+                .interact
+                .handle_api(&path, req)
+                .await
+                .map(BodyExt::boxed),
+        ),
         [""] | ["watch", _] | ["static", ..] if is_get => ("web", web::page(state, &segs).await),
         ["live", stream, "index.m3u8"] if is_get => {
             ("multivariant", hls::multivariant(state, stream).await)

@@ -67,7 +67,11 @@ pub(super) async fn handle(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
     let Some(token) = token else {
-        return error_response(StatusCode::UNAUTHORIZED, "token_required", "Authorization: Bearer <host token> is required");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "token_required",
+            "Authorization: Bearer <host token> is required",
+        );
     };
     let claims = match verify_token(&hub.cfg.token_secret, &token) {
         Ok(c) => c,
@@ -77,7 +81,10 @@ pub(super) async fn handle(
         return error_response(StatusCode::FORBIDDEN, "forbidden", "needs a host token");
     }
     let method = req.method().clone();
-    let body = match Limited::new(req.into_body(), hub.cfg.max_frame_size).collect().await {
+    let body = match Limited::new(req.into_body(), hub.cfg.max_frame_size)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large")
@@ -88,7 +95,9 @@ pub(super) async fn handle(
             Ok(s) => ClientMsg::PollOpen(s),
             Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_frame", &e),
         },
-        (&Method::POST, ["polls", id, "close"]) => ClientMsg::PollClose { poll: (*id).to_owned() },
+        (&Method::POST, ["polls", id, "close"]) => ClientMsg::PollClose {
+            poll: (*id).to_owned(),
+        },
         (&Method::POST, ["tips"]) => match parse::<TipSpec>(&body) {
             Ok(s) => ClientMsg::Tip(s),
             Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_frame", &e),
@@ -110,7 +119,11 @@ pub(super) async fn handle(
                     v["viewers"] = viewers.into();
                     json_response(StatusCode::OK, v.to_string())
                 }
-                None => error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "room closed"),
+                None => error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "room closed",
+                ),
             };
         }
         _ => return error_response(StatusCode::NOT_FOUND, "not_found", "no such API"),
@@ -143,13 +156,23 @@ pub(super) async fn handle(
                 .unwrap_or_default();
             error_response(status_of(code), &code_s, &message)
         }
-        _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected reply"),
+        _ => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected reply",
+        ),
     }
 }
 
 fn room_error(e: InteractError) -> Response<Full<Bytes>> {
     match e {
-        InteractError::BadStream => error_response(StatusCode::NOT_FOUND, "bad_stream", "bad stream name"),
-        e => error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string()),
+        InteractError::BadStream => {
+            error_response(StatusCode::NOT_FOUND, "bad_stream", "bad stream name")
+        }
+        e => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
     }
 }

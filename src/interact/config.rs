@@ -208,25 +208,43 @@ impl InteractConfig {
             "allow_anonymous",
             "cannot be false while interact.token_secret is empty (nobody could connect)",
         )?;
-        need(self.max_connections > 0, "max_connections", "must be at least 1")?;
+        need(
+            self.max_connections > 0,
+            "max_connections",
+            "must be at least 1",
+        )?;
         need(self.max_rooms > 0, "max_rooms", "must be at least 1")?;
         need(
             (1..=10_000).contains(&self.chat_max_len),
             "chat_max_len",
             "must be between 1 and 10000",
         )?;
-        need(self.chat_rate_per_min > 0, "chat_rate_per_min", "must be at least 1")?;
+        need(
+            self.chat_rate_per_min > 0,
+            "chat_rate_per_min",
+            "must be at least 1",
+        )?;
         need(self.chat_burst > 0, "chat_burst", "must be at least 1")?;
-        need(self.conn_rate_per_sec > 0, "conn_rate_per_sec", "must be at least 1")?;
+        need(
+            self.conn_rate_per_sec > 0,
+            "conn_rate_per_sec",
+            "must be at least 1",
+        )?;
         need(self.conn_burst > 0, "conn_burst", "must be at least 1")?;
         need(
             (1..=100_000).contains(&self.history_size),
             "history_size",
             "must be between 1 and 100000",
         )?;
-        need(!self.reactions.is_empty(), "reactions", "must list at least one emoji")?;
         need(
-            self.reactions.iter().all(|r| !r.is_empty() && r.len() <= 32),
+            !self.reactions.is_empty(),
+            "reactions",
+            "must list at least one emoji",
+        )?;
+        need(
+            self.reactions
+                .iter()
+                .all(|r| !r.is_empty() && r.len() <= 32),
             "reactions",
             "each entry must be 1 to 32 bytes",
         )?;
@@ -255,7 +273,11 @@ impl InteractConfig {
             "question_max_len",
             "must be between 1 and 10000",
         )?;
-        need(self.qa_max_questions > 0, "qa_max_questions", "must be at least 1")?;
+        need(
+            self.qa_max_questions > 0,
+            "qa_max_questions",
+            "must be at least 1",
+        )?;
         need(
             (256..=1 << 20).contains(&self.max_frame_size),
             "max_frame_size",
@@ -282,7 +304,11 @@ impl InteractConfig {
             "must be between 8 and 1048576",
         )?;
         need(self.max_errors > 0, "max_errors", "must be at least 1")?;
-        need(self.tip_max_minor > 0, "tip_max_minor", "must be at least 1")?;
+        need(
+            self.tip_max_minor > 0,
+            "tip_max_minor",
+            "must be at least 1",
+        )?;
         Ok(())
     }
 }
@@ -324,7 +350,10 @@ mod tests {
             chat_max_len: 0,
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("interact.chat_max_len:"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("interact.chat_max_len:"));
         let c = InteractConfig {
             bus: "nats://x".into(),
             ..Default::default()
@@ -334,11 +363,17 @@ mod tests {
             allow_anonymous: false,
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("interact.allow_anonymous:"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("interact.allow_anonymous:"));
         let c = InteractConfig {
             poll_tally_interval: Duration::ZERO,
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("interact.poll_tally_interval:"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("interact.poll_tally_interval:"));
     }
 }

@@ -43,7 +43,10 @@ impl Metrics {
                 &["type"],
             )?,
             errors: IntCounterVec::new(
-                Opts::new("estuary_interact_errors_total", "Error frames sent, by code"),
+                Opts::new(
+                    "estuary_interact_errors_total",
+                    "Error frames sent, by code",
+                ),
                 &["code"],
             )?,
             deliveries: IntCounter::new(

@@ -16,8 +16,8 @@
 //! The media path only sees [`Timeline`] (what we read from it) and [`DateRange`] (what it
 //! reads from us); no lock is shared with it.
 
-pub mod config;
 mod api;
+pub mod config;
 mod metrics;
 pub mod protocol;
 mod redis;
@@ -283,7 +283,11 @@ impl Interact {
         );
         rooms.insert(stream.to_owned(), handle.clone());
         self.metrics.rooms.set(rooms.len() as i64);
-        self.tracker.spawn(room.run(self.token.child_token()));
+        let span = tracing::info_span!("room", stream = %stream);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            room.run(self.token.child_token()),
+            span,
+        ));
         Ok(handle)
     }
 
@@ -297,8 +301,7 @@ pub(crate) fn valid_stream(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
@@ -316,7 +319,11 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Full<B
     r
 }
 
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
     json_response(
         status,
         serde_json::json!({ "error": code, "message": message }).to_string(),

@@ -155,6 +155,11 @@ impl RedisBus {
             if let Err(e) = pubsub.psubscribe("estuary:*:events").await {
                 metrics.bus_errors.inc();
                 tracing::warn!(error = %e, "redis psubscribe failed");
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
             backoff = Duration::from_millis(100);
@@ -195,7 +200,9 @@ impl RedisBus {
     }
 
     pub async fn next_id(&self, stream: &str, kind: &str) -> RedisResult<u64> {
-        self.conn().incr(key(stream, &format!("seq:{kind}")), 1).await
+        self.conn()
+            .incr(key(stream, &format!("seq:{kind}")), 1)
+            .await
     }
 
     /// Appends a chat message to the history stream and publishes it; returns its id.

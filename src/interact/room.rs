@@ -276,13 +276,23 @@ impl MemStore {
         self.last_chat
     }
 
-    fn vote(&mut self, poll: &str, user: &str, option: usize, n: usize, change: bool) -> VoteResult {
-        let p = self.polls.entry(poll.to_owned()).or_insert_with(|| MemPoll {
-            voters: HashMap::new(),
-            tallies: vec![0; n],
-            version: 0,
-            closed: false,
-        });
+    fn vote(
+        &mut self,
+        poll: &str,
+        user: &str,
+        option: usize,
+        n: usize,
+        change: bool,
+    ) -> VoteResult {
+        let p = self
+            .polls
+            .entry(poll.to_owned())
+            .or_insert_with(|| MemPoll {
+                voters: HashMap::new(),
+                tallies: vec![0; n],
+                version: 0,
+                closed: false,
+            });
         if p.closed {
             return VoteResult::Closed;
         }
@@ -301,12 +311,15 @@ impl MemStore {
     }
 
     fn close(&mut self, poll: &str, n: usize) -> PollClose {
-        let p = self.polls.entry(poll.to_owned()).or_insert_with(|| MemPoll {
-            voters: HashMap::new(),
-            tallies: vec![0; n],
-            version: 0,
-            closed: false,
-        });
+        let p = self
+            .polls
+            .entry(poll.to_owned())
+            .or_insert_with(|| MemPoll {
+                voters: HashMap::new(),
+                tallies: vec![0; n],
+                version: 0,
+                closed: false,
+            });
         if p.closed {
             return PollClose::AlreadyClosed;
         }
@@ -401,9 +414,6 @@ impl Room {
 
     /// Runs the room until `token` is cancelled.
     pub async fn run(mut self, token: CancellationToken) {
-        let span = tracing::info_span!("room", stream = %self.stream);
-        let _enter = span.enter();
-        drop(_enter);
         if let Backend::Redis(r) = &self.backend {
             match r.load(&self.stream, self.cfg.history_size).await {
                 Ok(loaded) => {
@@ -574,7 +584,8 @@ impl Room {
                 until_ms,
             } => match action.as_str() {
                 "timeout" => {
-                    let until = SystemTime::UNIX_EPOCH + Duration::from_millis(until_ms.unwrap_or(0));
+                    let until =
+                        SystemTime::UNIX_EPOCH + Duration::from_millis(until_ms.unwrap_or(0));
                     self.muted.insert(user.clone(), Mute::Until(until));
                 }
                 "ban" => {
@@ -745,7 +756,11 @@ impl Room {
         });
         ServerMsg::State {
             polls: self.polls.values().map(|e| e.poll.clone()).collect(),
-            questions: questions.into_iter().take(self.cfg.qa_top).cloned().collect(),
+            questions: questions
+                .into_iter()
+                .take(self.cfg.qa_top)
+                .cloned()
+                .collect(),
             pinned: self.pinned.clone(),
             slow_mode_secs: self.slow_mode.as_secs(),
         }
@@ -757,12 +772,18 @@ impl Room {
             if role >= min {
                 Ok(())
             } else {
-                Err(refuse(ErrorCode::Forbidden, format!("needs the {min} role")))
+                Err(refuse(
+                    ErrorCode::Forbidden,
+                    format!("needs the {min} role"),
+                ))
             }
         };
         let identified = || {
             if actor.anonymous {
-                Err(refuse(ErrorCode::AuthRequired, "sign in (a token) to do this"))
+                Err(refuse(
+                    ErrorCode::AuthRequired,
+                    "sign in (a token) to do this",
+                ))
             } else {
                 Ok(())
             }
@@ -802,14 +823,17 @@ impl Room {
                     .await?;
                 Ok(Reply::Ack(Some(id)))
             }
-            ClientMsg::React { emoji } => match self.cfg.reactions.iter().position(|r| *r == emoji) {
+            ClientMsg::React { emoji } => match self.cfg.reactions.iter().position(|r| *r == emoji)
+            {
                 Some(i) => {
                     self.shared.reactions[i].fetch_add(1, Ordering::Relaxed);
                     Ok(Reply::Ack(None))
                 }
                 None => Err(refuse(ErrorCode::BadReaction, "not an allowed reaction")),
             },
-            ClientMsg::Resume { after } => Ok(Reply::Frame(Box::new(self.history_after(Some(&after))))),
+            ClientMsg::Resume { after } => {
+                Ok(Reply::Frame(Box::new(self.history_after(Some(&after)))))
+            }
             ClientMsg::Vote { poll, option } => {
                 identified()?;
                 let change = self.cfg.poll_vote_change;
@@ -821,7 +845,10 @@ impl Room {
                 }
                 let n = e.poll.options.len();
                 if option >= n {
-                    return Err(refuse(ErrorCode::BadFrame, format!("option must be below {n}")));
+                    return Err(refuse(
+                        ErrorCode::BadFrame,
+                        format!("option must be below {n}"),
+                    ));
                 }
                 let result = match &mut self.backend {
                     Backend::Memory(m) => m.vote(&poll, &actor.user.id, option, n, change),
@@ -881,15 +908,16 @@ impl Room {
                     Backend::Memory(m) => m.upvote(&question, &actor.user.id),
                     Backend::Redis(r) => r.upvote(&self.stream, &question, &actor.user.id).await?,
                 };
-                let votes =
-                    votes.ok_or_else(|| refuse(ErrorCode::Duplicate, "already upvoted"))?;
+                let votes = votes.ok_or_else(|| refuse(ErrorCode::Duplicate, "already upvoted"))?;
                 if let Some(e) = self.questions.get_mut(&question) {
                     e.pending_votes = Some(e.pending_votes.unwrap_or(0).max(votes));
                 }
                 Ok(Reply::Ack(None))
             }
             ClientMsg::QuestionState { question, state } => {
-                if !(role == Role::Host || role == Role::Moderator && state == QuestionState::Dismissed) {
+                if !(role == Role::Host
+                    || role == Role::Moderator && state == QuestionState::Dismissed)
+                {
                     return Err(refuse(
                         ErrorCode::Forbidden,
                         "needs the host role (moderators may only dismiss)",
@@ -981,7 +1009,9 @@ impl Room {
                             .iter()
                             .find(|m| m.id == id)
                             .cloned()
-                            .ok_or_else(|| refuse(ErrorCode::NotFound, "no such message in history"))?,
+                            .ok_or_else(|| {
+                                refuse(ErrorCode::NotFound, "no such message in history")
+                            })?,
                     ),
                     None => None,
                 };
@@ -1023,7 +1053,10 @@ impl Room {
             ));
         }
         if t.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(refuse(ErrorCode::BadFrame, "control characters are not allowed"));
+            return Err(refuse(
+                ErrorCode::BadFrame,
+                "control characters are not allowed",
+            ));
         }
         if !self.cfg.blocked_words.is_empty() {
             let lower = t.to_lowercase();
@@ -1066,7 +1099,10 @@ impl Room {
                 if next > now {
                     return Err(Refusal {
                         code: ErrorCode::SlowMode,
-                        message: format!("slow mode: one message per {}s", self.slow_mode.as_secs()),
+                        message: format!(
+                            "slow mode: one message per {}s",
+                            self.slow_mode.as_secs()
+                        ),
                         retry_after: Some(next - now),
                     });
                 }
@@ -1319,7 +1355,9 @@ impl Room {
 
 /// Numeric part of `p12` / `q3`, for ordering.
 fn poll_num(id: &str) -> usize {
-    id.get(1..).and_then(|n| n.parse().ok()).unwrap_or(usize::MAX)
+    id.get(1..)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 pub(crate) fn rfc3339(t: SystemTime) -> String {
@@ -1354,13 +1392,21 @@ fn daterange(p: &Poll) -> DateRange {
         ("X-QUESTION".to_owned(), hls_safe(&p.question)),
         (
             "X-OPTIONS".to_owned(),
-            p.options.iter().map(|o| hls_safe(o).replace('|', "/")).collect::<Vec<_>>().join("|"),
+            p.options
+                .iter()
+                .map(|o| hls_safe(o).replace('|', "/"))
+                .collect::<Vec<_>>()
+                .join("|"),
         ),
     ];
     if p.state == PollState::Closed {
         attrs.push((
             "X-RESULTS".to_owned(),
-            p.tallies.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+            p.tallies
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         ));
     }
     DateRange {
@@ -1390,7 +1436,13 @@ mod tests {
 
     fn start(cfg: InteractConfig) -> (RoomHandle, CancellationToken) {
         let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-        let (h, room) = Room::new("s".into(), Arc::new(cfg), Arc::new(WallClock), metrics, None);
+        let (h, room) = Room::new(
+            "s".into(),
+            Arc::new(cfg),
+            Arc::new(WallClock),
+            metrics,
+            None,
+        );
         let token = CancellationToken::new();
         tokio::spawn(room.run(token.clone()));
         (h, token)
@@ -1436,7 +1488,16 @@ mod tests {
         let host = actor("h", Role::Host);
         let mut ids = Vec::new();
         for i in 0..5 {
-            ids.push(ack_id(act(&h, &host, ClientMsg::Chat { text: format!("m{i}") }).await));
+            ids.push(ack_id(
+                act(
+                    &h,
+                    &host,
+                    ClientMsg::Chat {
+                        text: format!("m{i}"),
+                    },
+                )
+                .await,
+            ));
         }
         // Ids increase in room order.
         let parsed: Vec<ChatId> = ids.iter().map(|i| ChatId::parse(i).unwrap()).collect();
@@ -1505,7 +1566,15 @@ mod tests {
         );
         for i in 0..100 {
             let v = actor(&format!("v{i}"), Role::Viewer);
-            let r = act(&h, &v, ClientMsg::Vote { poll: poll.clone(), option: i % 3 }).await;
+            let r = act(
+                &h,
+                &v,
+                ClientMsg::Vote {
+                    poll: poll.clone(),
+                    option: i % 3,
+                },
+            )
+            .await;
             assert!(matches!(r, ServerMsg::Ack { .. }), "{r:?}");
         }
         tokio::time::sleep(Duration::from_millis(2_100)).await;
@@ -1535,8 +1604,16 @@ mod tests {
         assert!(closed[0].closed.is_some());
         let dr = h.dateranges();
         assert!(dr[0].end.is_some());
-        assert!(dr[0].attrs.iter().any(|(k, v)| k == "X-RESULTS" && v == "34,33,33"));
-        let late = act(&h, &actor("late", Role::Viewer), ClientMsg::Vote { poll, option: 0 }).await;
+        assert!(dr[0]
+            .attrs
+            .iter()
+            .any(|(k, v)| k == "X-RESULTS" && v == "34,33,33"));
+        let late = act(
+            &h,
+            &actor("late", Role::Viewer),
+            ClientMsg::Vote { poll, option: 0 },
+        )
+        .await;
         assert_eq!(err_code(late), ErrorCode::Closed);
     }
 
@@ -1561,8 +1638,24 @@ mod tests {
                 .await,
             );
             let v = actor("v", Role::Viewer);
-            act(&h, &v, ClientMsg::Vote { poll: poll.clone(), option: 0 }).await;
-            let second = act(&h, &v, ClientMsg::Vote { poll: poll.clone(), option: 1 }).await;
+            act(
+                &h,
+                &v,
+                ClientMsg::Vote {
+                    poll: poll.clone(),
+                    option: 0,
+                },
+            )
+            .await;
+            let second = act(
+                &h,
+                &v,
+                ClientMsg::Vote {
+                    poll: poll.clone(),
+                    option: 1,
+                },
+            )
+            .await;
             if change {
                 assert!(matches!(second, ServerMsg::Ack { .. }));
             } else {
@@ -1570,9 +1663,22 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(600)).await;
             let state = h.snapshot().await.unwrap();
-            let ServerMsg::State { polls, .. } = state else { panic!() };
-            assert_eq!(polls[0].tallies, if change { vec![0, 1] } else { vec![1, 0] });
-            let bad = act(&h, &v, ClientMsg::Vote { poll: poll.clone(), option: 2 }).await;
+            let ServerMsg::State { polls, .. } = state else {
+                panic!()
+            };
+            assert_eq!(
+                polls[0].tallies,
+                if change { vec![0, 1] } else { vec![1, 0] }
+            );
+            let bad = act(
+                &h,
+                &v,
+                ClientMsg::Vote {
+                    poll: poll.clone(),
+                    option: 2,
+                },
+            )
+            .await;
             assert_eq!(err_code(bad), ErrorCode::BadFrame);
         }
     }
@@ -1595,7 +1701,9 @@ mod tests {
         };
         let host_only = [
             ClientMsg::PollOpen(spec.clone()),
-            ClientMsg::Pin { id: Some(msg.clone()) },
+            ClientMsg::Pin {
+                id: Some(msg.clone()),
+            },
             ClientMsg::System { text: "x".into() },
             ClientMsg::Tip(TipSpec {
                 from: "a".into(),
@@ -1607,31 +1715,61 @@ mod tests {
         let mod_only = [
             ClientMsg::Ban { user: "x".into() },
             ClientMsg::SlowMode { secs: 0 },
-            ClientMsg::Timeout { user: "x".into(), secs: 5 },
+            ClientMsg::Timeout {
+                user: "x".into(),
+                secs: 5,
+            },
             ClientMsg::Unban { user: "x".into() },
         ];
         for m in host_only.iter() {
-            assert_eq!(err_code(act(&h, &viewer, m.clone()).await), ErrorCode::Forbidden, "{m:?}");
-            assert_eq!(err_code(act(&h, &moder, m.clone()).await), ErrorCode::Forbidden, "{m:?}");
-            assert!(matches!(act(&h, &host, m.clone()).await, ServerMsg::Ack { .. }), "{m:?}");
+            assert_eq!(
+                err_code(act(&h, &viewer, m.clone()).await),
+                ErrorCode::Forbidden,
+                "{m:?}"
+            );
+            assert_eq!(
+                err_code(act(&h, &moder, m.clone()).await),
+                ErrorCode::Forbidden,
+                "{m:?}"
+            );
+            assert!(
+                matches!(act(&h, &host, m.clone()).await, ServerMsg::Ack { .. }),
+                "{m:?}"
+            );
         }
         for m in mod_only.iter() {
-            assert_eq!(err_code(act(&h, &viewer, m.clone()).await), ErrorCode::Forbidden, "{m:?}");
-            assert!(matches!(act(&h, &moder, m.clone()).await, ServerMsg::Ack { .. }), "{m:?}");
+            assert_eq!(
+                err_code(act(&h, &viewer, m.clone()).await),
+                ErrorCode::Forbidden,
+                "{m:?}"
+            );
+            assert!(
+                matches!(act(&h, &moder, m.clone()).await, ServerMsg::Ack { .. }),
+                "{m:?}"
+            );
         }
         assert_eq!(
             err_code(act(&h, &viewer, ClientMsg::Delete { id: msg.clone() }).await),
             ErrorCode::Forbidden
         );
-        assert!(matches!(act(&h, &moder, ClientMsg::Delete { id: msg }).await, ServerMsg::Ack { .. }));
+        assert!(matches!(
+            act(&h, &moder, ClientMsg::Delete { id: msg }).await,
+            ServerMsg::Ack { .. }
+        ));
         assert_eq!(
             err_code(act(&h, &anon, ClientMsg::Chat { text: "x".into() }).await),
             ErrorCode::AuthRequired
         );
         // A ban mutes chat and questions.
         act(&h, &moder, ClientMsg::Ban { user: "v".into() }).await;
-        assert_eq!(err_code(act(&h, &viewer, ClientMsg::Chat { text: "x".into() }).await), ErrorCode::Muted);
-        assert_eq!(err_code(act(&h, &viewer, ClientMsg::Ask { text: "x".into() }).await), ErrorCode::Muted);
+        assert_eq!(
+            err_code(act(&h, &viewer, ClientMsg::Chat { text: "x".into() }).await),
+            ErrorCode::Muted
+        );
+        assert_eq!(
+            err_code(act(&h, &viewer, ClientMsg::Ask { text: "x".into() }).await),
+            ErrorCode::Muted
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1644,21 +1782,38 @@ mod tests {
         let viewer = actor("v", Role::Viewer);
         let moder = actor("m", Role::Moderator);
         assert_eq!(
-            err_code(act(&h, &viewer, ClientMsg::Chat { text: "buy SPAM now".into() }).await),
+            err_code(
+                act(
+                    &h,
+                    &viewer,
+                    ClientMsg::Chat {
+                        text: "buy SPAM now".into()
+                    }
+                )
+                .await
+            ),
             ErrorCode::Blocked
         );
         for _ in 0..3 {
             ack_id(act(&h, &viewer, ClientMsg::Chat { text: "x".into() }).await);
         }
         match act(&h, &viewer, ClientMsg::Chat { text: "x".into() }).await {
-            ServerMsg::Error { code: ErrorCode::RateLimited, retry_after_ms: Some(ms), .. } => assert!(ms > 0),
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(ms),
+                ..
+            } => assert!(ms > 0),
             other => panic!("{other:?}"),
         }
         act(&h, &moder, ClientMsg::SlowMode { secs: 5 }).await;
         let v2 = actor("v2", Role::Viewer);
         ack_id(act(&h, &v2, ClientMsg::Chat { text: "a".into() }).await);
         match act(&h, &v2, ClientMsg::Chat { text: "b".into() }).await {
-            ServerMsg::Error { code: ErrorCode::SlowMode, retry_after_ms: Some(ms), .. } => {
+            ServerMsg::Error {
+                code: ErrorCode::SlowMode,
+                retry_after_ms: Some(ms),
+                ..
+            } => {
                 assert!(ms > 4_000 && ms <= 5_000, "{ms}")
             }
             other => panic!("{other:?}"),
@@ -1669,38 +1824,110 @@ mod tests {
         ack_id(act(&h, &moder, ClientMsg::Chat { text: "1".into() }).await);
         ack_id(act(&h, &moder, ClientMsg::Chat { text: "2".into() }).await);
         let long = "x".repeat(501);
-        assert_eq!(err_code(act(&h, &moder, ClientMsg::Chat { text: long }).await), ErrorCode::BadLength);
+        assert_eq!(
+            err_code(act(&h, &moder, ClientMsg::Chat { text: long }).await),
+            ErrorCode::BadLength
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn questions_upvote_once_and_top_list() {
         let (h, _t) = start(InteractConfig::default());
         let host = actor("h", Role::Host);
-        let q1 = ack_id(act(&h, &actor("a", Role::Viewer), ClientMsg::Ask { text: "one?".into() }).await);
-        let q2 = ack_id(act(&h, &actor("b", Role::Viewer), ClientMsg::Ask { text: "two?".into() }).await);
+        let q1 = ack_id(
+            act(
+                &h,
+                &actor("a", Role::Viewer),
+                ClientMsg::Ask {
+                    text: "one?".into(),
+                },
+            )
+            .await,
+        );
+        let q2 = ack_id(
+            act(
+                &h,
+                &actor("b", Role::Viewer),
+                ClientMsg::Ask {
+                    text: "two?".into(),
+                },
+            )
+            .await,
+        );
         for i in 0..3 {
             let v = actor(&format!("u{i}"), Role::Viewer);
-            assert!(matches!(act(&h, &v, ClientMsg::Upvote { question: q2.clone() }).await, ServerMsg::Ack { .. }));
+            assert!(matches!(
+                act(
+                    &h,
+                    &v,
+                    ClientMsg::Upvote {
+                        question: q2.clone()
+                    }
+                )
+                .await,
+                ServerMsg::Ack { .. }
+            ));
             assert_eq!(
-                err_code(act(&h, &v, ClientMsg::Upvote { question: q2.clone() }).await),
+                err_code(
+                    act(
+                        &h,
+                        &v,
+                        ClientMsg::Upvote {
+                            question: q2.clone()
+                        }
+                    )
+                    .await
+                ),
                 ErrorCode::Duplicate
             );
         }
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else { panic!() };
+        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(questions[0].id, q2);
         assert_eq!(questions[0].votes, 3);
-        act(&h, &host, ClientMsg::QuestionState { question: q1.clone(), state: QuestionState::Pinned }).await;
-        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else { panic!() };
+        act(
+            &h,
+            &host,
+            ClientMsg::QuestionState {
+                question: q1.clone(),
+                state: QuestionState::Pinned,
+            },
+        )
+        .await;
+        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(questions[0].id, q1);
         assert!(questions[0].stamp.is_some(), "host events are stamped");
         let moder = actor("m", Role::Moderator);
         assert_eq!(
-            err_code(act(&h, &moder, ClientMsg::QuestionState { question: q1.clone(), state: QuestionState::Answered }).await),
+            err_code(
+                act(
+                    &h,
+                    &moder,
+                    ClientMsg::QuestionState {
+                        question: q1.clone(),
+                        state: QuestionState::Answered
+                    }
+                )
+                .await
+            ),
             ErrorCode::Forbidden
         );
-        act(&h, &moder, ClientMsg::QuestionState { question: q1, state: QuestionState::Dismissed }).await;
-        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else { panic!() };
+        act(
+            &h,
+            &moder,
+            ClientMsg::QuestionState {
+                question: q1,
+                state: QuestionState::Dismissed,
+            },
+        )
+        .await;
+        let ServerMsg::State { questions, .. } = h.snapshot().await.unwrap() else {
+            panic!()
+        };
         assert_eq!(questions.len(), 1);
     }
 
@@ -1714,9 +1941,21 @@ mod tests {
         let mut slow = h.join(None).await.unwrap().rx;
         let mut fast = h.join(None).await.unwrap().rx;
         for i in 0..20 {
-            ack_id(act(&h, &host, ClientMsg::Chat { text: format!("{i}") }).await);
+            ack_id(
+                act(
+                    &h,
+                    &host,
+                    ClientMsg::Chat {
+                        text: format!("{i}"),
+                    },
+                )
+                .await,
+            );
             let _ = fast.try_recv();
         }
-        assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))));
+        assert!(matches!(
+            slow.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
     }
 }

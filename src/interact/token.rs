@@ -113,14 +113,14 @@ pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InteractError> 
     }
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 5;
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &v,
-    )
-    .map_err(|e| InteractError::Token(e.to_string()))?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
+            .map_err(|e| InteractError::Token(e.to_string()))?;
     let c = data.claims;
-    if c.sub.is_empty() || c.sub.len() > MAX_ID_LEN || c.name.is_empty() || c.name.len() > MAX_ID_LEN
+    if c.sub.is_empty()
+        || c.sub.len() > MAX_ID_LEN
+        || c.name.is_empty()
+        || c.name.len() > MAX_ID_LEN
     {
         return Err(InteractError::Token("user id or name out of range".into()));
     }
@@ -135,9 +135,19 @@ mod tests {
 
     #[test]
     fn mint_then_verify() {
-        let t = mint_token(SECRET, Role::Moderator, "u1", "Ann", Duration::from_secs(60)).unwrap();
+        let t = mint_token(
+            SECRET,
+            Role::Moderator,
+            "u1",
+            "Ann",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let c = verify_token(SECRET, &t).unwrap();
-        assert_eq!((c.sub.as_str(), c.name.as_str(), c.role), ("u1", "Ann", Role::Moderator));
+        assert_eq!(
+            (c.sub.as_str(), c.name.as_str(), c.role),
+            ("u1", "Ann", Role::Moderator)
+        );
     }
 
     #[test]

@@ -51,7 +51,11 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn header_has_token(req: &Request<hyper::body::Incoming>, name: header::HeaderName, token: &str) -> bool {
+fn header_has_token(
+    req: &Request<hyper::body::Incoming>,
+    name: header::HeaderName,
+    token: &str,
+) -> bool {
     req.headers().get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -125,18 +129,38 @@ pub(super) fn handle(
             },
             anonymous: true,
         },
-        None => return refuse(StatusCode::UNAUTHORIZED, "token_required", "a token is required"),
+        None => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "token_required",
+                "a token is required",
+            )
+        }
     };
     let after = query_param(req.uri().query(), "after");
     let Ok(permit) = hub.conns.clone().try_acquire_owned() else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "too many connections");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "too many connections",
+        );
     };
     let room = match hub.room(stream) {
         Ok(r) => r,
         Err(InteractError::TooManyRooms) => {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too_many_rooms", "too many rooms")
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_rooms",
+                "too many rooms",
+            )
         }
-        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting down"),
+        Err(_) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "shutting down",
+            )
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hub2 = hub.clone();
@@ -175,8 +199,14 @@ pub(super) fn handle(
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
     if let Ok(v) = header::HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
@@ -205,7 +235,7 @@ impl Conn {
         m.connections.inc();
         let _viewer = self.room.viewer();
         let span = tracing::debug_span!("ws", stream = %self.stream, conn = self.conn_id, user = %self.actor.user.id);
-        let end = self.serve(&mut ws, after).await;
+        let end = tracing::Instrument::instrument(self.serve(&mut ws, after), span.clone()).await;
         match end {
             End::Client => {}
             End::Close(code, reason) => {
@@ -237,7 +267,8 @@ impl Conn {
                 .with_label_values(&[&format!("{code:?}")])
                 .inc();
         }
-        self.send(ws, Message::Text(Utf8Bytes::from(encode(msg)))).await
+        self.send(ws, Message::Text(Utf8Bytes::from(encode(msg))))
+            .await
     }
 
     async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
@@ -262,7 +293,8 @@ impl Conn {
         );
         let mut abuse = 0u32;
         let mut last_seen = Instant::now();
-        let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
         let token = self.hub.token.clone();
         loop {
             tokio::select! {
@@ -403,13 +435,18 @@ impl Conn {
                 return Some(protocol::error(e.code(), e.to_string(), None));
             }
         };
-        m.frames_in.with_label_values(&[frame_type(&frame.msg)]).inc();
+        m.frames_in
+            .with_label_values(&[frame_type(&frame.msg)])
+            .inc();
         if let ClientMsg::React { emoji } = &frame.msg {
             // Reactions skip the room inbox: an atomic add per reaction.
             return match self.hub.cfg.reactions.iter().position(|r| r == emoji) {
                 Some(i) => {
                     self.room.react(i);
-                    frame.r#ref.map(|r| ServerMsg::Ack { r#ref: Some(r), id: None })
+                    frame.r#ref.map(|r| ServerMsg::Ack {
+                        r#ref: Some(r),
+                        id: None,
+                    })
                 }
                 None => Some(protocol::error(
                     ErrorCode::BadReaction,

@@ -438,9 +438,9 @@ fn sink_branch(
 /// interpolate any PES without a PTS.
 fn drop_until_timestamped(q: &gst::Element) {
     let seen = std::sync::atomic::AtomicBool::new(false);
-    q.static_pad("src")
-        .expect("queue has a src pad")
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+    q.static_pad("src").expect("queue has a src pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
             use std::sync::atomic::Ordering;
             if seen.load(Ordering::Relaxed) {
                 return gst::PadProbeReturn::Ok;
@@ -452,7 +452,8 @@ fn drop_until_timestamped(q: &gst::Element) {
                 }
                 _ => gst::PadProbeReturn::Drop,
             }
-        });
+        },
+    );
 }
 
 fn log_arrivals(q: &gst::Element) -> Arrivals {

@@ -21,6 +21,48 @@ pub struct RenditionReport {
     pub last_part: u64,
 }
 
+/// An `EXT-X-DATERANGE` to carry, such as a poll placed on the timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateRange {
+    /// `ID`, unique in the playlist.
+    pub id: String,
+    /// `CLASS`.
+    pub class: String,
+    /// `START-DATE`.
+    pub start: SystemTime,
+    /// `END-DATE`, when known.
+    pub end: Option<SystemTime>,
+    /// Client attributes (`X-…`), raw values without `"`, CR or LF.
+    pub attrs: Vec<(String, String)>,
+}
+
+/// `#EXT-X-DATERANGE:<attribute-list>`: "associates a Date Range (i.e., a range of time
+/// defined by a starting and ending date) with a set of attribute/value pairs" ... "ID
+/// ... REQUIRED", "START-DATE ... REQUIRED", "Attributes prefixed with X- are reserved for
+/// client-defined attributes" (RFC 8216bis §4.4.5.1).
+fn daterange(out: &mut String, d: &DateRange) {
+    let clean = |v: &str| v.replace(['"', '\r', '\n'], "");
+    let _ = write!(
+        out,
+        "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"{}\",START-DATE=\"{}\"",
+        clean(&d.id),
+        clean(&d.class),
+        pdt(d.start)
+    );
+    if let Some(end) = d.end.filter(|e| *e >= d.start) {
+        let _ = write!(out, ",END-DATE=\"{}\"", pdt(end));
+    }
+    for (k, v) in &d.attrs {
+        let name_ok = k.starts_with("X-")
+            && k.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        if name_ok {
+            let _ = write!(out, ",{k}=\"{}\"", clean(v));
+        }
+    }
+    out.push('\n');
+}
+
 /// What a media playlist request asked for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MediaRender {
@@ -73,7 +115,12 @@ fn part(out: &mut String, msn: u64, idx: usize, d: Duration, independent: bool) 
 /// `EXT-X-SKIP` replaces the segments that end more than `CAN-SKIP-UNTIL` before the end
 /// of the playlist when `req.skip` is set ("the Server MUST ... replace ... with an
 /// EXT-X-SKIP tag", §6.2.5.1).
-pub fn render_media(seg: &Segmenter, reports: &[RenditionReport], req: MediaRender) -> String {
+pub fn render_media(
+    seg: &Segmenter,
+    reports: &[RenditionReport],
+    dateranges: &[DateRange],
+    req: MediaRender,
+) -> String {
     let cfg = seg.config();
     let target = seg.target_duration();
     let mut out = String::with_capacity(2048);
@@ -110,6 +157,9 @@ pub fn render_media(seg: &Segmenter, reports: &[RenditionReport], req: MediaRend
     }
     if skipped > 0 {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    }
+    for d in dateranges {
+        daterange(&mut out, d);
     }
 
     let parts_from = complete.len().saturating_sub(cfg.part_segments);
@@ -296,6 +346,7 @@ mod tests {
         let text = render_media(
             &s,
             &reports,
+            &[],
             MediaRender {
                 skip: false,
                 live: true,
@@ -344,6 +395,7 @@ mod tests {
         let text = render_media(
             &s,
             &[],
+            &[],
             MediaRender {
                 skip: true,
                 live: true,
@@ -356,6 +408,7 @@ mod tests {
         let full = render_media(
             &s,
             &[],
+            &[],
             MediaRender {
                 skip: false,
                 live: false,
@@ -364,6 +417,25 @@ mod tests {
         assert!(!full.contains("EXT-X-SKIP"));
         assert!(!full.contains("PRELOAD-HINT"));
         assert!(full.contains("\n0.m4s\n"));
+    }
+
+    #[test]
+    fn dateranges_are_rendered_and_sanitised() {
+        let s = filled(1, 0);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let d = DateRange {
+            id: "poll-p1".into(),
+            class: "com.estuary.poll".into(),
+            start: t0,
+            end: Some(t0 + Duration::from_secs(30)),
+            attrs: vec![
+                ("X-QUESTION".into(), "Tea or \"coffee\"?".into()),
+                ("bad name".into(), "x".into()),
+            ],
+        };
+        let text = render_media(&s, &[], &[d], MediaRender::default());
+        assert!(text.contains("#EXT-X-DATERANGE:ID=\"poll-p1\",CLASS=\"com.estuary.poll\",START-DATE=\"2023-11-14T22:13:20.000Z\",END-DATE=\"2023-11-14T22:13:50.000Z\",X-QUESTION=\"Tea or coffee?\"\n"), "{text}");
+        assert!(!text.contains("bad name"));
     }
 
     #[test]

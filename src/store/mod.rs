@@ -331,6 +331,27 @@ impl Store {
     }
 }
 
+impl crate::interact::Timeline for Store {
+    /// The latest part of the stream's first video rendition (the passthrough `source`
+    /// when there is one), while a publisher is connected.
+    fn now(&self, stream: &str) -> Option<crate::interact::TimelineStamp> {
+        let entry = self.stream(stream)?;
+        let mut names = entry.rendition_names();
+        names.retain(|n| n != "audio");
+        names.sort_by_key(|n| n != "source");
+        let view = entry.view(names.first()?)?;
+        if !view.live {
+            return None;
+        }
+        let (msn, part) = view.last?;
+        Some(crate::interact::TimelineStamp {
+            pdt: view.last_pdt?,
+            msn,
+            part,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

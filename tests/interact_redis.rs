@@ -1,0 +1,144 @@
+//! Two nodes sharing rooms through a real `redis-server` that the test starts: a message
+//! and a vote on node A are seen on node B, tallies agree, and history survives a node.
+
+mod interact_support;
+
+use std::{net::TcpListener, process::Stdio, time::Duration};
+
+use anyhow::{Context, Result};
+use estuary::interact::Role;
+use interact_support::{token, Node};
+use serde_json::{json, Value};
+
+/// A redis-server on a free loopback port, killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("redis-server must be installed")?;
+        // Bounded wait until it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Self { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("redis-server did not start")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_share_chat_votes_and_history() -> Result<()> {
+    let redis = Redis::start()?;
+    let bus = format!("bus = \"redis://127.0.0.1:{}\"", redis.port);
+    let a = Node::start(&bus).await?;
+    let b = Node::start(&bus).await?;
+    let host = token(Role::Host, "host");
+    let mut on_b = b.connect("show", None).await?;
+    on_b.expect("state").await?;
+    // Chat on A is seen on B.
+    let mut alice = a
+        .connect("show", Some(&token(Role::Viewer, "alice")))
+        .await?;
+    let r = alice
+        .request(json!({"type":"chat","text":"hello from A"}), "1")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let m = on_b.expect("chat").await?;
+    assert_eq!(m["text"], "hello from A");
+    assert_eq!(m["id"], id.as_str());
+    // A poll opened through A's API; votes on both nodes; both see the same tallies.
+    let (status, body) = a
+        .http(
+            "POST",
+            "/api/streams/show/polls",
+            Some(&host),
+            r#"{"question":"Q?","options":["x","y"],"duration_secs":60}"#,
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let poll = serde_json::from_str::<Value>(&body)?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    on_b.expect("poll_opened").await?;
+    let mut bob = b.connect("show", Some(&token(Role::Viewer, "bob"))).await?;
+    assert_eq!(
+        bob.request(json!({"type":"vote","poll": poll, "option": 1}), "v")
+            .await?["type"],
+        "ack"
+    );
+    assert_eq!(
+        alice
+            .request(json!({"type":"vote","poll": poll, "option": 1}), "v")
+            .await?["type"],
+        "ack"
+    );
+    // The same user voting again through the other node replaces, not adds.
+    let mut bob_on_a = a.connect("show", Some(&token(Role::Viewer, "bob"))).await?;
+    assert_eq!(
+        bob_on_a
+            .request(json!({"type":"vote","poll": poll, "option": 0}), "v2")
+            .await?["type"],
+        "ack"
+    );
+    let want = |f: &Value| f["type"] == "poll_tally" && f["tallies"] == json!([1, 1]);
+    on_b.expect_where("tally [1,1] on B", want).await?;
+    alice.expect_where("tally [1,1] on A", want).await?;
+    // Q&A upvotes are counted once across nodes.
+    let q = alice
+        .request(json!({"type":"ask","text":"Shared?"}), "q")
+        .await?;
+    let qid = q["id"].as_str().unwrap().to_owned();
+    on_b.expect("question_asked").await?;
+    assert_eq!(
+        bob.request(json!({"type":"upvote","question": qid}), "u")
+            .await?["type"],
+        "ack"
+    );
+    assert_eq!(
+        bob_on_a
+            .request(json!({"type":"upvote","question": qid}), "u2")
+            .await?["code"],
+        "duplicate"
+    );
+    // Losing node A loses no history: a fresh node C has it from Redis.
+    drop(alice);
+    drop(bob_on_a);
+    let mut a = a;
+    a.stop().await;
+    let c = Node::start(&bus).await?;
+    let mut late = c.connect("show", None).await?;
+    let hist = late.expect("history").await?;
+    assert_eq!(hist["messages"][0]["text"], "hello from A");
+    let state = late.expect("state").await?;
+    assert_eq!(state["polls"][0]["tallies"], json!([1, 1]));
+    assert_eq!(state["questions"][0]["votes"], 1);
+    Ok(())
+}
