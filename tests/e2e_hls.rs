@@ -274,3 +274,100 @@ async fn demo_publishes_a_test_pattern_over_srt() {
     assert!(ffprobe(&f).starts_with("h264,1280,720,"));
     assert!(node.log().contains("demo publisher connected"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_are_placed_on_the_video_timeline_as_dateranges() {
+    let secret = "e2e-secret-0123456789abcdef";
+    let node = Node::start(
+        "daterange",
+        &format!("[interact]\ntoken_secret = \"{secret}\"\n[streams.demo]\n"),
+    );
+    let _pub = ffmpeg_publish(&srt_url(&node, "demo", None), 40, 30);
+    wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    // The CLI mints the host token from the same config.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
+        .args([
+            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--config",
+        ])
+        .arg(node.dir.join("estuary.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let post = |path: &str, body: &str| {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {token}"), "-d", body])
+            .arg(node.url(path))
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, body) = post(
+        "/api/streams/demo/polls",
+        r#"{"question":"Tea or coffee?","options":["Tea","Coffee"],"duration_secs":60}"#,
+    );
+    assert_eq!(code, "201", "{body}");
+    let url = node.url("/live/demo/source/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (lines, dr) = loop {
+        let lines = parse_playlist(&get(&url).await.text());
+        if let Some(d) = tags(&lines, "EXT-X-DATERANGE").first().map(|d| attrs(d)) {
+            break (lines, d);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no EXT-X-DATERANGE after creating a poll"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dr["CLASS"], "com.estuary.poll");
+    assert!(dr["ID"].starts_with("poll-"));
+    let start = humantime::parse_rfc3339(&dr["START-DATE"]).unwrap();
+    // Stamped with the timeline of the latest part, so it lies within the listed media.
+    let pdts: Vec<_> = tags(&lines, "EXT-X-PROGRAM-DATE-TIME")
+        .into_iter()
+        .map(|t| humantime::parse_rfc3339(t).unwrap())
+        .collect();
+    assert!(start >= pdts[0], "poll starts before the playlist");
+    assert!(start <= std::time::SystemTime::now());
+    // The delta update carries it too, and so does the audio playlist.
+    assert!(get(&format!("{url}?_HLS_skip=YES"))
+        .await
+        .text()
+        .contains("EXT-X-DATERANGE"));
+    assert!(get(&node.url("/live/demo/audio/index.m3u8"))
+        .await
+        .text()
+        .contains("com.estuary.poll"));
+    let poll_id = dr["ID"].trim_start_matches("poll-").to_owned();
+    let (code, body) = post(&format!("/api/streams/demo/polls/{poll_id}/close"), "");
+    assert_eq!(code, "200", "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = get(&url).await.text();
+        if text.contains("END-DATE=") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no END-DATE after closing the poll"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

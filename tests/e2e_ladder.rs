@@ -319,9 +319,18 @@ async fn source_change_mid_stream_gives_discontinuity() {
         let r = get(&url).await;
         if r.status == 200 {
             let lines = parse_playlist(&r.text());
-            let maps = tags(&lines, "EXT-X-MAP");
-            let after = segments(&lines).len();
-            if maps.len() == 2 && after >= 6 {
+            // Wait for a complete segment listed after the second EXT-X-MAP (the map
+            // appears first with the open segment).
+            let mut maps_seen = 0;
+            let mut after_second = 0;
+            for l in &lines {
+                match l {
+                    Line::Tag(t, _) if t == "EXT-X-MAP" => maps_seen += 1,
+                    Line::Uri(_) if maps_seen == 2 => after_second += 1,
+                    _ => {}
+                }
+            }
+            if maps_seen == 2 && after_second >= 1 {
                 break lines;
             }
         }
