@@ -46,15 +46,21 @@ pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Respons
 
 /// Query parameters of a media playlist request.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Delivery {
+pub struct Delivery {
+    /// `_HLS_msn`.
     pub msn: Option<u64>,
+    /// `_HLS_part`.
     pub part: Option<u64>,
+    /// `_HLS_skip=YES` (or `v2`).
     pub skip: bool,
 }
 
 /// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip` (RFC 8216bis §6.2.5). Other parameters
 /// are ignored, as the draft asks of servers.
-pub(crate) fn parse_delivery(query: Option<&str>) -> Result<Delivery, &'static str> {
+///
+/// # Errors
+/// A message for the 400 answer when a value is malformed or `_HLS_part` comes alone.
+pub fn parse_delivery(query: Option<&str>) -> Result<Delivery, &'static str> {
     let mut d = Delivery::default();
     let Some(q) = query else { return Ok(d) };
     if q.len() > 1024 {

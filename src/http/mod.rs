@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{config::Config, live::Hub, metrics::Metrics, store::Store};
 
 pub use body::ChunksBody;
+pub use hls::{parse_delivery, Delivery};
 
 /// The response body type of every route.
 pub type Body = BoxBody<Bytes, Infallible>;
