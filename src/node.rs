@@ -12,7 +12,6 @@ use crate::{
     live::Hub,
     media::MediaError,
     metrics::Metrics,
-    packager::playlist::DateRange,
     store::{MemoryStore, Store},
 };
 
@@ -64,19 +63,7 @@ impl Node {
         )
         .await?;
         let source = interact.clone();
-        hub.set_dateranges(Arc::new(move |stream: &str| {
-            source
-                .dateranges(stream)
-                .into_iter()
-                .map(|d| DateRange {
-                    id: d.id,
-                    class: d.class,
-                    start: d.start,
-                    end: d.end,
-                    attrs: d.attrs,
-                })
-                .collect()
-        }));
+        hub.set_dateranges(Arc::new(move |stream: &str| source.dateranges(stream)));
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             store,

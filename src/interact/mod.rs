@@ -78,22 +78,10 @@ fn ser_rfc3339_millis<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::O
     s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
-/// A poll (or other host event) to show in media playlists as `EXT-X-DATERANGE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DateRange {
-    /// `ID`, unique per stream (`poll-p3`).
-    pub id: String,
-    /// `CLASS` (`com.estuary.poll`).
-    pub class: String,
-    /// `START-DATE`: the program date time when the poll opened.
-    pub start: SystemTime,
-    /// `END-DATE`, once the poll closed.
-    pub end: Option<SystemTime>,
-    /// Client attributes (`X-POLL-ID`, `X-QUESTION`, `X-OPTIONS`, `X-RESULTS`), raw values
-    /// (not quoted). Values never contain `"`, CR or LF, so they are valid HLS
-    /// quoted-strings once quoted.
-    pub attrs: Vec<(String, String)>,
-}
+/// A poll (or other host event) to show in media playlists as `EXT-X-DATERANGE`: the
+/// packager's own type. Client attribute values (`X-POLL-ID`, `X-QUESTION`, `X-OPTIONS`,
+/// `X-RESULTS`) are raw and never contain `"`, CR or LF.
+pub use crate::packager::playlist::DateRange;
 
 /// Errors at the interaction module boundary.
 #[derive(Debug, thiserror::Error)]

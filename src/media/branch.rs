@@ -104,6 +104,24 @@ fn queue(max: Duration, leaky: bool) -> Result<gst::Element, MediaError> {
     Ok(q)
 }
 
+/// Calls `f` with every caps event leaving `element`'s src pad (on the streaming thread,
+/// before the buffers that follow it).
+fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static) {
+    // Probes are `Fn`; caps events on one pad are serialised, so the lock never waits.
+    let f = Mutex::new(f);
+    element
+        .static_pad("src")
+        .expect("element has a src pad")
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if let gst::EventView::Caps(c) = ev.view() {
+                    (f.lock().expect("not poisoned"))(c.caps());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
 /// Builds the branch for one demuxed pad.
 pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
     let pipeline = ctx
@@ -197,25 +215,15 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
             sync(&[&dq, &dec, &dtee])?;
             // Add the rungs once the source size is known, before the first frame.
             let ctx2 = ctx.clone();
-            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            capsfilter
-                .static_pad("src")
-                .expect("capsfilter has a src pad")
-                .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                    let Some(gst::PadProbeData::Event(ev)) = &info.data else {
-                        return gst::PadProbeReturn::Ok;
-                    };
-                    let gst::EventView::Caps(c) = ev.view() else {
-                        return gst::PadProbeReturn::Ok;
-                    };
-                    if done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                        return gst::PadProbeReturn::Ok;
-                    }
-                    if let Err(e) = add_rungs(&ctx2, &dtee, c.caps(), &arrivals) {
-                        let _ = ctx2.tx.send(MediaEvent::Error(e));
-                    }
-                    gst::PadProbeReturn::Ok
-                });
+            let mut done = false;
+            on_caps(&capsfilter, move |caps| {
+                if std::mem::replace(&mut done, true) {
+                    return;
+                }
+                if let Err(e) = add_rungs(&ctx2, &dtee, caps, &arrivals) {
+                    let _ = ctx2.tx.send(MediaEvent::Error(e));
+                }
+            });
         }
         sync(&[&tee])?;
     }
@@ -502,39 +510,28 @@ fn arrivals_of(
 fn watch_track(ctx: &Ctx, capsfilter: &gst::Element, rendition: Arc<str>, report: bool) {
     let tx = ctx.tx.clone();
     let watch_changes = *rendition == *PASSTHROUGH || *rendition == *AUDIO;
-    let last: Mutex<Option<TrackInfo>> = Mutex::new(None);
-    capsfilter
-        .static_pad("src")
-        .expect("capsfilter has a src pad")
-        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            let Some(gst::PadProbeData::Event(ev)) = &info.data else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let gst::EventView::Caps(c) = ev.view() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let Some(info) = track_info(c.caps(), &rendition) else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let mut last = last.lock().expect("not poisoned");
-            if let Some(prev) = last.as_ref() {
-                if *prev != info && watch_changes {
-                    let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
-                        "{rendition}: {} {:?} -> {} {:?}",
-                        prev.codecs, prev.resolution, info.codecs, info.resolution
-                    ))));
-                }
-                return gst::PadProbeReturn::Ok;
+    let mut last: Option<TrackInfo> = None;
+    on_caps(capsfilter, move |caps| {
+        let Some(info) = track_info(caps, &rendition) else {
+            return;
+        };
+        if let Some(prev) = last.as_ref() {
+            if *prev != info && watch_changes {
+                let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
+                    "{rendition}: {} {:?} -> {} {:?}",
+                    prev.codecs, prev.resolution, info.codecs, info.resolution
+                ))));
             }
-            *last = Some(info.clone());
-            if report {
-                let _ = tx.send(MediaEvent::Track {
-                    rendition: rendition.clone(),
-                    info,
-                });
-            }
-            gst::PadProbeReturn::Ok
-        });
+            return;
+        }
+        last = Some(info.clone());
+        if report {
+            let _ = tx.send(MediaEvent::Track {
+                rendition: rendition.clone(),
+                info,
+            });
+        }
+    });
 }
 
 fn track_info(caps: &gst::CapsRef, rendition: &str) -> Option<TrackInfo> {
