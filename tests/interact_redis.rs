@@ -142,3 +142,55 @@ async fn two_nodes_share_chat_votes_and_history() -> Result<()> {
     assert_eq!(state["questions"][0]["votes"], 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn node_recovers_when_redis_restarts() -> Result<()> {
+    let mut redis = Redis::start()?;
+    let port = redis.port;
+    let bus = format!("bus = \"redis://127.0.0.1:{port}\"");
+    let a = Node::start(&bus).await?;
+    let mut alice = a
+        .connect("show", Some(&token(Role::Viewer, "alice")))
+        .await?;
+    alice.expect("state").await?;
+    let r = alice
+        .request(json!({"type":"chat","text":"before"}), "1")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    // Redis goes away and comes back on the same port, empty.
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    redis.child = child;
+    // Bounded: chat is accepted again within a few seconds, with no reconnect by the
+    // client and no restart of the node.
+    let mut ok = false;
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = alice
+            .request(
+                json!({"type":"chat","text":format!("after {i}")}),
+                &format!("r{i}"),
+            )
+            .await?;
+        if r["type"] == "ack" {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "chat never recovered after redis restarted");
+    Ok(())
+}

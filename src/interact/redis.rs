@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::{aio::MultiplexedConnection, AsyncCommands, RedisResult, Script};
+use redis::{aio::ConnectionManager, AsyncCommands, RedisResult, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -95,7 +95,9 @@ struct Scripts {
 #[derive(Clone)]
 pub(crate) struct RedisBus {
     client: redis::Client,
-    conn: MultiplexedConnection,
+    /// Reconnects by itself after Redis restarts or the link drops; a command during the
+    /// outage fails (and the client gets an error frame) instead of hanging.
+    conn: ConnectionManager,
     scripts: Arc<Scripts>,
 }
 
@@ -107,17 +109,15 @@ impl RedisBus {
     /// Connects and checks the server answers.
     pub async fn connect(url: &str) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let mut conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "timed out connecting to redis",
-            ))
-        })??;
+        let mut conn =
+            tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "timed out connecting to redis",
+                    ))
+                })??;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(Self {
             client,
@@ -189,7 +189,7 @@ impl RedisBus {
         }
     }
 
-    fn conn(&self) -> MultiplexedConnection {
+    fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
