@@ -29,7 +29,7 @@ if [ "${WS_LOAD_NODE:-binary}" = inprocess ]; then
   NODE_PID=$!
 else
   BIN=${ESTUARY_BIN:-target/release/estuary}
-  [ -x "$BIN" ] || cargo build --release --bin estuary >&2
+  [ -n "${ESTUARY_BIN:-}" ] || cargo build --release --bin estuary >&2
   cat >"$TMP/estuary.toml" <<TOML
 allow_unknown_streams = true
 [http]
