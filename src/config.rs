@@ -525,6 +525,21 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_is_valid_and_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/estuary.toml");
+        let cfg = Config::load(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.hls.part_target, d.hls.part_target);
+        assert_eq!(cfg.hls.segment_target, d.hls.segment_target);
+        assert_eq!(cfg.cache.max_bytes, d.cache.max_bytes);
+        assert_eq!(cfg.srt.listen, d.srt.listen);
+        assert_eq!(cfg.interact.history_size, d.interact.history_size);
+        assert_eq!(cfg.interact.reactions, d.interact.reactions);
+        assert!(cfg.streams.contains_key("demo"));
+        assert!(cfg.ladder.passthrough && cfg.ladder.rungs.len() == 5);
+    }
+
+    #[test]
     fn ladders() {
         let cfg = Config::from_toml(
             r#"
