@@ -134,7 +134,8 @@ pub enum MediaEvent {
 /// What a pipeline makes: segmentation parameters for cmafmux and the ladder.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// Part target; cmafmux chunks are cut a little shorter (see [`chunk_duration`]).
+    /// Part target: video chunks are exactly this long, audio chunks 85 % of it so AAC
+    /// parts stay within it.
     pub part_target: Duration,
     /// Fragment (segment) duration. Passthrough cuts at the first keyframe after it;
     /// encoded rungs get keyframes forced at exactly these instants.
