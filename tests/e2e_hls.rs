@@ -371,3 +371,30 @@ async fn polls_are_placed_on_the_video_timeline_as_dateranges() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start("slowloris", "[streams.demo]\n");
+    let mut s = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    // Half a request, then nothing: the server closes it after its header timeout.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("connection still open after 20 s")
+        .unwrap_or(0);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "closed too early: {waited:?}"
+    );
+    // Closed, possibly after a 408.
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    // Other clients are served meanwhile and after.
+    assert_eq!(get(&node.url("/healthz")).await.status, 200);
+}

@@ -110,6 +110,13 @@ impl Server {
         // Media bodies are shared `Bytes` chunks: send them with vectored writes rather
         // than copying them into hyper's buffer.
         builder.http1().writev(true);
+        // Without a timer hyper applies no header timeout: a client that trickles its
+        // request headers would hold a connection slot for ever.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        builder.http2().timer(hyper_util::rt::TokioTimer::new());
         let builder = Arc::new(builder);
         loop {
             let (tcp, remote) = tokio::select! {
