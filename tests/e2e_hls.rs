@@ -398,3 +398,81 @@ async fn slow_request_headers_are_cut_off() {
     // Other clients are served meanwhile and after.
     assert_eq!(get(&node.url("/healthz")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_and_gstreamer_play_the_playlists() {
+    let node = Node::start("players", "[streams.demo]\n");
+    let _pub = ffmpeg_publish(&srt_url(&node, "demo", None), 40, 30);
+    let url = node.url("/live/demo/index.m3u8");
+    wait_ok(&url, Duration::from_secs(20)).await;
+    // ffmpeg's HLS demuxer (what ffplay and many players use): 4 s of video from the
+    // multivariant playlist, frame by frame.
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &url,
+            "-t",
+            "4",
+            "-map",
+            "0:v:0",
+            "-f",
+            "framemd5",
+            "-",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    assert!(
+        (110..=130).contains(&frames),
+        "4 s at 30 fps, got {frames} frames"
+    );
+    // GStreamer's hlsdemux2 (adaptivedemux2): decode video and audio to EOS after a
+    // bounded number of buffers each; any error makes gst-launch fail.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("gst-launch-1.0")
+            .args(["-q", "uridecodebin3", &format!("uri={url}"), "name=d"])
+            .args([
+                "d.",
+                "!",
+                "video/x-raw",
+                "!",
+                "queue",
+                "!",
+                "fakesink",
+                "num-buffers=60",
+            ])
+            .args([
+                "d.",
+                "!",
+                "audio/x-raw",
+                "!",
+                "queue",
+                "!",
+                "fakesink",
+                "num-buffers=60",
+            ])
+            .output(),
+    )
+    .await
+    .expect("gst-launch did not finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
