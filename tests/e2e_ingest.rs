@@ -373,3 +373,43 @@ async fn untimestamped_leading_audio_is_tolerated() {
         node.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_aac_audio_is_encoded_to_aac_once() {
+    let node = Node::start("mp2", "[streams.demo]\n");
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "20"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+        ])
+        .args(["-c:a", "mp2", "-f", "mpegts"])
+        .arg(srt_url(&node, "demo", None))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _p = Publisher(child);
+    let mv = wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    assert!(mv.text().contains("TYPE=AUDIO"), "{}", mv.text());
+    assert!(mv.text().contains(",mp4a.40.2\""), "{}", mv.text());
+    let pl = parse_playlist(&get(&node.url("/live/demo/audio/index.m3u8")).await.text());
+    let (_, _, uri) = segments(&pl).last().cloned().unwrap();
+    let init = get(&node.url("/live/demo/audio/init.mp4")).await;
+    let seg = get(&node.url(&format!("/live/demo/audio/{uri}"))).await;
+    let f = node.dir.join("audio.mp4");
+    std::fs::write(&f, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+    assert!(ffprobe(&f).starts_with("aac,"), "{}", ffprobe(&f));
+    for p in tags(&pl, "EXT-X-PART") {
+        let d: f64 = attrs(p)["DURATION"].parse().unwrap();
+        assert!(d <= 0.2 + 1e-9, "audio part {p} over PART-TARGET");
+    }
+}

@@ -143,15 +143,13 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
             parsed_caps(RungCodec::H265),
             "avdec_h265",
         ),
-        "audio/mpeg" if matches!(s.get::<i32>("mpegversion"), Ok(2 | 4)) => (
-            "audio",
-            "aacparse",
-            gst::Caps::builder("audio/mpeg")
-                .field("mpegversion", 4i32)
-                .field("stream-format", "raw")
-                .build(),
-            "",
-        ),
+        "audio/mpeg" if matches!(s.get::<i32>("mpegversion"), Ok(2 | 4)) => {
+            ("audio", "aacparse", aac_caps(), "")
+        }
+        other if other.starts_with("audio/") && audio_decodable(&caps) => {
+            // Not AAC: decoded and encoded to AAC once, into the shared audio group.
+            ("audio", "decodebin", aac_caps(), "")
+        }
         other => {
             return Err(MediaError::Unsupported {
                 kind: if other.starts_with("video/") {
@@ -170,10 +168,15 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
     }
     let q = queue(Duration::from_secs(2), false)?;
     q.set_property("name", &marker);
-    let parse = make(parser, None)?;
     let capsfilter = make("capsfilter", None)?;
     capsfilter.set_property("caps", &filter);
-    add_and_link(&pipeline, &[&q, &parse, &capsfilter])?;
+    let parse = if parser == "decodebin" {
+        audio_transcoder(&pipeline, &q, &capsfilter)?
+    } else {
+        let parse = make(parser, None)?;
+        add_and_link(&pipeline, &[&q, &parse, &capsfilter])?;
+        parse
+    };
     drop_until_timestamped(&q);
     let arrivals = log_arrivals(&q);
 
@@ -231,6 +234,65 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
     pad.link(&q.static_pad("sink").expect("queue has a sink pad"))
         .map_err(|e| setup(format!("link: {e:?}")))?;
     Ok(())
+}
+
+fn aac_caps() -> gst::Caps {
+    gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .build()
+}
+
+/// Whether an installed decoder takes these audio caps (checked up front: a decodebin
+/// that finds none would fail the whole pipeline, where dropping the audio is better).
+fn audio_decodable(caps: &gst::Caps) -> bool {
+    let decoders = gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_AUDIO,
+        gst::Rank::MARGINAL,
+    );
+    let parsers = gst::ElementFactory::factories_with_type(
+        gst::ElementFactoryType::PARSER | gst::ElementFactoryType::MEDIA_AUDIO,
+        gst::Rank::MARGINAL,
+    );
+    let takes = |list: &gst::glib::List<gst::ElementFactory>| {
+        list.iter().any(|f| f.can_sink_any_caps(caps))
+    };
+    takes(&decoders) || takes(&parsers)
+}
+
+/// `q ! decodebin ! audioconvert ! audioresample ! avenc_aac ! aacparse ! capsfilter`,
+/// the decodebin pad linked when it appears. Returns the decodebin.
+fn audio_transcoder(
+    pipeline: &gst::Pipeline,
+    q: &gst::Element,
+    capsfilter: &gst::Element,
+) -> Result<gst::Element, MediaError> {
+    let dec = make("decodebin", None)?;
+    let convert = make("audioconvert", None)?;
+    let resample = make("audioresample", None)?;
+    let enc = make("avenc_aac", None)?;
+    enc.set_property_from_str("bitrate", "128000");
+    let parse = make("aacparse", None)?;
+    pipeline
+        .add_many([q, &dec, &convert, &resample, &enc, &parse, capsfilter])
+        .map_err(setup)?;
+    q.link(&dec).map_err(setup)?;
+    gst::Element::link_many([&convert, &resample, &enc, &parse, capsfilter]).map_err(setup)?;
+    let sink = convert
+        .static_pad("sink")
+        .expect("audioconvert has a sink pad");
+    dec.connect_pad_added(move |_, pad| {
+        let raw = pad
+            .current_caps()
+            .unwrap_or_else(|| pad.query_caps(None))
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("audio/x-raw"));
+        if raw && !sink.is_linked() {
+            let _ = pad.link(&sink);
+        }
+    });
+    sync(&[&dec, &convert, &resample, &enc, &parse])?;
+    Ok(dec)
 }
 
 fn parsed_caps(codec: RungCodec) -> gst::Caps {
