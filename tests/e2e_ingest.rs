@@ -324,35 +324,11 @@ async fn untimestamped_leading_audio_is_tolerated() {
     // stamp those packets. The stream must still play, audio included.
     let node = Node::start("tee", "[streams.demo]\n");
     let tee = format!("[f=mpegts]{}", srt_url(&node, "demo", None));
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
+    let child = ffmpeg_source("640x360", 20, true)
+        .args(x264_args(30))
         .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "20",
+            "-c:a", "aac", "-map", "0:v", "-map", "1:a", "-f", "tee", &tee,
         ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-        ])
-        .args(["-map", "0:v", "-map", "1:a", "-f", "tee", &tee])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _p = Publisher(child);
@@ -377,24 +353,10 @@ async fn untimestamped_leading_audio_is_tolerated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_aac_audio_is_encoded_to_aac_once() {
     let node = Node::start("mp2", "[streams.demo]\n");
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "20"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ])
+    let child = ffmpeg_source("640x360", 20, true)
+        .args(x264_args(30))
         .args(["-c:a", "mp2", "-f", "mpegts"])
         .arg(srt_url(&node, "demo", None))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _p = Publisher(child);

@@ -254,30 +254,10 @@ async fn ladder_rungs_decode_and_line_up() {
 async fn source_change_mid_stream_gives_discontinuity() {
     let node = Node::start("change", "[streams.demo]\n");
     // Two clips of different sizes, sent as one SRT connection.
-    let mk = |name: &str, size: &str, secs: &str| {
+    let mk = |name: &str, size: &str, secs: u32| {
         let f = node.dir.join(name);
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-            ])
-            .arg(format!("testsrc2=size={size}:rate=30"))
-            .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", secs])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "30",
-            ])
+        let ok = ffmpeg_source(size, secs, false)
+            .args(x264_args(30))
             .args(["-c:a", "aac", "-f", "mpegts"])
             .arg(&f)
             .status()
@@ -285,8 +265,8 @@ async fn source_change_mid_stream_gives_discontinuity() {
         assert!(ok.success());
         f
     };
-    let a = mk("a.ts", "640x360", "6");
-    let b = mk("b.ts", "1280x720", "8");
+    let a = mk("a.ts", "640x360", 6);
+    let b = mk("b.ts", "1280x720", 8);
     let list = node.dir.join("list.txt");
     std::fs::write(
         &list,

@@ -16,24 +16,21 @@ struct Redis {
     port: u16,
 }
 
+/// A redis-server on `port`, loopback only, with no persistence.
+fn spawn_redis(port: u16) -> Result<std::process::Child> {
+    std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-server must be installed")
+}
+
 impl Redis {
     fn start() -> Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("redis-server must be installed")?;
+        let child = spawn_redis(port)?;
         // Bounded wait until it accepts connections.
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -160,20 +157,7 @@ async fn node_recovers_when_redis_restarts() -> Result<()> {
     // Redis goes away and comes back on the same port, empty.
     let _ = redis.child.kill();
     let _ = redis.child.wait();
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let child = spawn_redis(port)?;
     redis.child = child;
     // Bounded: chat is accepted again within a few seconds, with no reconnect by the
     // client and no restart of the node.

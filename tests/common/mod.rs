@@ -151,45 +151,61 @@ pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String 
     u
 }
 
-/// ffmpeg pushing a 720p30 H.264 + AAC test pattern for `secs` seconds, like OBS.
-pub fn ffmpeg_publish(url: &str, secs: u32, gop: u32) -> Publisher {
-    ffmpeg_publish_with(
-        url,
-        secs,
-        &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            &gop.to_string(),
-            "-keyint_min",
-            &gop.to_string(),
-        ],
-        "1280x720",
-    )
+/// ffmpeg, quiet, with the lavfi test source as input: a `size` pattern at 30 fps and a
+/// 48 kHz tone, for `secs` seconds, read in real time when `realtime` (as a live encoder
+/// would). Add codec and output arguments, then spawn.
+pub fn ffmpeg_source(size: &str, secs: u32, realtime: bool) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    if realtime {
+        cmd.arg("-re");
+    }
+    cmd.args([
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30"),
+    ])
+    .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+    .args(["-t", &secs.to_string()])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    cmd
 }
 
+/// x264 as OBS sets it up for low latency, with a GOP of `gop` frames.
+pub fn x264_args(gop: u32) -> Vec<String> {
+    let gop = gop.to_string();
+    [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        &gop,
+        "-keyint_min",
+        &gop,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// ffmpeg pushing a 720p30 H.264 + AAC test pattern for `secs` seconds, like OBS.
+pub fn ffmpeg_publish(url: &str, secs: u32, gop: u32) -> Publisher {
+    let args = x264_args(gop);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ffmpeg_publish_with(url, secs, &args, "1280x720")
+}
+
+/// Like [`ffmpeg_publish`], with other video codec arguments and size.
 pub fn ffmpeg_publish_with(url: &str, secs: u32, vcodec: &[&str], size: &str) -> Publisher {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &secs.to_string()])
-        .args(vcodec)
-        .args([
-            "-b:v", "2M", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = ffmpeg_source(size, secs, true);
+    cmd.args(vcodec).args([
+        "-b:v", "2M", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", url,
+    ]);
     Publisher(cmd.spawn().expect("ffmpeg"))
 }
 
