@@ -178,3 +178,47 @@ async fn node_recovers_when_redis_restarts() -> Result<()> {
     assert!(ok, "chat never recovered after redis restarted");
     Ok(())
 }
+
+#[tokio::test]
+async fn moderation_reaches_nodes_started_later() -> Result<()> {
+    let redis = Redis::start()?;
+    let bus = format!("bus = \"redis://127.0.0.1:{}\"", redis.port);
+    let a = Node::start(&bus).await?;
+    let mut host = a.connect("show", Some(&token(Role::Host, "host"))).await?;
+    host.expect("state").await?;
+    let r = host
+        .request(json!({"type":"ban","user":"mallory"}), "b")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    let r = host
+        .request(json!({"type":"slow_mode","secs":7}), "s")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    // A node that starts after the decisions loads them from Redis.
+    let c = Node::start(&bus).await?;
+    let mut mallory = c
+        .connect("show", Some(&token(Role::Viewer, "mallory")))
+        .await?;
+    let state = mallory.expect("state").await?;
+    assert_eq!(state["slow_mode_secs"], 7, "{state}");
+    let r = mallory
+        .request(json!({"type":"chat","text":"spam"}), "m")
+        .await?;
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["code"], "muted", "{r}");
+    // Lifting the ban on A reaches C's room through the bus and Redis alike.
+    let r = host
+        .request(json!({"type":"unban","user":"mallory"}), "u")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    let d = Node::start(&bus).await?;
+    let mut again = d
+        .connect("show", Some(&token(Role::Viewer, "mallory")))
+        .await?;
+    again.expect("state").await?;
+    let r = again
+        .request(json!({"type":"chat","text":"sorry"}), "m2")
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! Keys (the stream name in braces is a cluster hash tag): `estuary:{S}:events` (channel),
 //! `estuary:{S}:chat` (stream, `XADD MAXLEN ~ history_size`), `estuary:{S}:seq:{kind}`,
 //! `estuary:{S}:polls` and `estuary:{S}:questions` (hashes of JSON), `estuary:{S}:poll:{id}:*`
-//! (voters, tally, version, closed flag), `estuary:{S}:qvotes` and `estuary:{S}:q:{id}:voters`.
+//! (voters, tally, version, closed flag), `estuary:{S}:qvotes` and `estuary:{S}:q:{id}:voters`,
+//! `estuary:{S}:mutes` (bans and timeouts) and `estuary:{S}:slowmode`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -307,6 +308,28 @@ impl RedisBus {
         Ok((n >= 0).then_some(n as u64))
     }
 
+    /// Stores a moderation decision for nodes started later: `Some("ban")`,
+    /// `Some("until:<unix ms>")` for a timeout, or `None` to lift it.
+    pub async fn save_mute(
+        &self,
+        stream: &str,
+        user: &str,
+        value: Option<&str>,
+    ) -> RedisResult<()> {
+        let k = key(stream, "mutes");
+        match value {
+            Some(v) => self.conn().hset::<_, _, _, ()>(k, user, v).await,
+            None => self.conn().hdel::<_, _, ()>(k, user).await,
+        }
+    }
+
+    /// Stores the room's slow mode for nodes started later.
+    pub async fn save_slow_mode(&self, stream: &str, secs: u64) -> RedisResult<()> {
+        self.conn()
+            .set::<_, _, ()>(key(stream, "slowmode"), secs)
+            .await
+    }
+
     /// Loads a room's history, polls (with tallies and versions) and questions (with votes).
     pub async fn load(&self, stream: &str, history: usize) -> RedisResult<Loaded> {
         let mut c = self.conn();
@@ -353,10 +376,14 @@ impl RedisBus {
                 Some(q)
             })
             .collect();
+        let mutes: Vec<(String, String)> = c.hgetall(key(stream, "mutes")).await?;
+        let slow_mode: Option<u64> = c.get(key(stream, "slowmode")).await?;
         Ok(Loaded {
             history: msgs,
             polls,
             questions,
+            mutes,
+            slow_mode,
         })
     }
 }
@@ -366,4 +393,7 @@ pub(crate) struct Loaded {
     pub history: Vec<ChatMsg>,
     pub polls: Vec<(Poll, u64)>,
     pub questions: Vec<Question>,
+    /// Banned and timed-out users: `ban` or `until:<unix ms>`.
+    pub mutes: Vec<(String, String)>,
+    pub slow_mode: Option<u64>,
 }

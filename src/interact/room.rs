@@ -439,6 +439,27 @@ impl Room {
                             },
                         );
                     }
+                    let now = SystemTime::now();
+                    for (user, value) in loaded.mutes {
+                        let mute = match value.strip_prefix("until:") {
+                            None if value == "ban" => Mute::Banned,
+                            Some(ms) => match ms.parse::<u64>() {
+                                Ok(ms) => {
+                                    let until = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+                                    if until <= now {
+                                        continue;
+                                    }
+                                    Mute::Until(until)
+                                }
+                                Err(_) => continue,
+                            },
+                            None => continue,
+                        };
+                        self.muted.insert(user, mute);
+                    }
+                    if let Some(secs) = loaded.slow_mode {
+                        self.slow_mode = Duration::from_secs(secs);
+                    }
                     self.update_dateranges();
                 }
                 Err(e) => {
@@ -544,13 +565,37 @@ impl Room {
                 self.apply(msg, Utf8Bytes::from(text));
                 Ok(())
             }
-            Backend::Redis(r) => match r.publish(&self.stream, &text).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
+            Backend::Redis(r) => {
+                // Moderation is stored before it is announced, so that a node started later
+                // (which loads the room from Redis) enforces it too.
+                let saved = match &msg {
+                    ServerMsg::Moderation {
+                        user,
+                        action,
+                        until_ms,
+                    } => {
+                        let value = match (action.as_str(), until_ms) {
+                            ("ban", _) => Some("ban".to_owned()),
+                            ("timeout", Some(ms)) => Some(format!("until:{ms}")),
+                            _ => None,
+                        };
+                        r.save_mute(&self.stream, user, value.as_deref()).await
+                    }
+                    ServerMsg::SlowMode { secs } => r.save_slow_mode(&self.stream, *secs).await,
+                    _ => Ok(()),
+                };
+                if let Err(e) = saved {
                     self.metrics.bus_errors.inc();
-                    Err(e.into())
+                    return Err(e.into());
                 }
-            },
+                match r.publish(&self.stream, &text).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        self.metrics.bus_errors.inc();
+                        Err(e.into())
+                    }
+                }
+            }
         }
     }
 
