@@ -18,7 +18,7 @@
 #     the (near-zero, zerolatency) encoder delay.
 #
 # Usage: scripts/latency-browser.sh [SECS]      (default 60)
-#   ESTUARY_BIN=path  use this binary instead of `cargo build` + target/debug/estuary
+#   ESTUARY_BIN=path  use this binary instead of `cargo build` + target/release/estuary
 #   PART_TARGET=100ms try another LL-HLS part target (hls.part_target; the default is 200ms)
 #   LADDER=1          also transcode with the default ladder of config/estuary.toml and
 #                     measure its top rung (the 720p source leaves out taller rungs)
@@ -40,8 +40,8 @@ need curl "apt-get install curl"
   || { echo "latency-browser: run 'npm ci' in web/ first" >&2; exit 1; }
 
 if [ -z "${ESTUARY_BIN:-}" ]; then
-  cargo build --quiet
-  ESTUARY_BIN=$ROOT/target/debug/estuary
+  cargo build --release --quiet
+  ESTUARY_BIN=$ROOT/target/release/estuary
 fi
 
 TMP=$(mktemp -d /tmp/estuary-latency.XXXXXX)
