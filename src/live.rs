@@ -73,6 +73,14 @@ impl Hub {
         let _ = self.dateranges.set(source);
     }
 
+    /// Whether `name` has a publisher now.
+    pub fn is_live(&self, name: &str) -> bool {
+        matches!(
+            self.slots.lock().expect("not poisoned").get(name),
+            Some(Slot::Live)
+        )
+    }
+
     /// Names of streams with a publisher now.
     pub fn live_streams(&self) -> Vec<String> {
         let slots = self.slots.lock().expect("not poisoned");
@@ -266,10 +274,27 @@ impl Session {
 struct Rendition {
     seg: Segmenter,
     info: Option<TrackInfo>,
-    key_prefix: String,
+    /// `stream/rendition/`, the store key prefix (shared, cloned per chunk).
+    key_prefix: Arc<str>,
+    /// Every init segment of the stream's life, by URI: few and small, kept here so they
+    /// are served even if the cache evicted them.
+    inits: Vec<(String, Bytes)>,
     /// (arrival, media duration) of recent chunks, for the real-time factor.
     recent: std::collections::VecDeque<(std::time::Instant, Duration)>,
     warned_at: Option<std::time::Instant>,
+}
+
+impl Rendition {
+    fn new(pkg: PackagerConfig, stream: &str, name: &str) -> Self {
+        Self {
+            seg: Segmenter::new(pkg),
+            info: None,
+            key_prefix: Arc::from(format!("{stream}/{name}/")),
+            inits: Vec::new(),
+            recent: Default::default(),
+            warned_at: None,
+        }
+    }
 }
 
 /// One stream's packaging state; lives across publish sessions.
@@ -385,13 +410,7 @@ impl LiveStream {
         let (pkg, stream) = (self.pkg, &self.name);
         self.renditions
             .entry(name.clone())
-            .or_insert_with(|| Rendition {
-                seg: Segmenter::new(pkg),
-                info: None,
-                key_prefix: format!("{stream}/{name}/"),
-                recent: Default::default(),
-                warned_at: None,
-            })
+            .or_insert_with(|| Rendition::new(pkg, stream, name))
     }
 
     fn on_chunk(&mut self, name: &Arc<str>, c: MediaChunk) {
@@ -417,11 +436,14 @@ impl LiveStream {
             independent: **name == *AUDIO,
             pdt,
         };
-        let metrics = self.metrics.clone();
-        let stream = self.name.clone();
-        let r = self.rendition(name);
+        // Field borrows, not `self.rendition()`: the metrics and name are read alongside.
+        let (pkg, stream) = (self.pkg, &self.name);
+        let r = self
+            .renditions
+            .entry(name.clone())
+            .or_insert_with(|| Rendition::new(pkg, stream, name));
         if is_part {
-            track_speed(r, &metrics, &stream, name, c.duration);
+            track_speed(r, &self.metrics, stream, name, c.duration);
         }
         let prefix = r.key_prefix.clone();
         let outs = match r.seg.push(chunk) {
@@ -434,6 +456,9 @@ impl LiveStream {
         let mut segment_done = false;
         for out in outs {
             segment_done |= matches!(out, Output::Segment { .. });
+            if let (Output::Init { uri, data }, Some(r)) = (&out, self.renditions.get_mut(name)) {
+                r.inits.push((uri.clone(), data.clone()));
+            }
             self.store_output(&prefix, name, out);
         }
         self.publish_view(name, true);
@@ -518,31 +543,13 @@ impl LiveStream {
             open: seg.open_segment().map(|s| (s.msn, s.parts.len() as u64)),
             target_duration: seg.target_duration(),
             live,
-            inits: self.inits_of(name),
+            inits: r.inits.clone(),
             last_pdt: seg
                 .open_segment()
                 .or(seg.segments().back())
                 .map(|s| s.pdt + s.duration),
         };
         self.entry.publish(name, view);
-    }
-
-    fn inits_of(&self, name: &str) -> Vec<(String, Bytes)> {
-        let Some(r) = self.renditions.get(name) else {
-            return Vec::new();
-        };
-        let mut v = Vec::new();
-        if let Some(gen) = r.seg.init_gen() {
-            for g in 0..=gen {
-                let uri = crate::packager::init_uri(g);
-                if let Some(obj) = self.store.objects.get(&format!("{}{uri}", r.key_prefix)) {
-                    if let Some(b) = obj.chunks.first() {
-                        v.push((uri, b.clone()));
-                    }
-                }
-            }
-        }
-        v
     }
 
     /// Renders the multivariant playlist once every rendition has a complete segment.

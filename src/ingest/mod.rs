@@ -119,44 +119,54 @@ impl Ingest {
                     continue;
                 }
             };
-            let mut session = match self.hub.publish(&name) {
-                Ok(s) => s,
-                Err(crate::live::PublishError::AlreadyLive(_)) => {
-                    self.refuse(
-                        req,
-                        "already_publishing",
-                        ServerRejectReason::Conflict,
-                        &span,
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    span.in_scope(|| tracing::error!(error = %e, "cannot start media pipeline"));
-                    self.refuse(
-                        req,
-                        "pipeline",
-                        ServerRejectReason::InternalServerError,
-                        &span,
-                    );
-                    continue;
-                }
-            };
+            // A live stream refuses a second publisher at the handshake. The stream is
+            // claimed only once the handshake succeeds, so a caller with a wrong passphrase
+            // never holds it, even briefly.
+            if self.hub.is_live(&name) {
+                self.refuse(
+                    req,
+                    "already_publishing",
+                    ServerRejectReason::Conflict,
+                    &span,
+                );
+                continue;
+            }
             let (cfg, metrics, token) = (self.cfg.clone(), self.metrics.clone(), token.clone());
+            let hub = self.hub.clone();
             tracker.spawn(
                 async move {
                     let _permit = permit;
-                    match req.accept(key).await {
-                        Ok(socket) => {
-                            tracing::info!(stream = %name, "publisher connected");
-                            publish(socket, &name, &mut session, &cfg, &metrics, token).await;
-                        }
+                    let mut socket = match req.accept(key).await {
+                        Ok(s) => s,
                         Err(e) => {
                             // A wrong passphrase ends here: the key unwrap fails inside the
                             // handshake and the caller gets SRT_REJ_BADSECRET.
                             metrics.srt_rejected.with_label_values(&["handshake_failed"]).inc();
                             tracing::warn!(error = %e, "publisher refused: handshake failed (wrong passphrase?)");
+                            return;
                         }
-                    }
+                    };
+                    let mut session = match hub.publish(&name) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // Another publisher finished its handshake first, or the
+                            // pipeline could not start: this one is closed.
+                            let reason = match e {
+                                crate::live::PublishError::AlreadyLive(_) => "already_publishing",
+                                crate::live::PublishError::Media(_) => "pipeline",
+                            };
+                            metrics.srt_rejected.with_label_values(&[reason]).inc();
+                            tracing::warn!(error = %e, "publisher refused after the handshake");
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                socket.close_and_finish(),
+                            )
+                            .await;
+                            return;
+                        }
+                    };
+                    tracing::info!(stream = %name, "publisher connected");
+                    publish(socket, &name, &mut session, &cfg, &metrics, token).await;
                     if let Some(e) = session.finish().await {
                         metrics.stream_errors.with_label_values(&[e.reason()]).inc();
                         tracing::error!(stream = %name, error = %e, "stream torn down");
