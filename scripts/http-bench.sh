@@ -7,6 +7,7 @@
 # Usage: scripts/http-bench.sh [SECONDS] [CONNECTIONS]   (defaults 10, 64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node-lib.sh
 SECS=${1:-10}
 CONNS=${2:-64}
 cargo build --release --locked -q
@@ -17,10 +18,8 @@ srt.listen = "127.0.0.1:0"
 http.listen = "127.0.0.1:0"
 [streams.bench]
 CFG
-TOKIO_WORKER_THREADS=1 ./target/release/estuary --config "$dir/c.toml" > "$dir/out" 2> "$dir/log" &
-for _ in $(seq 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.1; done
-http=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$dir/out")
-srt=$(sed -n 's/.*"srt":"\([^"]*\)".*/\1/p' "$dir/out")
+TOKIO_WORKER_THREADS=1 start_node "$dir/c.toml" "$dir"
+http=$NODE_HTTP srt=$NODE_SRT
 ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine -t 120 -c:v libx264 -preset ultrafast -tune zerolatency -g 30 -b:v 3M \
   -c:a aac -f mpegts "srt://$srt?streamid=bench" &

@@ -11,6 +11,7 @@
 # Usage: scripts/ladder-bench.sh [SECONDS]   (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node-lib.sh
 SECS=${1:-30}
 cargo build --release --locked -q
 dir=$(mktemp -d)
@@ -51,11 +52,9 @@ bitrate_kbps = 700
 preset = "veryfast"
 [streams.bench]
 CFG
-./target/release/estuary --config "$dir/c.toml" > "$dir/out" 2> "$dir/log" &
-pid=$!
-for _ in $(seq 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.1; done
-http=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$dir/out")
-srt=$(sed -n 's/.*"srt":"\([^"]*\)".*/\1/p' "$dir/out")
+start_node "$dir/c.toml" "$dir"
+http=$NODE_HTTP srt=$NODE_SRT
+pid=$NODE_PID
 c0=$(cpu_of "$pid")
 ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" -c copy -f mpegts \
   "srt://$srt?streamid=bench&latency=120000" || true
