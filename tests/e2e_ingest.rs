@@ -26,22 +26,6 @@ async fn parts_of(node: &Node, stream: &str) -> f64 {
     .await
 }
 
-async fn wait_metric(node: &Node, name: &str, labels: &str, min: f64, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = metric(node, name, labels).await;
-        if v >= min {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{{{labels}}} = {v}, wanted >= {min}\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_refusals_and_srt_live_transmit() {
     let node = Node::start("auth", &config());
@@ -173,12 +157,8 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
     wait_ok(&node.url("/live/other/index.m3u8"), Duration::from_secs(20)).await;
 
     // Random bytes in real time (not MPEG-TS at all).
-    let junk = Command::new("ffmpeg")
+    let junk = ffmpeg_quiet(true)
         .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
             "-f",
             "lavfi",
             "-i",
@@ -189,32 +169,15 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
             "s16le",
         ])
         .arg(srt_url(&node, "junk", None))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _junk = Publisher(junk);
     // A TS with audio only.
-    let novideo = Command::new("ffmpeg")
+    let novideo = ffmpeg_quiet(true)
         .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "20",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
+            "-f", "lavfi", "-i", "sine", "-t", "20", "-c:a", "aac", "-f", "mpegts",
         ])
         .arg(srt_url(&node, "novideo", None))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _novideo = Publisher(novideo);
@@ -253,15 +216,14 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
     assert!(!log.contains("panicked"));
     assert_eq!(get(&node.url("/live/other/index.m3u8")).await.status, 200);
     // The torn-down publishers are released (after their SRT close), the good one stays.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&node, "estuary_publishers_active", "").await != 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "publishers not released\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_metric_until(
+        &node,
+        "estuary_publishers_active",
+        "",
+        |v| v == 1.0,
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -273,23 +273,11 @@ async fn source_change_mid_stream_gives_discontinuity() {
         format!("file '{}'\nfile '{}'\n", a.display(), b.display()),
     )
     .unwrap();
-    let child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-        ])
+    let child = ffmpeg_quiet(true)
+        .args(["-f", "concat", "-safe", "0", "-i"])
         .arg(&list)
         .args(["-c", "copy", "-f", "mpegts"])
         .arg(srt_url(&node, "demo", None))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let _pub = Publisher(child);

@@ -155,11 +155,7 @@ pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String 
 /// 48 kHz tone, for `secs` seconds, read in real time when `realtime` (as a live encoder
 /// would). Add codec and output arguments, then spawn.
 pub fn ffmpeg_source(size: &str, secs: u32, realtime: bool) -> Command {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
-    if realtime {
-        cmd.arg("-re");
-    }
+    let mut cmd = ffmpeg_quiet(realtime);
     cmd.args([
         "-f",
         "lavfi",
@@ -167,11 +163,51 @@ pub fn ffmpeg_source(size: &str, secs: u32, realtime: bool) -> Command {
         &format!("testsrc2=size={size}:rate=30"),
     ])
     .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-    .args(["-t", &secs.to_string()])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .args(["-t", &secs.to_string()]);
     cmd
+}
+
+/// ffmpeg with quiet logging and no stdio, reading its input in real time when
+/// `realtime`. Add input, codec and output arguments, then spawn.
+pub fn ffmpeg_quiet(realtime: bool) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if realtime {
+        cmd.arg("-re");
+    }
+    cmd
+}
+
+/// Polls a metric until `ok(value)` holds, for at most `limit`; the panic message shows
+/// the last value and the node's log.
+pub async fn wait_metric_until(
+    node: &Node,
+    name: &str,
+    labels: &str,
+    ok: impl Fn(f64) -> bool,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = metric(node, name, labels).await;
+        if ok(v) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{{{labels}}} = {v} after {limit:?}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls a metric until it reaches at least `min`.
+pub async fn wait_metric(node: &Node, name: &str, labels: &str, min: f64, limit: Duration) {
+    wait_metric_until(node, name, labels, |v| v >= min, limit).await;
 }
 
 /// x264 as OBS sets it up for low latency, with a GOP of `gop` frames.
