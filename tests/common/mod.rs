@@ -142,11 +142,11 @@ impl Publisher {
     }
 }
 
-/// The SRT URL ffmpeg uses, as OBS builds it.
+/// The SRT URL ffmpeg uses, as OBS builds it: libsrt's defaults (no `pbkeylen`).
 pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String {
     let mut u = format!("srt://{}?streamid={streamid}&latency=120000", node.srt);
     if let Some(p) = passphrase {
-        u.push_str(&format!("&passphrase={p}&pbkeylen=16"));
+        u.push_str(&format!("&passphrase={p}"));
     }
     u
 }
