@@ -156,3 +156,27 @@ async fn mid_stream_changes_keep_the_stream_and_its_playlists_valid() {
     );
     eprintln!("{report:#?}");
 }
+
+/// Idle means no media: a publisher whose encoder stopped but whose connection keeps
+/// sending (null packets here, keep-alives in general) is dropped after
+/// `srt.idle_timeout`, not held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_sends_no_media_is_dropped() {
+    let dir = tempdir("idle");
+    let file = corpus::media_then_null(&dir, 4, 20);
+    let node = Node::start("idle", "srt.idle_timeout = \"3s\"\n[streams.quiet]\n");
+    let _push = corpus::push(&file, node.srt, "quiet", 24);
+    wait_ok(&node.url("/live/quiet/index.m3u8"), Duration::from_secs(20)).await;
+    assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
+    // Media ends about 4 s in; null packets keep flowing until 24 s. The node lets go
+    // about 3 s after the last part, long before the packets stop.
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"idle\"",
+        1.0,
+        Duration::from_secs(12),
+    )
+    .await;
+    assert!(node.log().contains("publisher sends no media"));
+}

@@ -338,3 +338,29 @@ pub fn push(file: &Path, srt_target: std::net::SocketAddr, streamid: &str, secs:
     });
     Publisher(slt)
 }
+
+/// `secs_media` seconds of a normal contribution followed by `secs_null` seconds' worth
+/// of TS null packets (PID 0x1FFF) at the same byte rate: a publisher whose encoder has
+/// stopped while its SRT connection and packet flow go on.
+pub fn media_then_null(dir: &Path, secs_media: u32, secs_null: u32) -> PathBuf {
+    let a = dir.join("media.ts");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-t", &secs_media.to_string()])
+        .args(H264)
+        .args(["-b:v", "800k", "-f", "mpegts"])
+        .arg(&a)
+        .stdin(Stdio::null());
+    assert!(cmd.status().expect("ffmpeg").success());
+    let mut bytes = std::fs::read(&a).unwrap();
+    let null_packets = bytes.len() / 188 * secs_null as usize / secs_media as usize;
+    let mut null = [0xFFu8; 188];
+    null[..4].copy_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
+    for _ in 0..null_packets {
+        bytes.extend_from_slice(&null);
+    }
+    let out = dir.join("media-then-null.ts");
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
