@@ -43,6 +43,8 @@ pub enum Case {
     EightAudio,
     /// Two video tracks and one audio track.
     TwoVideo,
+    /// PTS crossing the 2^33 wrap (26.5 h) about 8 s in.
+    PtsWrap,
     /// One TS packet in 500 lost: continuity-counter errors.
     Continuity,
     /// 0.1 % of the bytes corrupted (after the first 100 kB).
@@ -51,7 +53,7 @@ pub enum Case {
 
 impl Case {
     /// Every case.
-    pub const ALL: [Case; 12] = [
+    pub const ALL: [Case; 13] = [
         Case::CodecChange,
         Case::PidChange,
         Case::ProgramChange,
@@ -62,6 +64,7 @@ impl Case {
         Case::M2ts,
         Case::EightAudio,
         Case::TwoVideo,
+        Case::PtsWrap,
         Case::Continuity,
         Case::Corrupt,
     ];
@@ -75,7 +78,12 @@ impl Case {
     pub fn changes(self) -> bool {
         !matches!(
             self,
-            Case::M2ts | Case::EightAudio | Case::TwoVideo | Case::Continuity | Case::Corrupt
+            Case::M2ts
+                | Case::EightAudio
+                | Case::TwoVideo
+                | Case::PtsWrap
+                | Case::Continuity
+                | Case::Corrupt
         )
     }
 }
@@ -229,6 +237,19 @@ pub fn make(dir: &Path, case: Case) -> PathBuf {
             }),
         ),
         Case::M2ts | Case::Continuity | Case::Corrupt => (first, Some(next)),
+        Case::PtsWrap => {
+            // 2^33 / 90 kHz = 95443.7 s; ffmpeg's muxer starts 1.4 s after the offset and
+            // writes timestamps modulo 2^33.
+            let wrap = (1u64 << 33) / 90_000;
+            let offset = wrap as u32 - 9;
+            (
+                Half { offset, ..first },
+                Some(Half {
+                    offset: offset + HALF,
+                    ..next
+                }),
+            )
+        }
         Case::EightAudio => (
             Half {
                 audio_tracks: 8,
