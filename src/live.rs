@@ -335,6 +335,8 @@ struct Rendition {
     /// (arrival, media duration) of recent chunks, for the real-time factor.
     recent: std::collections::VecDeque<(std::time::Instant, Duration)>,
     warned_at: Option<std::time::Instant>,
+    /// When a GOP-too-long warning was last logged.
+    warned_cut: Option<Instant>,
 }
 
 impl Rendition {
@@ -349,6 +351,7 @@ impl Rendition {
             inits: Vec::new(),
             recent: Default::default(),
             warned_at: None,
+            warned_cut: None,
         }
     }
 }
@@ -536,6 +539,7 @@ impl LiveStream {
             track_speed(r, &self.metrics, stream, name, c.duration);
         }
         let prefix = r.key_prefix.clone();
+        let cut_before = r.seg.cut_segments();
         let outs = match r.seg.push(chunk) {
             Ok(o) => o,
             Err(e) => {
@@ -543,6 +547,22 @@ impl LiveStream {
                 return;
             }
         };
+        if r.seg.cut_segments() > cut_before {
+            self.metrics
+                .segments_cut
+                .with_label_values(&[stream.as_str(), name])
+                .inc();
+            if r.warned_cut
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
+                r.warned_cut = Some(Instant::now());
+                tracing::warn!(
+                    rendition = %name,
+                    max_segment = ?self.pkg.max_segment,
+                    "no keyframe within hls.max_segment: segment cut without an independent start; set the encoder's keyframe interval to 1-2 s"
+                );
+            }
+        }
         let mut segment_done = false;
         for out in outs {
             segment_done |= matches!(out, Output::Segment { .. });

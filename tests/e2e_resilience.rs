@@ -180,3 +180,42 @@ async fn a_publisher_that_sends_no_media_is_dropped() {
     .await;
     assert!(node.log().contains("publisher sends no media"));
 }
+
+/// A 10 s GOP (an encoder left at a long keyframe interval) is cut at `hls.max_segment`
+/// (2 s by default): TARGETDURATION stays 2, no segment runs longer, the cut segments say
+/// they start without an independent frame, and a metric counts the cuts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gop_is_cut_at_the_segment_bound() {
+    let node = Node::start("longgop", "[streams.gop]\n");
+    let _p = ffmpeg_publish(&srt_url(&node, "gop", None), 25, 300);
+    let url = node.url("/live/gop/source/index.m3u8");
+    wait_ok(&url, Duration::from_secs(20)).await;
+    let end = Instant::now() + Duration::from_secs(16);
+    let mut targets = BTreeSet::new();
+    let mut lines = Vec::new();
+    while Instant::now() < end {
+        lines = parse_playlist(&get(&url).await.text());
+        targets.insert(tag(&lines, "EXT-X-TARGETDURATION").to_string());
+        for (_, d, u) in segments(&lines) {
+            assert!(d <= 2.1, "segment {u} of {d} s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(targets, BTreeSet::from(["2".to_string()]));
+    let starts: Vec<bool> = segment_parts(&lines)
+        .iter()
+        .filter_map(|(_, p)| p.first())
+        .map(|a| a.get("INDEPENDENT").is_some())
+        .collect();
+    assert!(starts.contains(&false), "cut segments: {starts:?}");
+    assert!(
+        metric(
+            &node,
+            "estuary_segments_cut_total",
+            "rendition=\"source\",stream=\"gop\""
+        )
+        .await
+            >= 3.0
+    );
+    assert!(node.log().contains("no keyframe within hls.max_segment"));
+}
