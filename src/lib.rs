@@ -12,6 +12,7 @@
 //! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
 //! - [`interact`]: the WebSocket interaction channel: chat, polls, Q&A, reactions, tips;
 //!   rooms as actors, in-process or Redis bus.
+//! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
@@ -23,6 +24,7 @@ pub mod http;
 pub mod ingest;
 pub mod interact;
 pub mod live;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod node;

@@ -58,12 +58,7 @@ enum Command {
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_limit = estuary::logging::init();
     let cli = Cli::parse();
     let mut cfg = match &cli.config {
         Some(p) => match Config::load(p) {
@@ -136,11 +131,16 @@ fn main() -> ExitCode {
             cfg.interact.token_secret = random_hex(32);
         }
     }
-    rt.block_on(run(cfg, cli.demo))
+    rt.block_on(run(cfg, cli.demo, log_limit))
 }
 
-async fn run(cfg: Config, demo: bool) -> ExitCode {
+async fn run(
+    cfg: Config,
+    demo: bool,
+    log_limit: std::sync::Arc<estuary::logging::RateLimit>,
+) -> ExitCode {
     let token = CancellationToken::new();
+    tokio::spawn(estuary::logging::report(log_limit, token.clone()));
     let grace = cfg.shutdown_grace;
     let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
