@@ -3,6 +3,7 @@
 
 mod body;
 mod hls;
+mod range;
 mod web;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -239,7 +240,17 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let head = req.method() == Method::HEAD;
-    let (route, mut resp) = route(&state, req).await;
+    // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+    // message that lacks a Host header field" (RFC 9112 §3.2).
+    let (route, mut resp) =
+        if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+            (
+                "other",
+                text(StatusCode::BAD_REQUEST, "missing Host header"),
+            )
+        } else {
+            route(&state, req).await
+        };
     state
         .metrics
         .http_requests
@@ -302,12 +313,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             hls::media_playlist(state, stream, rendition, req.uri().query()).await,
         ),
         ["live", stream, rendition, file] if is_get => {
-            hls::object(state, stream, rendition, file).await
+            let range = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok());
+            hls::object(state, stream, rendition, file, range).await
         }
-        _ if !is_get => (
-            "other",
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        ),
+        _ if !is_get => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            ("other", r)
+        }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
 }
