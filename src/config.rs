@@ -9,6 +9,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use serde::Deserialize;
 
 /// Default SRT listen address.
+/// Default `http.idle_timeout`.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_SRT_LISTEN: &str = "0.0.0.0:9000";
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
@@ -159,8 +161,14 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
-    /// Cap on concurrent connections.
+    /// Cap on concurrent connections. When it is reached, the connection idle the longest
+    /// is closed to make room.
     pub max_connections: usize,
+    /// A connection with no request in flight and no byte moving for this long is closed:
+    /// an idle keep-alive, an HTTP/2 connection with no streams, a socket that never sent
+    /// a byte, a TLS handshake or WebSocket upgrade that never comes.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Value of `Access-Control-Allow-Origin`.
     pub cors_origin: String,
     /// Folder of the player and front pages (`web/` in the repository).
@@ -179,6 +187,7 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             cors_origin: "*".into(),
             web_root: PathBuf::from(DEFAULT_WEB_ROOT),
             hlsjs: PathBuf::from(DEFAULT_HLSJS),
@@ -463,6 +472,11 @@ impl Config {
         if self.srt.max_connections == 0 {
             return Err(invalid("srt.max_connections", "must be at least 1"));
         }
+        if self.http.idle_timeout < Duration::from_secs(1)
+            || self.http.idle_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid("http.idle_timeout", "must be between 1s and 10min"));
+        }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
         }
@@ -553,6 +567,7 @@ mod tests {
         assert_eq!(cfg.hls.max_segment(), d.hls.max_segment());
         assert_eq!(cfg.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(cfg.srt.listen, d.srt.listen);
+        assert_eq!(cfg.http.idle_timeout, d.http.idle_timeout);
         assert_eq!(cfg.interact.history_size, d.interact.history_size);
         assert_eq!(cfg.interact.reactions, d.interact.reactions);
         assert!(cfg.streams.contains_key("demo"));

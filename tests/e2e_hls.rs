@@ -542,3 +542,59 @@ async fn ranges_head_allow_and_host() {
     let r = raw("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
+
+/// Silent sockets cannot lock viewers out: connections that send nothing are closed after
+/// `http.idle_timeout`, and at the connection cap the longest-idle one makes room for a
+/// newcomer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_connections_are_closed() {
+    use std::io::Read;
+    let node = Node::start(
+        "idleconn",
+        "http.idle_timeout = \"2s\"\nhttp.max_connections = 40\n",
+    );
+    let mut silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(node.http).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // At the cap, a real request still gets in: the longest-idle socket is shed.
+    let t0 = Instant::now();
+    assert_eq!(get(&node.url("/healthz")).await.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        metric(
+            &node,
+            "estuary_http_connections_closed_total",
+            "reason=\"shed\""
+        )
+        .await
+            >= 1.0
+    );
+    // The rest are closed once idle: each read ends (EOF or reset) well within 5 s.
+    let start = Instant::now();
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Ok(_) => panic!("a silent socket got bytes"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a silent socket is still open after {:?}",
+                start.elapsed()
+            ),
+        }
+    }
+    assert!(
+        metric(
+            &node,
+            "estuary_http_connections_closed_total",
+            "reason=\"idle\""
+        )
+        .await
+            >= 30.0
+    );
+}

@@ -2,6 +2,7 @@
 //! ALPN), routing, LL-HLS blocking semantics, cache headers and CORS.
 
 mod body;
+mod conn;
 mod hls;
 mod range;
 mod web;
@@ -119,6 +120,8 @@ impl Server {
             .header_read_timeout(Duration::from_secs(10));
         builder.http2().timer(hyper_util::rt::TokioTimer::new());
         let builder = Arc::new(builder);
+        let conns = Arc::new(conn::Conns::default());
+        let idle = self.state.cfg.http.idle_timeout;
         loop {
             let (tcp, remote) = tokio::select! {
                 () = token.cancelled() => break,
@@ -131,15 +134,52 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "connection limit reached, closing");
-                continue;
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                // At the cap: the connection idle the longest makes room, so silent or
+                // idle sockets cannot lock real viewers out.
+                Err(_) if conns.shed_oldest_idle() => {
+                    match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        permits.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            self.state
+                                .metrics
+                                .http_closed
+                                .with_label_values(&["limit"])
+                                .inc();
+                            tracing::warn!(%remote, "connection limit reached, closing");
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.state
+                        .metrics
+                        .http_closed
+                        .with_label_values(&["limit"])
+                        .inc();
+                    tracing::warn!(%remote, "connection limit reached and none idle, closing");
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
+            let (tcp, reg) = conns.register(tcp);
+            let closed = self.state.metrics.http_closed.clone();
             let state = self.state.clone();
+            let act = reg.act.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
+                let guard = act.request();
+                async move {
+                    let r = handle(state, req).await;
+                    drop(guard);
+                    Ok::<_, Infallible>(r)
+                }
             });
             match &self.tls {
                 None => {
@@ -149,7 +189,12 @@ impl Server {
                     let fut = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let _ = fut.await;
+                        // Dropping the connection closes it; it has no request in flight.
+                        tokio::select! {
+                            _ = fut => {}
+                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
+                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
+                        }
                     });
                 }
                 Some(acceptor) => {
@@ -159,8 +204,12 @@ impl Server {
                     tokio::spawn(async move {
                         let _permit = permit;
                         let tls = tokio::select! {
-                            r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => r,
+                            r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
                             () = token.cancelled() => return,
+                            () = reg.close.cancelled() => {
+                                closed.with_label_values(&["shed"]).inc();
+                                return;
+                            }
                         };
                         let Ok(Ok(tls)) = tls else {
                             tracing::debug!(%remote, "TLS handshake failed");
@@ -170,6 +219,8 @@ impl Server {
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => {}
+                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
+                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
                             () = token.cancelled() => {
                                 conn.as_mut().graceful_shutdown();
                                 let _ = conn.await;
