@@ -1,5 +1,5 @@
 //! SRT ingest: the listener, publish authorisation at the handshake, one task per
-//! publisher.
+//! publisher. RTMP and RTMPS ingest live in [`rtmp`].
 //!
 //! A caller's streamid is read before the handshake completes, so an unknown stream, a
 //! wrong or missing passphrase, or a stream that already has a publisher never gets a

@@ -366,10 +366,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads what arrives next and returns its events.
     async fn next(&mut self) -> Result<Vec<ServerSessionEvent>, ConnError> {
-        let n = self.io.read(&mut self.buf).await?;
-        if n == 0 {
-            return Err(ConnError::Closed);
+        let n = self.read().await?;
+        self.process(n).await
+    }
+
+    /// Reads bytes into the buffer; cancel-safe, so it may sit in a `select!`.
+    async fn read(&mut self) -> Result<usize, ConnError> {
+        match self.io.read(&mut self.buf).await? {
+            0 => Err(ConnError::Closed),
+            n => Ok(n),
         }
+    }
+
+    /// Hands the first `n` buffered bytes to the session, writes its answers and returns
+    /// its events. Not cancel-safe (a half-written chunk would corrupt the stream): await
+    /// it outside `select!`.
+    async fn process(&mut self, n: usize) -> Result<Vec<ServerSessionEvent>, ConnError> {
         let results = self
             .rtmp
             .handle_input(&self.buf[..n])
@@ -607,8 +619,19 @@ impl<'a> Publishing<'a> {
                         return None;
                     }
                 },
-                r = tokio::time::timeout(idle, conn.next()) => match r {
-                    Ok(Ok(evs)) => events = evs,
+                r = tokio::time::timeout(idle, conn.read()) => match r {
+                    // Acknowledgements are written here, bounded by the idle time too.
+                    Ok(Ok(n)) => match tokio::time::timeout(idle, conn.process(n)).await {
+                        Ok(Ok(evs)) => events = evs,
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "RTMP session error");
+                            return None;
+                        }
+                        Err(_) => {
+                            tracing::warn!("publisher does not read its acknowledgements, disconnecting");
+                            return None;
+                        }
+                    },
                     Ok(Err(ConnError::Closed)) => {
                         tracing::info!("publisher closed the connection");
                         return None;
