@@ -82,10 +82,11 @@ async fn probe_latest(node: &Node, stream: &str, rendition: &str) -> String {
 }
 
 /// ffmpeg publishes `rtmp://HOST/live/demo`; the LL-HLS playlists appear and decode; the
-/// stream list shows the RTMP URL and OBS's Server / Stream key fields.
+/// stream list shows the RTMP URL and OBS's Server / Stream key fields; SIGTERM with the
+/// publisher live exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_publishes_over_rtmp() {
-    let node = Node::start("rtmp-ffmpeg", &config());
+    let mut node = Node::start("rtmp-ffmpeg", &config());
     let addr = rtmp(&node);
     let _p = ffmpeg_rtmp(&format!("rtmp://{addr}/live/demo"), 30);
     let lines = wait_segments(&node, "demo", 2).await;
@@ -127,6 +128,9 @@ async fn ffmpeg_publishes_over_rtmp() {
     assert_eq!(keyed["rtmp_key_required"], true);
     // A stream SRT protects with a passphrase is not offered over RTMP.
     assert!(find("srtonly")["rtmp_url"].is_null());
+
+    // SIGTERM with an RTMP publisher live: the node drains and exits cleanly.
+    assert!(node.terminate().success());
 }
 
 /// GStreamer's rtmp2sink (flvmux streamable=true) publishes too.
@@ -366,4 +370,168 @@ async fn rtmps_publishes_with_a_self_signed_certificate() {
         demo["rtmps_url"],
         format!("rtmps://127.0.0.1:{}/live/demo", addr.port())
     );
+}
+
+/// A minimal RTMP publisher (rml_rtmp's client session) for what no installed encoder
+/// sends: Enhanced RTMP. Connects to app `live`, publishes `key`, and returns the socket
+/// and session once the publish is accepted.
+async fn rtmp_client(
+    addr: SocketAddr,
+    key: &str,
+) -> (tokio::net::TcpStream, rml_rtmp::sessions::ClientSession) {
+    use rml_rtmp::{
+        handshake::{Handshake, HandshakeProcessResult, PeerType},
+        sessions::{
+            ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+            PublishRequestType,
+        },
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hs = Handshake::new(PeerType::Client);
+    tcp.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut rest = Vec::new();
+    for _ in 0..100 {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed during the handshake");
+        match hs.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                tcp.write_all(&response_bytes).await.unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                tcp.write_all(&response_bytes).await.unwrap();
+                rest = remaining_bytes;
+                break;
+            }
+        }
+    }
+    let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let mut out = vec![session.request_connection("live".into()).unwrap()];
+    let mut input = rest;
+    for _ in 0..200 {
+        out.extend(session.handle_input(&input).unwrap());
+        let mut published = false;
+        for r in std::mem::take(&mut out) {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => tcp.write_all(&p.bytes).await.unwrap(),
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    let r = session
+                        .request_publishing(key.into(), PublishRequestType::Live)
+                        .unwrap();
+                    if let ClientSessionResult::OutboundResponse(p) = r {
+                        tcp.write_all(&p.bytes).await.unwrap();
+                    }
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
+                    published = true
+                }
+                _ => {}
+            }
+        }
+        if published {
+            return (tcp, session);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("server answers")
+            .unwrap();
+        assert!(n > 0, "server closed before accepting the publish");
+        input = buf[..n].to_vec();
+    }
+    panic!("publish not accepted");
+}
+
+/// Enhanced RTMP video (an `hvc1` FourCC header, as OBS 29.1+ sends for HEVC) is not
+/// supported yet: the publisher is told clearly in the log, counted and disconnected,
+/// rather than fed to a demuxer that would misread it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_rtmp_hevc_is_refused_clearly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start("rtmp-enhanced", &config());
+    let (mut tcp, mut session) = rtmp_client(rtmp(&node), "demo").await;
+    // IsExHeader | keyframe, PacketType SequenceStart, FourCC hvc1, then a (dummy) hvcC.
+    let mut tag = vec![0x90, b'h', b'v', b'c', b'1'];
+    tag.extend_from_slice(&[1, 0, 0, 0, 0]);
+    let r = session
+        .publish_video_data(
+            bytes::Bytes::from(tag),
+            rml_rtmp::time::RtmpTimestamp::new(0),
+            false,
+        )
+        .unwrap();
+    if let rml_rtmp::sessions::ClientSessionResult::OutboundResponse(p) = r {
+        tcp.write_all(&p.bytes).await.unwrap();
+    }
+    wait_metric(
+        &node,
+        "estuary_rtmp_rejected_total",
+        "reason=\"unsupported_codec\"",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The node closes the connection (reads end within a bounded number of tries).
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "connection still open");
+    assert!(node.log().contains("Enhanced RTMP"));
+    assert_eq!(parts_of(&node, "demo").await, 0.0);
+    wait_metric_until(
+        &node,
+        "estuary_publishers_active",
+        "",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// `rtmp.max_connections` caps connections (the next is closed at once and counted), and
+/// `rtmp.enabled = false` binds no RTMP port at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_and_disabled_listener() {
+    use tokio::io::AsyncReadExt;
+    let node = Node::start(
+        "rtmp-cap",
+        &format!("rtmp.max_connections = 1\n{}", config()),
+    );
+    let _held = tokio::net::TcpStream::connect(rtmp(&node)).await.unwrap();
+    // The listener accepts in arrival order; the first holds the only permit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = tokio::net::TcpStream::connect(rtmp(&node)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(1), second.read(&mut buf))
+        .await
+        .expect("the second connection is closed at once (before the 2 s handshake timeout)");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    wait_metric(
+        &node,
+        "estuary_rtmp_rejected_total",
+        "reason=\"overload\"",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let off = Node::start("rtmp-off", &format!("rtmp.enabled = false\n{}", config()));
+    assert_eq!((off.rtmp, off.rtmps), (None, None));
+    let api: serde_json::Value =
+        serde_json::from_slice(&get(&off.url("/api/streams")).await.body).unwrap();
+    assert!(api[0]["rtmp_url"].is_null() && api[0]["obs_rtmp"].is_null());
 }

@@ -64,8 +64,8 @@ impl Node {
     pub fn start_with_args(tag: &str, extra: &str, args: &[&str]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
-        // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` keys before its
-        // own tables.
+        // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` / `rtmp.*` keys
+        // before its own tables (an `[rtmp]` table would clash with them).
         // RTMP is on by default: loopback port 0 too, so parallel tests never share :1935.
         let base = "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n\
                     rtmp.listen = \"127.0.0.1:0\"\nrtmp.tls_listen = \"127.0.0.1:0\"\n";
