@@ -679,6 +679,24 @@ mod tests {
     }
 
     #[test]
+    fn rtmps_certificate_falls_back_to_the_http_one() {
+        let none = Config::from_toml("").unwrap();
+        assert!(none.rtmp.tls_files(&none.http).is_none());
+        let http =
+            Config::from_toml("[http]\ntls_cert = \"/h.pem\"\ntls_key = \"/h.key\"").unwrap();
+        let (c, k) = http.rtmp.tls_files(&http.http).unwrap();
+        assert_eq!((c.to_str(), k.to_str()), (Some("/h.pem"), Some("/h.key")));
+        let own = Config::from_toml(
+            "[rtmp]\ntls_cert = \"/r.pem\"\ntls_key = \"/r.key\"\n[http]\ntls_cert = \"/h.pem\"\ntls_key = \"/h.key\"",
+        )
+        .unwrap();
+        let (c, k) = own.rtmp.tls_files(&own.http).unwrap();
+        assert_eq!((c.to_str(), k.to_str()), (Some("/r.pem"), Some("/r.key")));
+        let key = Config::from_toml("[streams.s]\nrtmp_key = \"abc-DEF_1.~\"").unwrap();
+        assert_eq!(key.streams["s"].rtmp_key.as_deref(), Some("abc-DEF_1.~"));
+    }
+
+    #[test]
     fn ladders() {
         let cfg = Config::from_toml(
             r#"
