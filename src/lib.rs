@@ -1,11 +1,11 @@
 //! # Estuary
 //!
-//! An edge node for interactive low-latency live streaming: SRT in, CMAF LL-HLS out.
+//! An edge node for interactive low-latency live streaming: SRT or RTMP in, CMAF LL-HLS out.
 //!
 //! # Layout
 //! - [`config`]: typed TOML configuration with defaults and `validate()`.
-//! - [`ingest`]: the SRT listener, streamid parsing and publish authorisation.
-//! - [`media`]: GStreamer pipelines (tsdemux, parsers, cmafmux) producing CMAF chunks.
+//! - [`ingest`]: the SRT and RTMP/RTMPS listeners, streamid parsing and publish authorisation.
+//! - [`media`]: GStreamer pipelines (tsdemux or flvdemux, parsers, cmafmux) producing CMAF chunks.
 //! - [`packager`]: the pure segmenter and playlist renderer.
 //! - [`live`]: one stream's session glue: pipeline output → packager → store.
 //! - [`store`]: the moka media cache and per-rendition live state.

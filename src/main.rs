@@ -24,6 +24,9 @@ struct Cli {
     /// Override `srt.listen`.
     #[arg(long)]
     srt_listen: Option<SocketAddr>,
+    /// Override `rtmp.listen`.
+    #[arg(long)]
+    rtmp_listen: Option<SocketAddr>,
     /// Also publish a built-in test pattern (burnt-in clock and frame counter) over SRT
     /// to this node as stream `demo`; watch it at /watch/demo.
     #[arg(long)]
@@ -117,6 +120,9 @@ fn main() -> ExitCode {
     if let Some(a) = cli.srt_listen {
         cfg.srt.listen = a;
     }
+    if let Some(a) = cli.rtmp_listen {
+        cfg.rtmp.listen = a;
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -155,11 +161,17 @@ async fn run(
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, "estuary listening");
-    // One machine-readable line, so tests and scripts can find ports bound as :0.
+    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, rtmp = ?node.rtmp_addr, rtmps = ?node.rtmps_addr, "estuary listening");
+    // One machine-readable line, so tests and scripts can find ports bound as :0. RTMP and
+    // RTMPS appear only when they listen.
+    let optional =
+        |k: &str, a: Option<SocketAddr>| a.map(|a| format!(",\"{k}\":\"{a}\"")).unwrap_or_default();
     println!(
-        "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"}}",
-        node.http_addr, node.srt_addr
+        "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"{}{}}}",
+        node.http_addr,
+        node.srt_addr,
+        optional("rtmp", node.rtmp_addr),
+        optional("rtmps", node.rtmps_addr),
     );
     if demo {
         let secret = &demo_cfg_secret;

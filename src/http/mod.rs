@@ -59,6 +59,10 @@ pub struct AppState {
     pub cache: crate::store::MemoryStore,
     /// Where SRT listens (the front page shows it).
     pub srt_addr: SocketAddr,
+    /// Where RTMP listens, if it does (the stream list shows it).
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Where RTMPS listens, if it does.
+    pub rtmps_addr: Option<SocketAddr>,
     /// The interaction channel.
     pub interact: Arc<crate::interact::Interact>,
 }
