@@ -420,6 +420,8 @@ impl LiveStream {
     ) -> (Box<Self>, Option<MediaError>) {
         self.anchor = None;
         let rebuilt = progress.chunks.load(Ordering::Relaxed) > 0;
+        // (any elementary stream, a video one): names the cause if no video comes.
+        let mut streams_seen = (false, false);
         let mut error = None;
         let mut video_seen = false;
         let no_video = tokio::time::sleep(no_video_timeout);
@@ -449,6 +451,9 @@ impl LiveStream {
                         self.on_chunk(&rendition, chunk)
                     }
                     Some(MediaEvent::Chunk { .. }) => {}
+                    Some(MediaEvent::Stream { video }) => {
+                        streams_seen = (true, streams_seen.1 || video);
+                    }
                     Some(MediaEvent::FrameDropped { rendition }) => self
                         .metrics
                         .frames_dropped
@@ -469,6 +474,10 @@ impl LiveStream {
                     // session's rebuild limit.
                     error = Some(if rebuilt {
                         MediaError::SourceChanged("no video after the rebuild".into())
+                    } else if !streams_seen.0 {
+                        MediaError::NoProgram
+                    } else if streams_seen.1 {
+                        MediaError::UndecodableVideo
                     } else {
                         MediaError::NoVideo
                     });

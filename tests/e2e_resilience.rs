@@ -219,3 +219,23 @@ async fn a_long_gop_is_cut_at_the_segment_bound() {
     );
     assert!(node.log().contains("no keyframe within hls.max_segment"));
 }
+
+/// A publisher whose video never brings a keyframe or parameter sets (joined mid-GOP, a
+/// 100 s keyframe interval) is torn down with that cause, not "no video track".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_without_a_keyframe_is_refused_with_its_cause() {
+    let dir = tempdir("nokey");
+    let file = corpus::no_keyframe(&dir, 12);
+    let node = Node::start("nokey", "srt.no_video_timeout = \"3s\"\n[streams.nokey]\n");
+    let _push = corpus::push(&file, node.srt, "nokey", 12);
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"undecodable_video\"",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(node.log().contains("carries nothing decodable"));
+    assert!(!node.log().contains("no video track"));
+}

@@ -40,9 +40,17 @@ pub enum MediaError {
         /// The caps name.
         caps: String,
     },
-    /// No video track showed up in time.
+    /// No video track showed up in time (the input has a program, but no video in it).
     #[error("no video track in the stream")]
     NoVideo,
+    /// The demuxer found no program at all in time: no PAT/PMT it could read, or not
+    /// MPEG-TS (or FLV) at all.
+    #[error("no program in the input: no readable PAT/PMT (is it MPEG-TS?)")]
+    NoProgram,
+    /// A video track exists but nothing decodable came on it in time (no parameter sets
+    /// or keyframe).
+    #[error("the video track carries nothing decodable (no SPS/PPS or keyframe)")]
+    UndecodableVideo,
     /// The source changed resolution, frame rate or codec mid-stream; the pipeline must
     /// be rebuilt (cmafmux cannot change its init segment).
     #[error("source changed: {0}")]
@@ -64,6 +72,8 @@ impl MediaError {
             MediaError::Setup(_) => "setup",
             MediaError::Unsupported { .. } => "unsupported_codec",
             MediaError::NoVideo => "no_video",
+            MediaError::NoProgram => "no_program",
+            MediaError::UndecodableVideo => "undecodable_video",
             MediaError::Pipeline { .. } => "pipeline_error",
             MediaError::SourceChanged(_) => "source_changed",
         }
@@ -113,6 +123,11 @@ pub enum MediaEvent {
         rendition: Arc<str>,
         /// Its description.
         info: TrackInfo,
+    },
+    /// The demuxer exposed an elementary stream (before it is used or ignored).
+    Stream {
+        /// Whether it is video.
+        video: bool,
     },
     /// A CMAF piece.
     Chunk {
@@ -275,6 +290,12 @@ impl Pipeline {
             let Some(pipeline) = ctx.pipeline.upgrade() else {
                 return;
             };
+            let video = pad
+                .current_caps()
+                .unwrap_or_else(|| pad.query_caps(None))
+                .structure(0)
+                .is_some_and(|s| s.name().starts_with("video/"));
+            let _ = ctx.tx.send(MediaEvent::Stream { video });
             if let Err(e) = branch::add(&ctx, pad) {
                 tracing::warn!(error = %e, "cannot handle elementary stream");
                 if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
