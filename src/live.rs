@@ -163,6 +163,8 @@ impl Hub {
             part_target: self.cfg.hls.part_target,
             segment_target: self.cfg.hls.segment_target,
             ladder: self.cfg.ladder_for(name).clone(),
+            video_pid: self.cfg.streams.get(name).and_then(|s| s.video_pid),
+            audio_pid: self.cfg.streams.get(name).and_then(|s| s.audio_pid),
         };
         let pipeline = match Pipeline::start(name, media_cfg, input, tx) {
             Ok(p) => p,

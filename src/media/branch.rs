@@ -71,6 +71,15 @@ pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
     }
 }
 
+/// The PID of a tsdemux pad (`video_0_0100` is PID 0x100); `None` for other demuxers.
+fn pad_pid(pad: &gst::Pad) -> Option<u16> {
+    let name = pad.name();
+    let hex = name.rsplit('_').next()?;
+    (hex.len() == 4)
+        .then(|| u16::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
 /// matters: tsdemux pushes every PID from one thread, and a bare fakesink on one of its
 /// pads stalls all the others.
@@ -170,6 +179,18 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
             })
         }
     };
+    // The configured PID, when the stream picks one; else the first track of each kind.
+    let wanted = if kind == "video" {
+        ctx.cfg.video_pid
+    } else {
+        ctx.cfg.audio_pid
+    };
+    if let (Some(want), Some(pid)) = (wanted, pad_pid(pad)) {
+        if want != pid {
+            tracing::info!(pad = %pad.name(), pid, want, "track ignored: not the configured PID");
+            return link_fakesink(&pipeline, pad);
+        }
+    }
     // One track of each kind: a second video or audio PID is dropped.
     let marker = format!("elementary-{kind}");
     if pipeline.by_name(&marker).is_some() {

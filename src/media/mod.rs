@@ -187,6 +187,10 @@ pub struct MediaConfig {
     pub segment_target: Duration,
     /// Renditions to make.
     pub ladder: crate::config::LadderConfig,
+    /// The video track's PID, when the stream picks one (else the first video track).
+    pub video_pid: Option<u16>,
+    /// The audio track's PID, when the stream picks one (else the first audio track).
+    pub audio_pid: Option<u16>,
 }
 
 /// Initialises GStreamer and registers cmafmux statically, once per process.
