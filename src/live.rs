@@ -431,7 +431,9 @@ impl LiveStream {
         // Video that stops while input keeps arriving (a PMT or PID change, a new program,
         // a codec switch the demuxer does not announce) is rebuilt, not left silent.
         let stall_after = (self.pkg.segment_target * 2).max(Duration::from_millis(1500));
-        let mut last_video = (Instant::now(), 0u64);
+        // (when, input bytes then) of the run's latest video chunk; the stall check starts
+        // with the first one (encoders take a while to start).
+        let mut last_video: Option<(Instant, u64)> = None;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -447,7 +449,7 @@ impl LiveStream {
                         if chunk.kind != ChunkKind::Init {
                             progress.chunks.fetch_add(1, Ordering::Relaxed);
                             if *rendition != *AUDIO {
-                                last_video = (Instant::now(), progress.input_bytes.load(Ordering::Relaxed));
+                                last_video = Some((Instant::now(), progress.input_bytes.load(Ordering::Relaxed)));
                             }
                         }
                         self.on_chunk(&rendition, chunk)
@@ -485,8 +487,8 @@ impl LiveStream {
                     });
                     failed.cancel();
                 }
-                _ = check.tick(), if video_seen && error.is_none() => {
-                    let (at, bytes) = last_video;
+                _ = check.tick(), if last_video.is_some() && error.is_none() => {
+                    let (at, bytes) = last_video.expect("checked");
                     let flowing = progress.input_bytes.load(Ordering::Relaxed) > bytes + 64 * 1024;
                     if at.elapsed() > stall_after && flowing {
                         let e = MediaError::SourceChanged(format!(

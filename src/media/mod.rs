@@ -51,6 +51,10 @@ pub enum MediaError {
     /// or keyframe).
     #[error("the video track carries nothing decodable (no SPS/PPS or keyframe)")]
     UndecodableVideo,
+    /// The video cannot be passed through to browsers (10-bit, 4:2:2 or 4:4:4) and the
+    /// stream has no encoded rung to carry it instead.
+    #[error("{0} cannot be passed through to browsers: set the encoder to 8-bit 4:2:0 (H.264 High or Main, HEVC Main), or give the stream a ladder so the node transcodes it")]
+    UnplayableFormat(String),
     /// The source changed resolution, frame rate or codec mid-stream; the pipeline must
     /// be rebuilt (cmafmux cannot change its init segment).
     #[error("source changed: {0}")]
@@ -73,6 +77,7 @@ impl MediaError {
             MediaError::Unsupported { .. } => "unsupported_codec",
             MediaError::NoVideo => "no_video",
             MediaError::NoProgram => "no_program",
+            MediaError::UnplayableFormat(_) => "unplayable_format",
             MediaError::UndecodableVideo => "undecodable_video",
             MediaError::Pipeline { .. } => "pipeline_error",
             MediaError::SourceChanged(_) => "source_changed",
@@ -232,6 +237,9 @@ pub fn init() -> Result<(), MediaError> {
 pub struct Pipeline {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
+    /// Set once the input ends or the pipeline stops: the demuxer then removes its pads,
+    /// which is no source change.
+    ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline {
@@ -276,8 +284,12 @@ impl Pipeline {
             tx: events.clone(),
             main_pads: Arc::default(),
         };
-        let (main_pads, removed_tx) = (ctx.main_pads.clone(), events.clone());
+        let ending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (main_pads, removed_tx, end) = (ctx.main_pads.clone(), events.clone(), ending.clone());
         demux.connect_pad_removed(move |_, pad| {
+            if end.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let name = pad.name();
             if main_pads
                 .lock()
@@ -347,7 +359,11 @@ impl Pipeline {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| MediaError::Setup(format!("cannot start pipeline: {e}")))?;
-        Ok(Self { pipeline, src })
+        Ok(Self {
+            pipeline,
+            src,
+            ending,
+        })
     }
 
     /// Feeds input bytes (MPEG-TS or FLV, as started). Never blocks: appsrc queues (bounded, leaky).
@@ -358,11 +374,15 @@ impl Pipeline {
 
     /// Signals the end of input; remaining data drains and EOS is reported.
     pub fn end_of_stream(&self) {
+        self.ending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.src.end_of_stream();
     }
 
     /// Stops the pipeline off the async runtime (state changes join GStreamer threads).
     pub async fn stop(self) {
+        self.ending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let p = self.pipeline;
         let _ = tokio::task::spawn_blocking(move || {
             let _ = p.set_state(gst::State::Null);
