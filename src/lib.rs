@@ -12,6 +12,8 @@
 //! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
 //! - [`interact`]: the WebSocket interaction channel: chat, polls, Q&A, reactions, tips;
 //!   rooms as actors, in-process or Redis bus.
+//! - [`upstream`]: the edge tier: followers of an origin's LL-HLS for streams not
+//!   published here.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
@@ -28,3 +30,4 @@ pub mod metrics;
 pub mod node;
 pub mod packager;
 pub mod store;
+pub mod upstream;

@@ -27,8 +27,25 @@ fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
     r
 }
 
+/// Edge tier: a stream not published here is pulled from upstream first.
+async fn upstream(
+    state: &AppState,
+    stream: &str,
+    rendition: Option<&str>,
+) -> Result<(), Response<Body>> {
+    let Some(up) = &state.upstream else {
+        return Ok(());
+    };
+    up.ensure(stream, rendition)
+        .await
+        .map_err(|e| text(e.status(), &e.to_string()))
+}
+
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
 pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Response<Body> {
+    if let Err(r) = upstream(state, stream, None).await {
+        return r;
+    }
     let Some(entry) = state.store.stream(stream) else {
         return text(StatusCode::NOT_FOUND, "no such stream");
     };
@@ -103,6 +120,9 @@ pub(super) async fn media_playlist(
         Ok(d) => d,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
+    if let Err(r) = upstream(state, stream, Some(rendition)).await {
+        return r;
+    }
     let Some(mut rx) = state
         .store
         .stream(stream)
@@ -213,8 +233,16 @@ pub(super) async fn object(
     rendition: &str,
     file: &str,
 ) -> (&'static str, Response<Body>) {
+    if let Err(r) = upstream(state, stream, Some(rendition)).await {
+        return ("object", r);
+    }
     let Some(parsed) = parse_file(file) else {
-        return ("other", text(StatusCode::NOT_FOUND, "not found"));
+        // Names an edge keeps from a foreign origin.
+        let key = format!("{stream}/{rendition}/{file}");
+        return match state.store.objects.get(&key) {
+            Some(obj) => ("object", object_response(state, obj.kind, obj.chunks)),
+            None => ("other", text(StatusCode::NOT_FOUND, "not found")),
+        };
     };
     let route = match parsed {
         File::Init => "init",

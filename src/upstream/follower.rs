@@ -1,0 +1,784 @@
+//! One follower per watched (stream, rendition): an actor that owns the edge's window of
+//! the rendition and keeps it in step with upstream.
+//!
+//! It keeps one blocking playlist reload (`_HLS_msn`/`_HLS_part` of the next part) and
+//! one GET of the preload-hinted part outstanding upstream, stores every object once,
+//! and publishes a playlist only once the objects it lists are stored, so a viewer never
+//! waits on a second upstream fetch. With no new part for `failover_after` it moves to
+//! the next origin: the edge's media sequence keeps increasing and the first segment
+//! from there carries `EXT-X-DISCONTINUITY`; what is already listed stays listed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::{
+    client::Kind,
+    playlist::{self, is_simple_name, MediaPlaylist, Rendition},
+    window::{EdgePart, EdgeSegment, Window},
+    Activity, Catalog, Inner, Ready, Remote, Resume, UpstreamError,
+};
+use crate::store::{Object, ObjectKind, StreamEntry};
+
+/// Init segments a rendition keeps (a new one comes with each codec change or origin).
+const MAX_INITS: usize = 8;
+/// Concurrent object fetches when joining a stream.
+const JOIN_CONCURRENCY: usize = 8;
+
+/// What a follower starts from.
+pub(super) struct Start {
+    pub up: Arc<Inner>,
+    pub remote: Arc<Remote>,
+    pub catalog: Arc<Catalog>,
+    pub rendition: Rendition,
+    pub activity: Arc<Activity>,
+    pub resume: Resume,
+}
+
+type Fetch = JoinHandle<Result<Bytes, UpstreamError>>;
+
+/// The follower actor.
+pub(super) struct Follower {
+    up: Arc<Inner>,
+    remote: Arc<Remote>,
+    catalog: Arc<Catalog>,
+    rendition: Rendition,
+    activity: Arc<Activity>,
+    entry: Arc<StreamEntry>,
+    /// Index of the origin followed now.
+    origin: usize,
+    /// Origins moved to so far (prefixes local names after the first).
+    epoch: u32,
+    /// The edge's MSN minus upstream's, for the current origin.
+    offset: i64,
+    /// Whether `offset` is known for the current origin.
+    synced: bool,
+    /// The least MSN a fresh window may start at (where a previous follower stopped).
+    floor: u64,
+    window: Window,
+    /// Bytes of the open segment's parts, to join into the segment when it completes.
+    open_bytes: Vec<Bytes>,
+    inits: Vec<(String, Bytes)>,
+    init_names: HashMap<String, String>,
+    /// Local names of the parts and segments stored.
+    held: HashSet<String>,
+    /// Objects fetched ahead when joining.
+    prefetched: HashMap<String, Bytes>,
+    /// The outstanding preload-hint GET: (local name, task).
+    hint: Option<(String, Fetch)>,
+    /// The next blocking reload, in upstream numbering, once one playlist was read.
+    next: Option<(u64, Option<u64>)>,
+    can_block: bool,
+    last_progress: Instant,
+    ready: bool,
+    failures: u32,
+    dirty: bool,
+}
+
+impl Follower {
+    pub(super) fn new(s: Start) -> Self {
+        let entry = s.up.store.stream_or_create(&s.remote.name);
+        let origin = s.remote.origin.load(Ordering::Relaxed) % s.up.origins.len().max(1);
+        Self {
+            entry,
+            origin,
+            epoch: s.resume.epoch,
+            offset: 0,
+            synced: false,
+            floor: s.resume.next_msn,
+            window: Window::default(),
+            open_bytes: Vec::new(),
+            inits: Vec::new(),
+            init_names: HashMap::new(),
+            held: HashSet::new(),
+            prefetched: HashMap::new(),
+            hint: None,
+            next: None,
+            can_block: false,
+            last_progress: Instant::now(),
+            ready: false,
+            failures: 0,
+            dirty: false,
+            up: s.up,
+            remote: s.remote,
+            catalog: s.catalog,
+            rendition: s.rendition,
+            activity: s.activity,
+        }
+    }
+
+    /// Follows until no viewer asked for `upstream.idle`, or shutdown.
+    pub(super) async fn run(mut self) {
+        let span = tracing::info_span!("follower", stream = %self.remote.name, rendition = %self.rendition.name);
+        async move {
+            let gauge = self.up.metrics.followers_active.clone();
+            gauge.inc();
+            tracing::info!(origin = %self.up.origins[self.origin], "follower started");
+            let token = self.up.token.clone();
+            loop {
+                if token.is_cancelled() || self.retire_if_idle() {
+                    break;
+                }
+                if self.last_progress.elapsed() >= self.stall_after() {
+                    self.failover();
+                }
+                let r = tokio::select! {
+                    r = self.step() => r,
+                    () = token.cancelled() => break,
+                };
+                if self.dirty {
+                    self.publish();
+                }
+                match r {
+                    Ok(()) => self.failures = 0,
+                    Err(e) => {
+                        self.failures += 1;
+                        if !self.ready {
+                            // Before the first publish, try every origin at once.
+                            let n = self.up.origins.len();
+                            self.origin = (self.origin + 1) % n;
+                            if self.failures as usize >= n {
+                                self.activity.ready.send_replace(Ready::Failed(e.clone()));
+                            }
+                            if self.failures as usize >= 3 * n {
+                                self.retire();
+                                break;
+                            }
+                        }
+                        let pause = Duration::from_millis(100 * u64::from(self.failures.min(10)));
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = token.cancelled() => break,
+                        }
+                    }
+                }
+            }
+            if let Some((_, t)) = self.hint.take() {
+                t.abort();
+            }
+            let next_msn = self.window.next_msn().unwrap_or(self.floor);
+            self.remote.resume.lock().expect("not poisoned").insert(
+                self.rendition.name.clone(),
+                Resume {
+                    next_msn,
+                    epoch: self.epoch + 1,
+                },
+            );
+            gauge.dec();
+            tracing::info!("follower stopped");
+        }
+        .instrument(span)
+        .await;
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self.activity.last.load(Ordering::Relaxed);
+        Duration::from_millis(self.up.now_ms().saturating_sub(last))
+    }
+
+    /// Stops when idle; the check and the removal hold the directory's lock, so a viewer
+    /// request either finds this follower running or starts a new one.
+    fn retire_if_idle(&self) -> bool {
+        let idle = self.up.cfg.upstream.idle;
+        if self.idle_for() < idle {
+            return false;
+        }
+        let mut f = self.remote.followers.lock().expect("not poisoned");
+        if self.idle_for() < idle {
+            return false;
+        }
+        f.remove(&self.rendition.name);
+        tracing::info!(idle = ?idle, "no viewer; stopping");
+        true
+    }
+
+    fn retire(&self) {
+        let mut f = self.remote.followers.lock().expect("not poisoned");
+        if f.get(&self.rendition.name)
+            .is_some_and(|a| Arc::ptr_eq(a, &self.activity))
+        {
+            f.remove(&self.rendition.name);
+        }
+    }
+
+    fn stall_after(&self) -> Duration {
+        let fa = self.up.cfg.upstream.failover_after;
+        if self.window.header.part_target.is_some() {
+            fa
+        } else {
+            // Without parts, news comes once a segment.
+            fa.max(Duration::from_secs(self.window.header.target_duration.max(1)).mul_f64(1.5))
+        }
+    }
+
+    /// No new part for too long: move to the next origin (or start afresh on the only
+    /// one). The open segment is completed with the parts it has.
+    fn failover(&mut self) {
+        self.last_progress = Instant::now();
+        if let Some((_, t)) = self.hint.take() {
+            t.abort();
+        }
+        self.next = None;
+        self.synced = false;
+        let n = self.up.origins.len();
+        let from = self.origin;
+        self.origin = (self.origin + 1) % n;
+        if !self.ready {
+            return;
+        }
+        self.up.metrics.failovers.inc();
+        self.epoch += 1;
+        self.close_open();
+        tracing::warn!(from = %self.up.origins[from], to = %self.up.origins[self.origin], "no new media upstream; moving to the next origin");
+    }
+
+    fn close_open(&mut self) {
+        let epoch = self.epoch;
+        let bytes = std::mem::take(&mut self.open_bytes);
+        if let Some(seg) = self.window.close_open(|m| format!("e{epoch}-s{m}.m4s")) {
+            if bytes.len() == seg.parts.len() {
+                let name = seg.name.clone().unwrap_or_default();
+                self.store(&name, ObjectKind::Segment, bytes, "segment_joined");
+            } else {
+                self.window.segments.pop_back();
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn playlist_url(&self) -> Result<(String, String), UpstreamError> {
+        let mv = format!(
+            "{}/{}/index.m3u8",
+            self.up.origins[self.origin], self.remote.name
+        );
+        let url = playlist::resolve(&mv, &self.rendition.uri)
+            .ok_or_else(|| UpstreamError::Url(self.rendition.uri.clone()))?;
+        Ok((mv, url))
+    }
+
+    /// One upstream playlist answer, applied.
+    async fn step(&mut self) -> Result<(), UpstreamError> {
+        let (mv, base) = self.playlist_url()?;
+        let cfg = &self.up.cfg.upstream;
+        let (url, kind, timeout) = match self.next {
+            Some((msn, part)) if self.can_block && !self.window.header.ended => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                let mut u = format!("{base}{sep}_HLS_msn={msn}");
+                if let Some(p) = part {
+                    u.push_str(&format!("&_HLS_part={p}"));
+                }
+                (u, Kind::Blocking, cfg.failover_after)
+            }
+            Some(_) => {
+                // No blocking reload upstream: poll at half the target duration (§6.3.4).
+                let td = Duration::from_secs(self.window.header.target_duration.max(1));
+                tokio::time::sleep(
+                    (td / 2).clamp(Duration::from_millis(200), Duration::from_secs(2)),
+                )
+                .await;
+                (base.clone(), Kind::Playlist, cfg.request_timeout)
+            }
+            None => (base.clone(), Kind::Playlist, cfg.request_timeout),
+        };
+        let body = match self.up.client.get(&url, kind, timeout).await {
+            Ok(b) => b,
+            // A blocking reload that ends without news is not an error.
+            Err(UpstreamError::Timeout | UpstreamError::Status(503)) if kind == Kind::Blocking => {
+                return Ok(())
+            }
+            Err(e) => {
+                self.next = None;
+                return Err(e);
+            }
+        };
+        let answered = Instant::now();
+        let pl = std::str::from_utf8(&body)
+            .map_err(|_| "not UTF-8".to_owned())
+            .and_then(|t| playlist::parse_media(t).map_err(|e| e.to_string()));
+        let pl = match pl {
+            Ok(p) => p,
+            Err(reason) => {
+                self.up
+                    .metrics
+                    .rejected
+                    .with_label_values(&["playlist"])
+                    .inc();
+                tracing::warn!(%url, %reason, "unusable media playlist");
+                self.next = None;
+                return Err(UpstreamError::Malformed(reason));
+            }
+        };
+        let progress = self.apply(&pl, &base, &mv).await;
+        match progress {
+            Ok(true) => {
+                self.last_progress = Instant::now();
+                self.up
+                    .metrics
+                    .edge_latency
+                    .observe(answered.elapsed().as_secs_f64());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.next = None;
+                return Err(e);
+            }
+        }
+        self.next = Some(pl.next());
+        self.can_block = pl.server_control.get("CAN-BLOCK-RELOAD") == Some("YES");
+        self.start_hint(&pl, &base);
+        if !self.ready {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Publishes the window; the first publish makes the follower ready.
+    fn publish(&mut self) {
+        self.dirty = false;
+        self.entry
+            .publish(&self.rendition.name, self.window.view(&self.inits));
+        if !self.ready {
+            self.ready = true;
+            self.activity.ready.send_replace(Ready::Ready);
+        }
+    }
+
+    fn local_name(&self, written: &str, abs: &str) -> String {
+        let base = if is_simple_name(written) {
+            written.to_owned()
+        } else {
+            let path = abs.split(['?', '#']).next().unwrap_or_default();
+            let ext = path
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.rsplit_once('.'))
+                .map(|(_, e)| e)
+                .filter(|e| {
+                    (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+                .unwrap_or("bin");
+            format!("u{:016x}.{ext}", fnv1a(abs.as_bytes()))
+        };
+        if self.epoch == 0 {
+            base
+        } else {
+            format!("e{}-{base}", self.epoch)
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        let td = self.window.header.target_duration.max(1);
+        let listed = self.window.segments.len() as u64 + 4;
+        Duration::from_secs(td * listed).max(Duration::from_secs(30))
+    }
+
+    fn store(&mut self, name: &str, kind: ObjectKind, chunks: Vec<Bytes>, label: &str) {
+        let ttl = if kind == ObjectKind::Init {
+            Duration::from_secs(86_400)
+        } else {
+            self.ttl()
+        };
+        self.up.store.objects.put(
+            format!("{}/{}/{name}", self.remote.name, self.rendition.name),
+            Object {
+                kind,
+                chunks: chunks.into(),
+                ttl,
+            },
+        );
+        self.held.insert(name.to_owned());
+        self.up.metrics.objects.with_label_values(&[label]).inc();
+    }
+
+    /// An object's bytes: fetched ahead, from the preload-hint GET, or fetched now.
+    async fn obtain(&mut self, url: &str, name: &str, kind: Kind) -> Result<Bytes, UpstreamError> {
+        if let Some(b) = self.prefetched.remove(name) {
+            return Ok(b);
+        }
+        if self.hint.as_ref().is_some_and(|(n, _)| n == name) {
+            if let Some((_, task)) = self.hint.take() {
+                if let Ok(Ok(b)) = task.await {
+                    return Ok(b);
+                }
+            }
+        }
+        self.up
+            .client
+            .get(url, kind, self.up.cfg.upstream.request_timeout)
+            .await
+    }
+
+    async fn init_for(&mut self, written: &str, base: &str) -> Result<String, UpstreamError> {
+        let abs =
+            playlist::resolve(base, written).ok_or_else(|| UpstreamError::Url(written.into()))?;
+        if let Some(n) = self.init_names.get(&abs) {
+            return Ok(n.clone());
+        }
+        let name = self.local_name(written, &abs);
+        let bytes = self.obtain(&abs, &name, Kind::Init).await?;
+        self.store(&name, ObjectKind::Init, vec![bytes.clone()], "init");
+        self.inits.push((name.clone(), bytes));
+        if self.inits.len() > MAX_INITS {
+            self.inits.remove(0);
+        }
+        self.init_names.insert(abs, name.clone());
+        Ok(name)
+    }
+
+    /// Brings the window up to date with an upstream playlist. Returns whether new
+    /// media was added. Each step leaves the window consistent, so an error part-way
+    /// keeps what was stored.
+    async fn apply(
+        &mut self,
+        pl: &MediaPlaylist,
+        base: &str,
+        mv: &str,
+    ) -> Result<bool, UpstreamError> {
+        let h = &mut self.window.header;
+        let before = h.clone();
+        h.target_duration = pl.target_duration;
+        h.part_target.clone_from(&pl.part_target);
+        h.part_hold_back = pl.server_control.get("PART-HOLD-BACK").map(str::to_owned);
+        h.hold_back = pl.server_control.get("HOLD-BACK").map(str::to_owned);
+        h.tags.clone_from(&pl.header_tags);
+        h.dateranges.clone_from(&pl.dateranges);
+        h.ended = pl.endlist;
+        let mut progress = false;
+        let last_end = self
+            .window
+            .open
+            .as_ref()
+            .or(self.window.segments.back())
+            .and_then(EdgeSegment::pdt_end);
+        if !self.synced {
+            self.prefetch(pl, base, last_end).await;
+        }
+        for s in &pl.segments {
+            let mut disc = s.discontinuity;
+            if !self.synced {
+                // Joining (or after a failover): take what is newer than what we list.
+                if is_older(s, last_end) {
+                    continue;
+                }
+                if self.window.open.is_some() {
+                    self.close_open();
+                }
+                let next = self.window.next_msn();
+                let target = next.unwrap_or_else(|| s.msn.max(self.floor));
+                self.offset = target as i64 - s.msn as i64;
+                disc |= next.is_some() || self.floor > 0;
+                self.synced = true;
+            }
+            let e = s.msn as i64 + self.offset;
+            if e < 0 {
+                self.synced = false;
+                return Err(UpstreamError::Malformed(
+                    "media sequence went backwards".into(),
+                ));
+            }
+            let mut e = e as u64;
+            if self.window.open.as_ref().is_some_and(|o| o.msn == e) {
+                progress |= self.extend_open(s, base).await?;
+                continue;
+            }
+            if let Some(o) = &self.window.open {
+                if e > o.msn {
+                    // Its completion was missed: complete it with what it has.
+                    self.close_open();
+                }
+            }
+            let expected = self.window.next_msn();
+            if expected.is_some_and(|x| e < x) {
+                continue; // Already listed.
+            }
+            if let Some(x) = expected.filter(|x| e > *x) {
+                // A gap upstream (or a window that moved past us): renumber to stay
+                // contiguous, and mark the break.
+                tracing::info!(
+                    expected = x,
+                    got = e,
+                    "upstream skipped ahead; discontinuity"
+                );
+                self.offset = x as i64 - s.msn as i64;
+                e = x;
+                disc = true;
+            }
+            self.add_segment(s, e, disc, base).await?;
+            progress = true;
+        }
+        // Mirror upstream's window length and how many segments list their parts.
+        let listed = (pl.skipped as usize + pl.complete().count()).max(3);
+        for gone in self.window.trim(listed) {
+            self.held.remove(&gone);
+        }
+        let with_parts = pl.complete().filter(|s| !s.parts.is_empty()).count();
+        self.window.list_parts_of_last(with_parts);
+        self.prefetched.clear();
+        self.update_reports(pl, base, mv);
+        self.window.header.hint = pl
+            .hint
+            .as_ref()
+            .filter(|_| !pl.endlist)
+            .and_then(|h| playlist::resolve(base, h).map(|u| self.local_name(h, &u)));
+        if progress || self.window.header != before {
+            self.dirty = true;
+        }
+        Ok(progress)
+    }
+
+    /// Joining: fetch what the playlist lists, several at a time.
+    async fn prefetch(&mut self, pl: &MediaPlaylist, base: &str, last_end: Option<SystemTime>) {
+        let mut want = Vec::new();
+        for s in pl.segments.iter().filter(|s| !is_older(s, last_end)) {
+            let objs: Vec<(&str, Kind)> = if s.parts.is_empty() {
+                s.uri.iter().map(|u| (u.as_str(), Kind::Segment)).collect()
+            } else {
+                s.parts
+                    .iter()
+                    .map(|p| (p.uri.as_str(), Kind::Part))
+                    .collect()
+            };
+            for (written, kind) in objs {
+                if let Some(abs) = playlist::resolve(base, written) {
+                    let name = self.local_name(written, &abs);
+                    if !self.held.contains(&name) {
+                        want.push((abs, name, kind));
+                    }
+                }
+            }
+        }
+        let client = self.up.client.clone();
+        let timeout = self.up.cfg.upstream.request_timeout;
+        let got: Vec<_> = futures_util::stream::iter(want)
+            .map(|(abs, name, kind)| {
+                let client = client.clone();
+                async move { (name, client.get(&abs, kind, timeout).await) }
+            })
+            .buffer_unordered(JOIN_CONCURRENCY)
+            .collect()
+            .await;
+        for (name, r) in got {
+            if let Ok(b) = r {
+                self.prefetched.insert(name, b);
+            }
+        }
+    }
+
+    async fn fetch_part(
+        &mut self,
+        p: &playlist::Part,
+        base: &str,
+    ) -> Result<(EdgePart, Bytes), UpstreamError> {
+        let abs =
+            playlist::resolve(base, &p.uri).ok_or_else(|| UpstreamError::Url(p.uri.clone()))?;
+        let name = self.local_name(&p.uri, &abs);
+        let bytes = self.obtain(&abs, &name, Kind::Part).await?;
+        self.store(&name, ObjectKind::Part, vec![bytes.clone()], "part");
+        let mut attrs = p.attrs.clone();
+        attrs.set_quoted("URI", &name);
+        Ok((
+            EdgePart {
+                name,
+                attrs,
+                duration: p.duration,
+            },
+            bytes,
+        ))
+    }
+
+    /// New parts of the open segment, and its completion.
+    async fn extend_open(
+        &mut self,
+        s: &playlist::Segment,
+        base: &str,
+    ) -> Result<bool, UpstreamError> {
+        let mut progress = false;
+        let have = self.window.open.as_ref().map_or(0, |o| o.parts.len());
+        for p in s.parts.iter().skip(have) {
+            let (part, bytes) = self.fetch_part(p, base).await?;
+            if let Some(o) = self.window.open.as_mut() {
+                o.secs += part.duration;
+                o.parts.push(part);
+                self.open_bytes.push(bytes);
+            }
+            progress = true;
+        }
+        if let Some(uri) = &s.uri {
+            let Some(mut o) = self.window.open.take() else {
+                return Ok(progress);
+            };
+            let joined = o.parts.len() == s.parts.len() && self.open_bytes.len() == o.parts.len();
+            let chunks = std::mem::take(&mut self.open_bytes);
+            let name = match self
+                .segment_object(uri, base, joined.then_some(chunks))
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    self.window.open = Some(o);
+                    return Err(e);
+                }
+            };
+            o.name = Some(name);
+            o.duration.clone_from(&s.duration.0);
+            o.secs = s.duration.1;
+            o.title.clone_from(&s.title);
+            self.window.segments.push_back(o);
+            progress = true;
+        }
+        Ok(progress)
+    }
+
+    /// Stores a complete segment: joined from its parts when the edge holds them all
+    /// (no request), else fetched.
+    async fn segment_object(
+        &mut self,
+        uri: &str,
+        base: &str,
+        parts: Option<Vec<Bytes>>,
+    ) -> Result<String, UpstreamError> {
+        let abs = playlist::resolve(base, uri).ok_or_else(|| UpstreamError::Url(uri.into()))?;
+        let name = self.local_name(uri, &abs);
+        if self.held.contains(&name) {
+            return Ok(name);
+        }
+        match parts {
+            Some(chunks) if !chunks.is_empty() => {
+                self.store(&name, ObjectKind::Segment, chunks, "segment_joined");
+            }
+            _ => {
+                let bytes = self.obtain(&abs, &name, Kind::Segment).await?;
+                self.store(&name, ObjectKind::Segment, vec![bytes], "segment");
+            }
+        }
+        Ok(name)
+    }
+
+    async fn add_segment(
+        &mut self,
+        s: &playlist::Segment,
+        msn: u64,
+        disc: bool,
+        base: &str,
+    ) -> Result<(), UpstreamError> {
+        let map = match &s.map {
+            Some(m) => Some(self.init_for(m, base).await?),
+            None => None,
+        };
+        let mut seg = EdgeSegment {
+            msn,
+            name: None,
+            duration: String::new(),
+            secs: 0.0,
+            title: String::new(),
+            map,
+            discontinuity: disc,
+            pdt: s.pdt.clone(),
+            parts: Vec::new(),
+            list_parts: true,
+            tags: s.tags.clone(),
+        };
+        if s.uri.is_none() {
+            // Open: listed part by part as they are stored.
+            self.window.open = Some(seg);
+            self.open_bytes.clear();
+            self.extend_open(s, base).await?;
+            return Ok(());
+        }
+        let mut chunks = Vec::with_capacity(s.parts.len());
+        for p in &s.parts {
+            let (part, bytes) = self.fetch_part(p, base).await?;
+            seg.parts.push(part);
+            chunks.push(bytes);
+        }
+        let uri = s.uri.as_deref().unwrap_or_default();
+        let name = self
+            .segment_object(uri, base, (!chunks.is_empty()).then_some(chunks))
+            .await?;
+        seg.name = Some(name);
+        seg.duration.clone_from(&s.duration.0);
+        seg.secs = s.duration.1;
+        seg.title.clone_from(&s.title);
+        self.window.segments.push_back(seg);
+        Ok(())
+    }
+
+    /// Rendition reports, renamed to the edge's folders and numbering; renditions nobody
+    /// watches here are reported from upstream's reports without being pulled.
+    fn update_reports(&mut self, pl: &MediaPlaylist, base: &str, mv: &str) {
+        let strip = |u: &str| u.split(['?', '#']).next().unwrap_or_default().to_owned();
+        let mut out = Vec::new();
+        for r in &pl.reports {
+            let Some(abs) = playlist::resolve(base, &r.uri).map(|u| strip(&u)) else {
+                continue;
+            };
+            let Some(name) = self
+                .catalog
+                .renditions
+                .iter()
+                .find(|c| playlist::resolve(mv, &c.uri).is_some_and(|u| strip(&u) == abs))
+            else {
+                continue;
+            };
+            let Some(msn) = r.last_msn else { continue };
+            let msn = (msn as i64 + self.offset).max(0) as u64;
+            out.push((format!("../{}/index.m3u8", name.name), msn, r.last_part));
+        }
+        self.window.header.reports = out;
+    }
+
+    /// Keeps one GET of the preload-hinted part outstanding.
+    fn start_hint(&mut self, pl: &MediaPlaylist, base: &str) {
+        let want = pl
+            .hint
+            .as_ref()
+            .filter(|_| !pl.endlist)
+            .and_then(|h| playlist::resolve(base, h).map(|u| (self.local_name(h, &u), u)));
+        if let (Some((have, _)), Some((name, _))) = (&self.hint, &want) {
+            if have == name {
+                return;
+            }
+        }
+        if let Some((_, t)) = self.hint.take() {
+            t.abort();
+        }
+        let Some((name, url)) = want else { return };
+        if self.held.contains(&name) {
+            return;
+        }
+        let client = self.up.client.clone();
+        let cfg = &self.up.cfg;
+        let timeout =
+            cfg.hls.blocking_timeout.max(cfg.upstream.failover_after) + Duration::from_secs(1);
+        let task = tokio::spawn(async move { client.get(&url, Kind::Hint, timeout).await });
+        self.hint = Some((name, task));
+    }
+}
+
+/// Whether a complete upstream segment ends no later than what the edge lists already
+/// (by program date time; without PDT nothing is older).
+fn is_older(s: &playlist::Segment, last_end: Option<SystemTime>) -> bool {
+    let probe = EdgeSegment {
+        pdt: s.pdt.clone(),
+        secs: s.duration.1,
+        ..Default::default()
+    };
+    match (last_end, probe.pdt_end(), &s.uri) {
+        (Some(last), Some(end), Some(_)) => end <= last + Duration::from_millis(1),
+        _ => false,
+    }
+}
+
+/// FNV-1a, for stable local names of URIs that cannot be used as they are.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
