@@ -27,7 +27,7 @@ for _ in $(seq 100); do curl -sf "http://$http/live/bench/index.m3u8" >/dev/null
 sleep 3
 pl=$(curl -s "http://$http/live/bench/source/index.m3u8")
 seg=$(echo "$pl" | grep -E '^[0-9]+\.m4s$' | tail -1)
-part=$(echo "$pl" | sed -n 's/.*URI="\([0-9]*\.[0-9]*\.m4s\)".*/\1/p' | tail -1)
+part=$(echo "$pl" | sed -n 's/^#EXT-X-PART:.*URI="\(p[0-9]*\.m4s\)".*/\1/p' | tail -1)
 mkdir -p "$dir/www"
 curl -s "http://$http/live/bench/source/$seg" -o "$dir/www/seg.m4s"
 curl -s "http://$http/live/bench/source/$part" -o "$dir/www/part.m4s"

@@ -39,17 +39,28 @@ while time.time() < deadline:
         time.sleep(0.2)
 delays = []
 end = time.time() + secs - 5
-hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
-msn, part = int(hint.group(1)), int(hint.group(2))
+def next_target(text):
+    """(msn, part) just after the newest listed part, and the hinted URI (that part)."""
+    msn = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))
+    last, count = None, 0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-PART:"):
+            last = (msn, count); count += 1
+        elif line and not line.startswith("#"):
+            msn, count = msn + 1, 0
+    hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', text).group(1)
+    return last[0], last[1] + 1, hint
+msn, part, want = next_target(text)
 while time.time() < end and len(delays) < 10000:
     try:
         text = get(f"{base}?_HLS_msn={msn}&_HLS_part={part}")
     except Exception:
-        msn, part = msn + 1, 0
+        text = get(base)
+        msn, part, want = next_target(text)
         continue
     got = time.time()
-    # Find the part and the PDT of its segment, then its end time.
-    pdt, acc, found = None, 0.0, False
+    # Find the awaited part and the PDT of its segment, then its end time.
+    pdt, acc = None, 0.0
     for line in text.splitlines():
         if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
             pdt = datetime.datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
@@ -57,10 +68,9 @@ while time.time() < end and len(delays) < 10000:
         elif line.startswith("#EXT-X-PART:"):
             d = float(re.search(r"DURATION=([\d.]+)", line).group(1))
             acc += d
-            if f'URI="{msn}.{part}.m4s"' in line:
-                delays.append(got - (pdt + acc)); found = True
-    nxt = re.search(r'PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
-    msn, part = int(nxt.group(1)), int(nxt.group(2))
+            if f'URI="{want}"' in line:
+                delays.append(got - (pdt + acc))
+    msn, part, want = next_target(text)
 metrics = get(f"http://{http}/metrics")
 buckets = [(float(m.group(1)) if m.group(1) != "+Inf" else float("inf"), float(m.group(2)))
            for m in re.finditer(r'estuary_part_publish_latency_seconds_bucket\{rendition="source",le="([^"]+)"\} (\S+)', metrics)]

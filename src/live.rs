@@ -548,6 +548,7 @@ impl LiveStream {
                 .open_segment()
                 .or(seg.segments().back())
                 .map(|s| s.pdt + s.duration),
+            hint: Some(seg.next_part_uri()),
         };
         self.entry.publish(name, view);
     }

@@ -81,26 +81,20 @@ async fn publish_play_blocking_reload_preload_and_delta() {
 
     // A segment is its parts, byte for byte, and decodes.
     let segs = segments(&lines);
-    let (msn, seg_dur, seg_uri) = segs
+    let by_seg = segment_parts(&lines);
+    let (msn, seg_dur, seg_uri, seg_parts) = segs
         .iter()
         .rev()
-        .find(|(m, _, _)| {
-            parts
-                .iter()
-                .any(|p| attrs(p)["URI"] == format!("{m}.0.m4s"))
+        .find_map(|(m, d, u)| {
+            let parts = &by_seg.iter().find(|(sm, p)| sm == m && !p.is_empty())?.1;
+            Some((*m, *d, u.clone(), parts.clone()))
         })
-        .cloned()
         .expect("a complete segment with listed parts");
     let seg = get(&node.url(&format!("/live/demo/source/{seg_uri}"))).await;
     assert_eq!(seg.status, 200);
     assert!(seg.header("cache-control").contains("max-age="));
     assert!(seg.header("cache-control").contains("immutable"));
     let mut joined = Vec::new();
-    let seg_parts: Vec<_> = parts
-        .iter()
-        .map(|p| attrs(p))
-        .filter(|a| a["URI"].starts_with(&format!("{msn}.")))
-        .collect();
     assert!(
         attrs_independent(&seg_parts[0]),
         "first part of a segment is INDEPENDENT=YES"
@@ -134,11 +128,12 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     std::fs::write(&afile, [ainit.body.to_vec(), aseg.body.to_vec()].concat()).unwrap();
     assert!(ffprobe(&afile).starts_with("aac,"));
 
-    // Blocking reload: ask for the part after the newest; the answer waits for it.
+    // Blocking reload: ask for the part after the newest; the answer waits for it, and
+    // lists the part the preload hint named.
     let pl = get(&url).await;
     let lines = parse_playlist(&pl.text());
-    let report_next = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
-    let (m, p) = split_part(&report_next);
+    let hinted = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+    let (m, p) = next_part_target(&lines);
     let t0 = Instant::now();
     let blocked = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
     let waited = t0.elapsed();
@@ -146,28 +141,24 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     let bl = parse_playlist(&blocked.text());
     let listed = tags(&bl, "EXT-X-PART")
         .iter()
-        .any(|x| attrs(x)["URI"] == report_next);
+        .any(|x| attrs(x)["URI"] == hinted);
     assert!(
         listed,
-        "blocking reload returned a playlist without {report_next}"
+        "blocking reload returned a playlist without {hinted}"
     );
     assert!(waited < Duration::from_secs(3), "blocked {waited:?}");
 
-    // Preload hint: GET the hinted part before it exists; it arrives complete.
+    // Preload hint: GET the hinted part before it exists; it arrives complete. Every hint
+    // names a part that will exist, whether or not a segment ends before it.
     let hinted = attrs(tag(&bl, "EXT-X-PRELOAD-HINT"))["URI"].clone();
     let part = get(&node.url(&format!("/live/demo/source/{hinted}"))).await;
-    // The hinted part may end up in the next segment instead (404 then), but at 200 ms
-    // parts and 1 s segments most hints are real parts; try the next hint if needed.
-    let part = if part.status == 200 {
-        part
-    } else {
-        let bl = parse_playlist(&get(&url).await.text());
-        let hinted = attrs(tag(&bl, "EXT-X-PRELOAD-HINT"))["URI"].clone();
-        get(&node.url(&format!("/live/demo/source/{hinted}"))).await
-    };
-    assert_eq!(part.status, 200);
+    assert_eq!(part.status, 200, "hinted {hinted}");
     assert!(part.body.len() > 100);
     assert_eq!(&part.body[4..8], b"moof", "a part starts with moof");
+    // A part that is neither published nor hinted is not waited for.
+    let n: u64 = hinted[1..hinted.len() - 4].parse().unwrap();
+    let far = get(&node.url(&format!("/live/demo/source/p{}.m4s", n + 50))).await;
+    assert_eq!(far.status, 404);
 
     // Bad delivery directives are refused at once.
     for q in [
@@ -241,14 +232,6 @@ async fn publish_play_blocking_reload_preload_and_delta() {
 
 fn attrs_independent(a: &std::collections::BTreeMap<String, String>) -> bool {
     a.get("INDEPENDENT").map(String::as_str) == Some("YES")
-}
-
-fn split_part(uri: &str) -> (u64, u64) {
-    let mut it = uri.trim_end_matches(".m4s").split('.');
-    (
-        it.next().unwrap().parse().unwrap(),
-        it.next().unwrap().parse().unwrap(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,8 @@ async fn handshake_refusals_and_srt_live_transmit() {
     // Unknown stream, missing passphrase, wrong passphrase: ffmpeg never connects.
     for (sid, pass, reason) in [
         ("#!::r=live/nosuch,m=publish", None, "unknown_stream"),
-        ("secret", None, "missing_passphrase"),
+        // A caller without a passphrase fails the key exchange (SRT_REJ_UNSECURE).
+        ("secret", None, "handshake_failed"),
         ("secret", Some("wrong-passphrase"), "handshake_failed"),
         ("#!::r=live/demo,m=request", None, "bad_streamid"),
     ] {
@@ -59,10 +60,7 @@ async fn handshake_refusals_and_srt_live_transmit() {
         .args([
             "-q".to_string(),
             format!("udp://127.0.0.1:{udp_port}"),
-            format!(
-                "srt://{}?streamid=secret&passphrase={PASS}&pbkeylen=16",
-                node.srt
-            ),
+            format!("srt://{}?streamid=secret&passphrase={PASS}", node.srt),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -92,6 +90,142 @@ async fn handshake_refusals_and_srt_live_transmit() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(parts_of(&node, "secret").await > before);
     assert!(node.log().contains("publisher refused"));
+}
+
+/// Waits until `stream` publishes new parts (past `before`), then for the publisher to
+/// finish on its own; returns the new part count.
+async fn publishes(node: &Node, stream: &str, before: f64, p: &mut Publisher, what: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut now = parts_of(node, stream).await;
+    while now < before + 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no parts published\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = parts_of(node, stream).await;
+    }
+    assert!(
+        p.wait_exit(Duration::from_secs(20)).is_some(),
+        "{what}: still running"
+    );
+    // The stream is free for the next publisher once the session has wound down.
+    wait_metric_until(
+        node,
+        "estuary_publishers_active",
+        "",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    now
+}
+
+/// SRT encryption works with every common caller's defaults (libsrt's `pbkeylen=0`, which
+/// announces no key size) and with explicit 16, 24 and 32 byte keys: ffmpeg (OBS's path),
+/// srt-live-transmit and GStreamer's srtsink. The URL `/api/streams` shows is pasted into
+/// ffmpeg as it is, with only the passphrase filled in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passphrase_interop_with_callers_defaults() {
+    let node = Node::start("passmatrix", &config());
+    let mut parts = 0.0;
+    let api: serde_json::Value =
+        serde_json::from_slice(&get(&node.url("/api/streams")).await.body).unwrap();
+    let shown = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "secret")
+        .unwrap()["srt_url"]
+        .as_str()
+        .unwrap()
+        .replace("YOUR_PASSPHRASE", PASS);
+    // The page shows the host the browser asked for; the test asked 127.0.0.1.
+    assert!(
+        shown.starts_with(&format!("srt://{}?", node.srt)),
+        "{shown}"
+    );
+    let mut p = ffmpeg_publish(&shown, 3, 30);
+    parts = publishes(&node, "secret", parts, &mut p, "ffmpeg, /api/streams URL").await;
+
+    for keylen in ["", "&pbkeylen=16", "&pbkeylen=24", "&pbkeylen=32"] {
+        let url = format!("{}{keylen}", srt_url(&node, "secret", Some(PASS)));
+        let mut p = ffmpeg_publish(&url, 3, 30);
+        parts = publishes(&node, "secret", parts, &mut p, &format!("ffmpeg {keylen}")).await;
+    }
+
+    for keylen in ["", "&pbkeylen=32"] {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        drop(udp);
+        let slt = Command::new("srt-live-transmit")
+            .args([
+                "-q".to_string(),
+                format!("udp://127.0.0.1:{udp_port}"),
+                format!(
+                    "srt://{}?streamid=secret&passphrase={PASS}{keylen}",
+                    node.srt
+                ),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit");
+        let slt = Publisher(slt);
+        let mut src = ffmpeg_publish(&format!("udp://127.0.0.1:{udp_port}?pkt_size=1316"), 4, 30);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while parts_of(&node, "secret").await < parts + 3.0 {
+            assert!(
+                Instant::now() < deadline,
+                "srt-live-transmit {keylen}: no parts\n{}",
+                node.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        src.wait_exit(Duration::from_secs(20));
+        drop(slt);
+        wait_metric_until(
+            &node,
+            "estuary_publishers_active",
+            "",
+            |v| v == 0.0,
+            Duration::from_secs(15),
+        )
+        .await;
+        parts = parts_of(&node, "secret").await;
+    }
+
+    for keylen in ["", "pbkeylen=32"] {
+        let gst = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args("videotestsrc is-live=true num-buffers=120 ! video/x-raw,width=320,height=240,framerate=30/1 ! x264enc tune=zerolatency key-int-max=30 ! video/x-h264,profile=high ! h264parse ! mpegtsmux alignment=7 ! srtsink".split(' '))
+            .arg(format!("uri=srt://{}", node.srt))
+            .arg("streamid=secret")
+            .arg(format!("passphrase={PASS}"))
+            .args((!keylen.is_empty()).then_some(keylen))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gst-launch-1.0");
+        let mut p = Publisher(gst);
+        parts = publishes(&node, "secret", parts, &mut p, &format!("srtsink {keylen}")).await;
+    }
+
+    // A caller that sends a passphrase to an open stream trips a panic inside srt-protocol's
+    // listener; the node binds the listener again and the next publisher gets in.
+    let mut enc = ffmpeg_publish(&srt_url(&node, "demo", Some(PASS)), 3, 30);
+    assert_eq!(enc.wait_exit(Duration::from_secs(20)), Some(false));
+    let demo = parts_of(&node, "demo").await;
+    let mut plain = ffmpeg_publish(&srt_url(&node, "demo", None), 3, 30);
+    publishes(
+        &node,
+        "demo",
+        demo,
+        &mut plain,
+        "plain caller after an encrypted one",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

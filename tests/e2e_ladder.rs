@@ -210,25 +210,27 @@ async fn ladder_rungs_decode_and_line_up() {
         let frames = first_frames(&f);
         assert!(frames.len() >= 25, "{r}: {} frames", frames.len());
         assert!(frames[0].0, "{r}: segment does not start with a keyframe");
-        let p0 = get(&node.url(&format!("/live/demo/{r}/{}.0.m4s", common_msn + 1))).await;
+        // The first part of the newest segment with listed parts starts with a keyframe
+        // and says so.
+        let pl = parse_playlist(
+            &get(&node.url(&format!("/live/demo/{r}/index.m3u8")))
+                .await
+                .text(),
+        );
+        let (_, parts) = segment_parts(&pl)
+            .into_iter()
+            .rev()
+            .find(|(_, p)| !p.is_empty())
+            .expect("listed parts");
+        assert_eq!(parts[0].get("INDEPENDENT").map(String::as_str), Some("YES"));
+        let p0 = get(&node.url(&format!("/live/demo/{r}/{}", parts[0]["URI"]))).await;
+        assert_eq!(p0.status, 200);
         let f0 = node.dir.join(format!("{r}-part.mp4"));
         std::fs::write(&f0, [init.body.to_vec(), p0.body.to_vec()].concat()).unwrap();
         assert!(
             first_frames(&f0).first().is_some_and(|f| f.0),
             "{r}: first part not independent"
         );
-        let pl = parse_playlist(
-            &get(&node.url(&format!("/live/demo/{r}/index.m3u8")))
-                .await
-                .text(),
-        );
-        let first_part = tags(&pl, "EXT-X-PART")
-            .into_iter()
-            .map(attrs)
-            .find(|a| a["URI"] == format!("{}.0.m4s", common_msn + 1));
-        if let Some(a) = first_part {
-            assert_eq!(a.get("INDEPENDENT").map(String::as_str), Some("YES"));
-        }
     }
     assert!(
         metric(
@@ -355,4 +357,75 @@ async fn source_change_mid_stream_gives_discontinuity() {
             >= 1.0
     );
     assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
+}
+
+/// Every `EXT-X-PRELOAD-HINT` names a part that comes to exist, in every rendition of a
+/// ladder stream (encoded rungs and audio cut segments at exact instants, the passthrough
+/// at keyframes): a player follows each rendition for 60 s with blocking reloads and
+/// fetches every hinted URI before it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_preload_hint_is_a_part_that_exists() {
+    let ladder = r#"
+[ladder]
+passthrough = true
+[[ladder.rungs]]
+name = "360p"
+codec = "h264"
+width = 640
+height = 360
+bitrate_kbps = 700
+preset = "ultrafast"
+[streams.demo]
+"#;
+    let node = Node::start("hints", ladder);
+    let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 80, 30);
+    wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(30)).await;
+    let follow = |rendition: &'static str| {
+        let url = node.url(&format!("/live/demo/{rendition}/index.m3u8"));
+        let base = node.url(&format!("/live/demo/{rendition}/"));
+        tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            let mut seen_boundary = 0u32;
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut lines = parse_playlist(&wait_ok(&url, Duration::from_secs(10)).await.text());
+            while Instant::now() < end {
+                let hint = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+                let (m, p) = next_part_target(&lines);
+                // The hinted part and the playlist that lists it, asked for at once, as
+                // hls.js does.
+                let (part_url, reload_url) = (
+                    format!("{base}{hint}"),
+                    format!("{url}?_HLS_msn={m}&_HLS_part={p}"),
+                );
+                let (part, next) = tokio::join!(get(&part_url), get(&reload_url));
+                if part.status == 200 {
+                    ok += 1;
+                } else {
+                    bad.push((hint.clone(), part.status));
+                }
+                assert_eq!(next.status, 200, "{rendition}: blocking reload");
+                lines = parse_playlist(&next.text());
+                // Count hints that turned out to open a new segment: the case that used to 404.
+                let opened = segment_parts(&lines)
+                    .iter()
+                    .any(|(_, ps)| ps.first().is_some_and(|a| a["URI"] == hint));
+                seen_boundary += u32::from(opened);
+            }
+            (rendition, ok, bad, seen_boundary)
+        })
+    };
+    let tasks = ["source", "360p", "audio"].map(follow);
+    for t in tasks {
+        let (rendition, ok, bad, boundaries) = t.await.unwrap();
+        assert!(
+            bad.is_empty(),
+            "{rendition}: hinted parts not served: {bad:?}"
+        );
+        // 60 s at 200 ms parts, one at a time: well over 100 hints each.
+        assert!(ok > 100, "{rendition}: only {ok} hinted parts fetched");
+        assert!(
+            boundaries > 20,
+            "{rendition}: only {boundaries} hints fell on a segment start"
+        );
+    }
 }

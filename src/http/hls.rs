@@ -9,7 +9,7 @@ use hyper::{header, Response, StatusCode};
 use tokio::{sync::watch, time::Instant};
 
 use super::{full, text, AppState, Body, ChunksBody};
-use crate::store::{ObjectKind, PartState, RenditionView};
+use crate::store::{ObjectKind, RenditionView};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
@@ -187,7 +187,7 @@ fn max_parts_per_segment(state: &AppState, view: &RenditionView) -> u64 {
 enum File {
     Init,
     Segment,
-    Part(u64, u64),
+    Part,
 }
 
 fn parse_file(name: &str) -> Option<File> {
@@ -200,9 +200,9 @@ fn parse_file(name: &str) -> Option<File> {
             .then(|| s.parse::<u64>().ok())
             .flatten()
     };
-    match stem.split_once('.') {
+    match stem.strip_prefix('p') {
         None => num(stem).map(|_| File::Segment),
-        Some((m, p)) => Some(File::Part(num(m)?, num(p)?)),
+        Some(seq) => num(seq).map(|_| File::Part),
     }
 }
 
@@ -226,7 +226,7 @@ fn object_response(state: &AppState, kind: ObjectKind, chunks: Arc<[Bytes]>) -> 
         .expect("valid response")
 }
 
-/// `GET /live/{stream}/{rendition}/{init.mp4 | N.m4s | N.P.m4s}`.
+/// `GET /live/{stream}/{rendition}/{init.mp4 | N.m4s | pN.m4s}`.
 pub(super) async fn object(
     state: &Arc<AppState>,
     stream: &str,
@@ -247,7 +247,7 @@ pub(super) async fn object(
     let route = match parsed {
         File::Init => "init",
         File::Segment => "segment",
-        File::Part(..) => "part",
+        File::Part => "part",
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {
@@ -269,49 +269,38 @@ pub(super) async fn object(
             }
         }
         File::Segment => text(StatusCode::NOT_FOUND, "no such segment"),
-        File::Part(msn, part) => blocking_part(state, rx, &key, msn, part).await,
+        File::Part => blocking_part(state, rx, &key, file).await,
     };
     (route, resp)
 }
 
-/// A part that is not there yet: the preload hint names the next one, and a request for
-/// it is held until it is complete ("the server MUST ... block", §6.2.6).
+/// A part that is not there yet: only the one the preload hint names is waited for
+/// ("the server MUST ... block" until it is complete, §6.2.6); any other is 404. Parts are
+/// named by a running number, so the hinted one is the next published, whichever segment
+/// it lands in.
 async fn blocking_part(
     state: &AppState,
     mut rx: watch::Receiver<Arc<RenditionView>>,
     key: &str,
-    msn: u64,
-    part: u64,
+    file: &str,
 ) -> Response<Body> {
-    let view = rx.borrow().clone();
-    let horizon = view
-        .open
-        .map_or(view.media_sequence, |(m, _)| m)
-        .max(view.segments.last().map_or(0, |(m, _)| m + 1));
-    if msn > horizon + 1 || part >= max_parts_per_segment(state, &view) {
-        return text(StatusCode::NOT_FOUND, "part is too far in the future");
+    let hinted = |v: &RenditionView| v.hint.as_deref() == Some(file);
+    if !hinted(&rx.borrow()) {
+        return text(StatusCode::NOT_FOUND, "no such part");
     }
     let started = Instant::now();
-    let r = tokio::time::timeout(
-        state.cfg.hls.blocking_timeout,
-        rx.wait_for(|v| v.part_state(msn, part) != PartState::Pending),
-    )
-    .await;
+    let r = tokio::time::timeout(state.cfg.hls.blocking_timeout, rx.wait_for(|v| !hinted(v))).await;
     state
         .metrics
         .http_blocking_wait
         .with_label_values(&["part"])
         .observe(started.elapsed().as_secs_f64());
     match r {
-        Ok(Ok(v)) if v.part_state(msn, part) == PartState::Ready => {
-            drop(v);
-            match state.store.objects.get(key) {
-                Some(obj) => object_response(state, obj.kind, obj.chunks),
-                None => text(StatusCode::NOT_FOUND, "part was evicted"),
-            }
-        }
-        Ok(_) => text(StatusCode::NOT_FOUND, "part will not be produced"),
-        Err(_) => text(
+        Ok(Ok(_)) => match state.store.objects.get(key) {
+            Some(obj) => object_response(state, obj.kind, obj.chunks),
+            None => text(StatusCode::NOT_FOUND, "part was not produced"),
+        },
+        _ => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "part did not appear in time",
         ),
@@ -347,8 +336,10 @@ mod tests {
         assert!(matches!(parse_file("init.mp4"), Some(File::Init)));
         assert!(matches!(parse_file("init-2.mp4"), Some(File::Init)));
         assert!(matches!(parse_file("12.m4s"), Some(File::Segment)));
-        assert!(matches!(parse_file("12.3.m4s"), Some(File::Part(12, 3))));
-        assert!(parse_file("12.3.4.m4s").is_none());
+        assert!(matches!(parse_file("p123.m4s"), Some(File::Part)));
+        assert!(parse_file("12.3.m4s").is_none());
+        assert!(parse_file("p.m4s").is_none());
+        assert!(parse_file("pp1.m4s").is_none());
         assert!(parse_file("+1.m4s").is_none());
         assert!(parse_file(".m4s").is_none());
         assert!(parse_file("x.mp4").is_none());

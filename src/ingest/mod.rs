@@ -60,16 +60,7 @@ impl Ingest {
         hub: Arc<Hub>,
         metrics: Metrics,
     ) -> Result<Self, IngestError> {
-        let addr = cfg.srt.listen;
-        let bind_err = |source| IngestError::Bind { addr, source };
-        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
-        let local = udp.local_addr().map_err(bind_err)?;
-        let (listener, incoming) = SrtListener::builder()
-            .latency(cfg.srt.latency)
-            .socket(udp)
-            .bind(local)
-            .await
-            .map_err(bind_err)?;
+        let (listener, incoming, local) = listen(cfg.srt.listen, cfg.srt.latency).await?;
         Ok(Self {
             cfg,
             hub,
@@ -94,7 +85,18 @@ impl Ingest {
                 () = token.cancelled() => break,
                 r = self.incoming.incoming().next() => match r {
                     Some(r) => r,
-                    None => break,
+                    None => {
+                        // srt-protocol's listener task panics on some handshakes it does
+                        // not implement (key material it did not expect). Every SRT
+                        // session goes with it; bind a new listener so publishers can
+                        // reconnect, rather than leaving ingest dead.
+                        self.metrics.stream_errors.with_label_values(&["srt_listener_failed"]).inc();
+                        tracing::error!("SRT listener stopped unexpectedly; binding it again");
+                        if !self.rebind(&token).await {
+                            break;
+                        }
+                        continue;
+                    }
                 },
             };
             let remote = req.remote();
@@ -142,7 +144,7 @@ impl Ingest {
                             // A wrong passphrase ends here: the key unwrap fails inside the
                             // handshake and the caller gets SRT_REJ_BADSECRET.
                             metrics.srt_rejected.with_label_values(&["handshake_failed"]).inc();
-                            tracing::warn!(error = %e, "publisher refused: handshake failed (wrong passphrase?)");
+                            tracing::warn!(error = %e, "publisher refused: handshake failed (wrong or missing passphrase?)");
                             return;
                         }
                     };
@@ -181,6 +183,28 @@ impl Ingest {
         tracker.wait().await;
     }
 
+    /// Binds the listener again on the same address, retrying while the dead listener's
+    /// sessions still hold the port. Returns false when cancelled or out of tries.
+    async fn rebind(&mut self, token: &CancellationToken) -> bool {
+        for _ in 0..60 {
+            match listen(self.local, self.cfg.srt.latency).await {
+                Ok((listener, incoming, _)) => {
+                    self.listener = listener;
+                    self.incoming = incoming;
+                    tracing::info!(addr = %self.local, "SRT listener bound again");
+                    return true;
+                }
+                Err(e) => tracing::debug!(error = %e, "SRT rebind failed; retrying"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        tracing::error!(addr = %self.local, "SRT listener could not be bound again");
+        false
+    }
+
     fn decide(&self, name: &str, caller_key: KeySize) -> Decision {
         let Some(stream) = self.cfg.streams.get(name) else {
             if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified {
@@ -193,12 +217,11 @@ impl Ingest {
             // srt-protocol panics when a caller sends key material that the listener did not
             // expect, so an encrypted caller on an open stream is refused here.
             (None, _) => Decision::Reject("unexpected_encryption", ServerRejectReason::BadMode),
-            (Some(_), KeySize::Unspecified) => {
-                Decision::Reject("missing_passphrase", ServerRejectReason::Unauthorized)
-            }
+            // libsrt callers (ffmpeg, OBS, srt-live-transmit, GStreamer) leave `pbkeylen` at
+            // 0 by default and announce no key size, yet send AES-128 key material. Accept
+            // them with the stream's passphrase and let the key exchange decide: a wrong or
+            // missing passphrase then fails the handshake (BADSECRET / UNSECURE).
             (Some(p), size) => match Passphrase::try_from(p.clone()) {
-                // Match the caller's key size; a wrong passphrase then fails the key
-                // unwrap in the handshake (SRT_REJ_BADSECRET) and never connects.
                 Ok(passphrase) => Decision::Accept(Some(KeySettings {
                     key_size: size,
                     passphrase,
@@ -221,6 +244,23 @@ impl Ingest {
             let _ = req.reject(RejectReason::Server(code)).await;
         });
     }
+}
+
+/// Binds the UDP socket and the SRT listener on it.
+async fn listen(
+    addr: SocketAddr,
+    latency: Duration,
+) -> Result<(SrtListener, srt_tokio::SrtIncoming, SocketAddr), IngestError> {
+    let bind_err = |source| IngestError::Bind { addr, source };
+    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
+    let local = udp.local_addr().map_err(bind_err)?;
+    let (listener, incoming) = SrtListener::builder()
+        .latency(latency)
+        .socket(udp)
+        .bind(local)
+        .await
+        .map_err(bind_err)?;
+    Ok((listener, incoming, local))
 }
 
 /// Moves bytes from the SRT socket into the session until either side ends.

@@ -64,7 +64,7 @@ pub enum Output {
     },
     /// A complete part.
     Part {
-        /// Relative URI (`{msn}.{part}.m4s`).
+        /// Relative URI (`p{seq}.m4s`).
         uri: String,
         /// Its bytes.
         data: Bytes,
@@ -81,6 +81,8 @@ pub enum Output {
 /// One listed part.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartInfo {
+    /// Its running number in the rendition, which names it (`p{seq}.m4s`).
+    pub seq: u64,
     /// Its duration.
     pub duration: Duration,
     /// Starts with an independent frame.
@@ -123,6 +125,10 @@ pub struct Segmenter {
     /// The segment being built, with its part bytes.
     open: Option<(Segment, Vec<Bytes>)>,
     next_msn: u64,
+    /// The running number of the next part. Parts are named by it, not by their place in
+    /// a segment, so the preload hint always names a part that will exist: where a
+    /// segment ends is only known once the next part starts it.
+    next_part_seq: u64,
     init: Option<(u32, Bytes)>,
     next_init_gen: u32,
     discontinuity_pending: bool,
@@ -140,6 +146,7 @@ impl Segmenter {
             segments: VecDeque::new(),
             open: None,
             next_msn: 0,
+            next_part_seq: 0,
             init: None,
             next_init_gen: 0,
             discontinuity_pending: false,
@@ -201,7 +208,10 @@ impl Segmenter {
                 }
                 let (seg, parts) = self.open.as_mut().expect("opened above");
                 let idx = seg.parts.len();
+                let seq = self.next_part_seq;
+                self.next_part_seq += 1;
                 seg.parts.push(PartInfo {
+                    seq,
                     duration: chunk.duration,
                     // The first part of a segment always starts at a fragment boundary,
                     // which cmafmux places on a keyframe.
@@ -212,7 +222,7 @@ impl Segmenter {
                 self.longest_part = self.longest_part.max(chunk.duration);
                 parts.push(chunk.data.clone());
                 out.push(Output::Part {
-                    uri: part_uri(seg.msn, idx),
+                    uri: part_uri(seq),
                     data: chunk.data,
                 });
             }
@@ -282,21 +292,10 @@ impl Segmenter {
             .map(|s| (s.msn, s.parts.len().saturating_sub(1) as u64))
     }
 
-    /// The part a player should preload next: (MSN, part index).
-    pub fn next_part(&self) -> (u64, u64) {
-        match self.open_segment() {
-            Some(s) => (s.msn, s.parts.len() as u64),
-            None => (self.next_msn, 0),
-        }
-    }
-
-    /// Whether part (msn, part) will never exist: its segment closed with fewer parts, or
-    /// it left the window.
-    pub fn part_is_gone(&self, msn: u64, part: u64) -> bool {
-        if let Some(s) = self.segments.iter().find(|s| s.msn == msn) {
-            return part >= s.parts.len() as u64;
-        }
-        msn < self.media_sequence()
+    /// URI of the part a player should preload next (`EXT-X-PRELOAD-HINT`). It exists
+    /// as soon as the next chunk arrives, whichever segment that chunk belongs to.
+    pub fn next_part_uri(&self) -> String {
+        part_uri(self.next_part_seq)
     }
 
     /// The current init segment's generation.
@@ -356,9 +355,9 @@ pub fn segment_uri(msn: u64) -> String {
     format!("{msn}.m4s")
 }
 
-/// URI of a part.
-pub fn part_uri(msn: u64, part: usize) -> String {
-    format!("{msn}.{part}.m4s")
+/// URI of a part: its running number in the rendition.
+pub fn part_uri(seq: u64) -> String {
+    format!("p{seq}.m4s")
 }
 
 #[cfg(test)]
@@ -405,16 +404,17 @@ mod tests {
             }]
         );
         let o = s.push(chunk(ChunkKind::SegmentStart, b"a0", 200)).unwrap();
-        assert!(matches!(&o[..], [Output::Part { uri, .. }] if uri == "0.0.m4s"));
+        assert!(matches!(&o[..], [Output::Part { uri, .. }] if uri == "p0.m4s"));
         s.push(chunk(ChunkKind::PartStart, b"a1", 200)).unwrap();
         s.push(chunk(ChunkKind::PartStart, b"a2", 200)).unwrap();
         assert_eq!(s.last_part(), Some((0, 2)));
-        assert_eq!(s.next_part(), (0, 3));
+        assert_eq!(s.next_part_uri(), "p3.m4s");
         let o = s.push(chunk(ChunkKind::SegmentStart, b"b0", 200)).unwrap();
         match &o[..] {
             [Output::Segment { uri, parts }, Output::Part { uri: p, .. }] => {
                 assert_eq!(uri, "0.m4s");
-                assert_eq!(p, "1.0.m4s");
+                // The hint named p3 while segment 0 was open; p3 is the part that came.
+                assert_eq!(p, "p3.m4s");
                 assert_eq!(parts.concat(), b"a0a1a2");
             }
             other => panic!("unexpected {other:?}"),
@@ -422,8 +422,7 @@ mod tests {
         assert_eq!(s.segments()[0].duration, Duration::from_millis(600));
         assert!(s.segments()[0].parts[0].independent);
         assert!(!s.segments()[0].parts[1].independent);
-        assert!(s.part_is_gone(0, 3));
-        assert!(!s.part_is_gone(1, 1));
+        assert_eq!(s.next_part_uri(), "p4.m4s");
     }
 
     #[test]
@@ -450,7 +449,6 @@ mod tests {
         assert_eq!(s.segments().len(), 4);
         assert_eq!(s.media_sequence(), 5);
         assert_eq!(s.discontinuity_sequence(), 1);
-        assert!(s.part_is_gone(2, 0));
     }
 
     #[test]
@@ -463,7 +461,7 @@ mod tests {
         // A part right after a new init cannot continue the old segment.
         let o = s.push(chunk(ChunkKind::PartStart, b"y", 500)).unwrap();
         assert!(
-            matches!(&o[..], [Output::Segment { .. }, Output::Part { uri, .. }] if uri == "1.0.m4s")
+            matches!(&o[..], [Output::Segment { .. }, Output::Part { uri, .. }] if uri == "p1.m4s")
         );
         assert_eq!(s.open_segment().unwrap().init_gen, 1);
     }

@@ -96,14 +96,14 @@ fn server_control(out: &mut String, target: u64, part_target: Duration) {
 /// `#EXT-X-PART:<attribute-list>`: "identifies a Partial Segment ... DURATION ... URI ...
 /// INDEPENDENT=YES indicates that the Partial Segment contains an independent frame"
 /// (RFC 8216bis §4.4.4.9).
-fn part(out: &mut String, msn: u64, idx: usize, d: Duration, independent: bool) {
+fn part(out: &mut String, info: &super::PartInfo) {
     let _ = write!(
         out,
         "#EXT-X-PART:DURATION={},URI=\"{}\"",
-        secs(d),
-        part_uri(msn, idx)
+        secs(info.duration),
+        part_uri(info.seq)
     );
-    out.push_str(if independent {
+    out.push_str(if info.independent {
         ",INDEPENDENT=YES\n"
     } else {
         "\n"
@@ -174,8 +174,8 @@ pub fn render_media(
         }
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", pdt(s.pdt));
         if i >= parts_from {
-            for (p, info) in s.parts.iter().enumerate() {
-                part(&mut out, s.msn, p, info.duration, info.independent);
+            for info in &s.parts {
+                part(&mut out, info);
             }
         }
         let _ = writeln!(out, "#EXTINF:{},\n{}", secs(s.duration), segment_uri(s.msn));
@@ -188,17 +188,17 @@ pub fn render_media(
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
         let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", pdt(s.pdt));
-        for (p, info) in s.parts.iter().enumerate() {
-            part(&mut out, s.msn, p, info.duration, info.independent);
+        for info in &s.parts {
+            part(&mut out, info);
         }
     }
     if req.live {
-        // "#EXT-X-PRELOAD-HINT ... TYPE=PART ... URI" (§4.4.5.3): the next part.
-        let (msn, p) = seg.next_part();
+        // "#EXT-X-PRELOAD-HINT ... TYPE=PART ... URI" (§4.4.5.3): the next part, named
+        // by its running number, so it exists whichever segment it ends up in.
         let _ = writeln!(
             out,
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-            part_uri(msn, p as usize)
+            seg.next_part_uri()
         );
     }
     // "#EXT-X-RENDITION-REPORT ... LAST-MSN ... LAST-PART" (§4.4.5.4).
@@ -364,25 +364,25 @@ mod tests {
 #EXTINF:1.000,
 0.m4s
 #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:21.000Z
-#EXT-X-PART:DURATION=0.200,URI=\"1.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.200,URI=\"1.1.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"1.2.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"1.3.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"1.4.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p5.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"p6.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p7.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p8.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p9.m4s\"
 #EXTINF:1.000,
 1.m4s
 #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z
-#EXT-X-PART:DURATION=0.200,URI=\"2.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.200,URI=\"2.1.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"2.2.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"2.3.m4s\"
-#EXT-X-PART:DURATION=0.200,URI=\"2.4.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p10.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"p11.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p12.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p13.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p14.m4s\"
 #EXTINF:1.000,
 2.m4s
 #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:23.000Z
-#EXT-X-PART:DURATION=0.200,URI=\"3.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.200,URI=\"3.1.m4s\"
-#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"3.2.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"p15.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"p16.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p17.m4s\"
 #EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\",LAST-MSN=3,LAST-PART=1
 ";
         assert_eq!(text, expected);

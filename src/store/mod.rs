@@ -123,17 +123,6 @@ impl ObjectStore for MemoryStore {
     }
 }
 
-/// Whether a part exists yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartState {
-    /// Published: fetch it.
-    Ready,
-    /// Not yet published, and may be.
-    Pending,
-    /// Will never exist (its segment closed shorter, or it left the window).
-    Gone,
-}
-
 /// A snapshot of one rendition, replaced on every publish.
 #[derive(Debug, Clone, Default)]
 pub struct RenditionView {
@@ -157,37 +146,12 @@ pub struct RenditionView {
     pub inits: Vec<(String, Bytes)>,
     /// Program date time of the latest part.
     pub last_pdt: Option<std::time::SystemTime>,
+    /// URI of the next part (the preload hint), kept while the publisher is away too: the
+    /// part with that name is the next one published, whenever that is.
+    pub hint: Option<String>,
 }
 
 impl RenditionView {
-    /// Where part (msn, part) stands.
-    pub fn part_state(&self, msn: u64, part: u64) -> PartState {
-        if let Some((m, n)) = self.open {
-            if msn == m {
-                return if part < n {
-                    PartState::Ready
-                } else {
-                    PartState::Pending
-                };
-            }
-            if msn > m {
-                return PartState::Pending;
-            }
-        }
-        if let Some(&(_, n)) = self.segments.iter().find(|(m, _)| *m == msn) {
-            return if part < n {
-                PartState::Ready
-            } else {
-                PartState::Gone
-            };
-        }
-        if msn < self.media_sequence || self.segments.last().is_some_and(|(m, _)| msn <= *m) {
-            PartState::Gone
-        } else {
-            PartState::Pending
-        }
-    }
-
     /// Whether the playlist already holds part (msn, part) (or a later one), which is what
     /// a blocking reload with `_HLS_msn`/`_HLS_part` waits for.
     pub fn has(&self, msn: u64, part: Option<u64>) -> bool {
@@ -371,21 +335,15 @@ mod tests {
     }
 
     #[test]
-    fn part_states() {
+    fn blocking_reload_targets() {
         let v = view(vec![(4, 5), (5, 6)], Some((6, 2)));
-        assert_eq!(v.part_state(6, 1), PartState::Ready);
-        assert_eq!(v.part_state(6, 2), PartState::Pending);
-        assert_eq!(v.part_state(7, 0), PartState::Pending);
-        assert_eq!(v.part_state(5, 5), PartState::Ready);
-        assert_eq!(v.part_state(5, 6), PartState::Gone);
-        assert_eq!(v.part_state(3, 0), PartState::Gone);
         assert!(v.has(6, Some(1)));
         assert!(!v.has(6, Some(2)));
         assert!(v.has(5, None));
         assert!(!v.has(6, None));
-        let ended = view(vec![(4, 5)], None);
-        assert_eq!(ended.part_state(5, 0), PartState::Pending);
-        assert_eq!(ended.part_state(4, 5), PartState::Gone);
+        // A part index past the end of a closed segment means the next segment's first.
+        assert!(v.has(5, Some(6)));
+        assert!(!v.has(7, Some(0)));
     }
 
     #[test]

@@ -142,11 +142,11 @@ impl Publisher {
     }
 }
 
-/// The SRT URL ffmpeg uses, as OBS builds it.
+/// The SRT URL ffmpeg uses, as OBS builds it: libsrt's defaults (no `pbkeylen`).
 pub fn srt_url(node: &Node, streamid: &str, passphrase: Option<&str>) -> String {
     let mut u = format!("srt://{}?streamid={streamid}&latency=120000", node.srt);
     if let Some(p) = passphrase {
-        u.push_str(&format!("&passphrase={p}&pbkeylen=16"));
+        u.push_str(&format!("&passphrase={p}"));
     }
     u
 }
@@ -406,6 +406,41 @@ pub fn segments(lines: &[Line]) -> Vec<(u64, f64, String)> {
         }
     }
     out
+}
+
+/// The parts of each segment, the open one last: `(msn, [EXT-X-PART attributes])`, read
+/// from the playlist's structure (part URIs are opaque names).
+pub fn segment_parts(lines: &[Line]) -> Vec<(u64, Vec<BTreeMap<String, String>>)> {
+    let mut msn: u64 = tag(lines, "EXT-X-MEDIA-SEQUENCE").parse().unwrap();
+    if let Some(s) = tags(lines, "EXT-X-SKIP").first() {
+        msn += attrs(s)["SKIPPED-SEGMENTS"].parse::<u64>().unwrap();
+    }
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    for l in lines {
+        match l {
+            Line::Tag(n, v) if n == "EXT-X-PART" => parts.push(attrs(v)),
+            Line::Uri(_) => {
+                out.push((msn, std::mem::take(&mut parts)));
+                msn += 1;
+            }
+            _ => {}
+        }
+    }
+    if !parts.is_empty() {
+        out.push((msn, parts));
+    }
+    out
+}
+
+/// `(msn, part)` just after the newest listed part: what a blocking reload asks for next.
+pub fn next_part_target(lines: &[Line]) -> (u64, u64) {
+    let (msn, parts) = segment_parts(lines)
+        .into_iter()
+        .rev()
+        .find(|(_, p)| !p.is_empty())
+        .expect("a listed part");
+    (msn, parts.len() as u64)
 }
 
 /// Runs ffprobe on a file and returns `codec_name,width,height,frames` of the first
