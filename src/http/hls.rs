@@ -236,18 +236,14 @@ pub(super) async fn object(
     if let Err(r) = upstream(state, stream, Some(rendition)).await {
         return ("object", r);
     }
-    let Some(parsed) = parse_file(file) else {
-        // Names an edge keeps from a foreign origin.
-        let key = format!("{stream}/{rendition}/{file}");
-        return match state.store.objects.get(&key) {
-            Some(obj) => ("object", object_response(state, obj.kind, obj.chunks)),
-            None => ("other", text(StatusCode::NOT_FOUND, "not found")),
-        };
-    };
-    let route = match parsed {
-        File::Init => "init",
-        File::Segment => "segment",
-        File::Part => "part",
+    let (parsed, route) = match parse_file(file) {
+        Some(File::Init) => (File::Init, "init"),
+        Some(File::Segment) => (File::Segment, "segment"),
+        Some(File::Part) => (File::Part, "part"),
+        // An edge keeps a foreign origin's names: served from the store, or waited for
+        // like a part when it is the hinted one.
+        None if state.upstream.is_some() => (File::Part, "object"),
+        None => return ("other", text(StatusCode::NOT_FOUND, "not found")),
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {

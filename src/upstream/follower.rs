@@ -23,7 +23,7 @@ use super::{
     client::Kind,
     playlist::{self, is_simple_name, MediaPlaylist, Rendition},
     window::{EdgePart, EdgeSegment, Window},
-    Activity, Catalog, Inner, Ready, Remote, Resume, UpstreamError,
+    Activity, Catalog, Inner, Readiness, Remote, Resume, UpstreamError,
 };
 use crate::store::{Object, ObjectKind, StreamEntry};
 
@@ -145,7 +145,9 @@ impl Follower {
                             let n = self.up.origins.len();
                             self.origin = (self.origin + 1) % n;
                             if self.failures as usize >= n {
-                                self.activity.ready.send_replace(Ready::Failed(e.clone()));
+                                self.activity
+                                    .ready
+                                    .send_replace(Readiness::Failed(e.clone()));
                             }
                             if self.failures as usize >= 3 * n {
                                 self.retire();
@@ -346,7 +348,7 @@ impl Follower {
             .publish(&self.rendition.name, self.window.view(&self.inits));
         if !self.ready {
             self.ready = true;
-            self.activity.ready.send_replace(Ready::Ready);
+            self.activity.ready.send_replace(Readiness::Published);
         }
     }
 

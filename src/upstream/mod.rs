@@ -114,23 +114,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Whether a follower has published yet.
 #[derive(Debug, Clone)]
-enum Ready {
+enum Readiness {
     Starting,
-    Ready,
+    Published,
     Failed(UpstreamError),
 }
 
 /// A follower's link to the viewers: when they last asked, and whether it is ready.
 struct Activity {
     last: AtomicU64,
-    ready: watch::Sender<Ready>,
+    ready: watch::Sender<Readiness>,
 }
 
 impl Activity {
     fn new(now_ms: u64) -> Self {
         Self {
             last: AtomicU64::new(now_ms),
-            ready: watch::channel(Ready::Starting).0,
+            ready: watch::channel(Readiness::Starting).0,
         }
     }
 }
@@ -294,12 +294,12 @@ impl Upstream {
         let activity = self.touch_or_start(&remote, &catalog, r);
         let mut rx = activity.ready.subscribe();
         let wait = inner.cfg.hls.blocking_timeout;
-        let state = tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Ready::Starting)))
+        let state = tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Readiness::Starting)))
             .await
             .map(|r| r.map(|s| s.clone()));
         match state {
-            Ok(Ok(Ready::Ready)) => Ok(()),
-            Ok(Ok(Ready::Failed(e))) => Err(e),
+            Ok(Ok(Readiness::Published)) => Ok(()),
+            Ok(Ok(Readiness::Failed(e))) => Err(e),
             _ => Err(UpstreamError::Timeout),
         }
     }

@@ -295,10 +295,8 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylist, ParseError> {
                 p.dateranges.push(line.to_owned());
             }
             "-X-GAP" | "-X-BITRATE" => cur.tags.push(line.to_owned()),
-            "-X-KEY" => {
-                if attrs()?.get("METHOD") != Some("NONE") {
-                    return Err(err(n, "encrypted media is not supported"));
-                }
+            "-X-KEY" if attrs()?.get("METHOD") != Some("NONE") => {
+                return Err(err(n, "encrypted media is not supported"));
             }
             "-X-BYTERANGE" => return Err(err(n, "byte-range segments are not supported")),
             "-X-PART" => {

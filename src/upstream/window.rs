@@ -288,6 +288,7 @@ impl Window {
             live: !self.header.ended,
             inits: inits.to_vec(),
             last_pdt,
+            hint: self.header.hint.clone().filter(|_| !self.header.ended),
         }
     }
 }
@@ -387,6 +388,7 @@ mod tests {
         assert_eq!(v.segments, vec![(0, 5), (1, 5)]);
         assert_eq!(v.open, Some((2, 2)));
         assert!(v.live && v.has(2, Some(1)) && !v.has(2, Some(2)));
+        assert_eq!(v.hint.as_deref(), Some("9.2.m4s"));
     }
 
     #[test]
