@@ -752,3 +752,140 @@ async fn hostile_upstream_gets_viewers_503_or_404_and_the_edge_stays_up() {
     );
     assert!(!edge.log().contains("panicked"));
 }
+
+/// varnishd in the foreground with `config/varnish.vcl` pointed at `backend`; killed on
+/// drop.
+struct Varnish {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Varnish {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_varnish(backend: SocketAddr, dir: &Path) -> Varnish {
+    let vcl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/varnish.vcl"))
+        .unwrap()
+        .replace(
+            ".port = \"8080\";",
+            &format!(".port = \"{}\";", backend.port()),
+        );
+    let vcl_path = dir.join("varnish.vcl");
+    std::fs::write(&vcl_path, vcl).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = std::fs::File::create(dir.join("varnish.log")).unwrap();
+    let child = std::process::Command::new("varnishd")
+        .args([
+            "-F",
+            "-j",
+            "none",
+            "-a",
+            &addr.to_string(),
+            "-s",
+            "malloc,64m",
+        ])
+        .arg("-f")
+        .arg(&vcl_path)
+        .arg("-n")
+        .arg(dir.join("varnish-work"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("varnishd (scripts/setup.sh --test installs it)");
+    let v = Varnish { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "varnishd did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn varnish_in_front_of_an_edge_collapses_blocking_reloads_and_hinted_parts() {
+    let origin = Node::start("vc-origin", "[streams.demo]\n");
+    let edge = Node::start("vc-edge", &upstream_cfg(&[&origin], ""));
+    let _pub = small_publish(&origin, "demo", 60);
+    let varnish = start_varnish(edge.http, &edge.dir).await;
+    let cdn = |p: &str| format!("http://{}{p}", varnish.addr);
+    let url = cdn("/live/demo/source/index.m3u8");
+    wait_ok(&url, Duration::from_secs(30)).await;
+    let served = |route: &'static str| {
+        let edge = &edge;
+        async move {
+            metric(
+                edge,
+                "estuary_http_requests_total",
+                &format!("route=\"{route}\""),
+            )
+            .await
+        }
+    };
+
+    // Ten players block on the same next part, with the parameters in either order.
+    let lines = parse_playlist(&get(&url).await.text());
+    let (m, p) = next_part(&lines);
+    let before = served("media_playlist").await;
+    let mut players = Vec::new();
+    for i in 0..10 {
+        let u = if i % 2 == 0 {
+            format!("{url}?_HLS_msn={m}&_HLS_part={p}")
+        } else {
+            format!("{url}?_HLS_part={p}&_HLS_msn={m}")
+        };
+        players.push(tokio::spawn(async move { get(&u).await }));
+    }
+    let mut bodies = Vec::new();
+    for pl in players {
+        let r = pl.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.headers.contains_key("age"), "no Age header");
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        served("media_playlist").await - before,
+        1.0,
+        "Varnish did not collapse the blocking reloads"
+    );
+    let again = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
+    assert_eq!(again.body, bodies[0]);
+    assert_eq!(
+        served("media_playlist").await - before,
+        1.0,
+        "not served from cache"
+    );
+
+    // Ten players GET the hinted part before it exists: one request reaches the edge.
+    let lines = parse_playlist(&bodies[0].iter().map(|b| *b as char).collect::<String>());
+    let hint = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+    let before = served("part").await;
+    let mut players = Vec::new();
+    for _ in 0..10 {
+        let u = cdn(&format!("/live/demo/source/{hint}"));
+        players.push(tokio::spawn(async move { get(&u).await }));
+    }
+    let mut parts = Vec::new();
+    for pl in players {
+        let r = pl.await.unwrap();
+        assert_eq!(r.status, 200, "hinted part {hint} through Varnish");
+        parts.push(r.body);
+    }
+    assert!(parts.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        served("part").await - before,
+        1.0,
+        "hinted part not collapsed"
+    );
+    let direct = get(&edge.url(&format!("/live/demo/source/{hint}"))).await;
+    assert_eq!(direct.body, parts[0]);
+}
