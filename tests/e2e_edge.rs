@@ -116,7 +116,9 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     // The origin takes pullers only with the secret; the mid-tier sends it.
     let origin = Node::start(
         "edge-origin",
-        &format!("[streams.demo]\n[upstream]\nsecret = \"{SECRET}\"\nrequire_secret = true\n"),
+        &format!(
+            "[streams.demo]\n[upstream]\nsecret = \"{SECRET}\"\nrequire_secret = true\n[interact]\ntoken_secret = \"{SECRET}-tokens-0123456789\"\n"
+        ),
     );
     let mid = Node::start(
         "edge-mid",
@@ -266,6 +268,56 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     assert_eq!(part.status, 200, "hinted part {hinted}");
     assert!(matches!(&part.body[4..8], b"moof" | b"styp"));
     assert!(t0.elapsed() < Duration::from_secs(3));
+
+    // A poll at the origin reaches the last edge's playlists as the origin's DATERANGE.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
+        .args(["token", "--role", "host", "--user", "ops", "--name", "Ops", "--config"])
+        .arg(origin.dir.join("estuary.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let code = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-d", r#"{"question":"Tea?","options":["Yes","No"],"duration_secs":60}"#])
+        .arg(origin.url("/api/streams/demo/polls"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "201");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let at_edge = parse_playlist(&get(&url).await.text());
+        if let Some(d) = tags(&at_edge, "EXT-X-DATERANGE").first() {
+            let o = parse_playlist(
+                &get_auth(&origin.url("/live/demo/source/index.m3u8"), SECRET)
+                    .await
+                    .text(),
+            );
+            assert_eq!(tags(&o, "EXT-X-DATERANGE").first(), Some(d));
+            assert_eq!(attrs(d)["CLASS"], "com.estuary.poll");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no EXT-X-DATERANGE at the edge");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Delta updates at the edge once more than CAN-SKIP-UNTIL is listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = parse_playlist(&get(&format!("{url}?_HLS_skip=YES")).await.text());
+        if let Some(s) = tags(&d, "EXT-X-SKIP").first() {
+            assert!(attrs(s)["SKIPPED-SEGMENTS"].parse::<u64>().unwrap() > 0);
+            let full = segments(&parse_playlist(&get(&url).await.text()));
+            let delta = segments(&d);
+            assert!(delta.len() < full.len());
+            let (first, _, uri) = &delta[0];
+            assert!(full.iter().any(|(m, _, u)| m == first && u == uri));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no EXT-X-SKIP at the edge after 30 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Same 400 rules as the origin.
     for q in [
