@@ -271,16 +271,25 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
 
     // A poll at the origin reaches the last edge's playlists as the origin's DATERANGE.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .args(["token", "--role", "host", "--user", "ops", "--name", "Ops", "--config"])
+        .args([
+            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--config",
+        ])
         .arg(origin.dir.join("estuary.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let code = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-d", r#"{"question":"Tea?","options":["Yes","No"],"duration_secs":60}"#])
+        .args([
+            "-d",
+            r#"{"question":"Tea?","options":["Yes","No"],"duration_secs":60}"#,
+        ])
         .arg(origin.url("/api/streams/demo/polls"))
         .output()
         .unwrap();
@@ -315,7 +324,10 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
             assert!(full.iter().any(|(m, _, u)| m == first && u == uri));
             break;
         }
-        assert!(Instant::now() < deadline, "no EXT-X-SKIP at the edge after 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no EXT-X-SKIP at the edge after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
@@ -940,4 +952,148 @@ async fn varnish_in_front_of_an_edge_collapses_blocking_reloads_and_hinted_parts
     );
     let direct = get(&edge.url(&format!("/live/demo/source/{hint}"))).await;
     assert_eq!(direct.body, parts[0]);
+}
+
+/// A test CA and a server certificate it signs for 127.0.0.1: (ca.pem, cert.pem, key.pem).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "1", "-subj", "/CN=estuary-test-ca"],
+        &[
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=origin",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "csr.pem",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "csr.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_is_trusted_through_the_custom_ca_only() {
+    let pki = tempdir("edge-pki");
+    let (ca, cert, key) = test_pki(&pki);
+    let origin = Node::start(
+        "tls-origin",
+        &format!(
+            "http.tls_cert = \"{}\"\nhttp.tls_key = \"{}\"\n[streams.demo]\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let _pub = small_publish(&origin, "demo", 40);
+    let base = format!("https://127.0.0.1:{}/live", origin.http.port());
+    let trusting = Node::start(
+        "tls-edge",
+        &format!(
+            "[upstream]\norigins = [\"{base}\"]\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    );
+    let doubting = Node::start(
+        "tls-edge-noca",
+        &format!("[upstream]\norigins = [\"{base}\"]\n"),
+    );
+    let url = trusting.url("/live/demo/source/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get(&url).await;
+        if r.status == 200 && r.text().contains("#EXT-X-PART:") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no playlist over https: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let lines = parse_playlist(&get(&url).await.text());
+    let (m, p) = next_part(&lines);
+    let r = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        metric(
+            &trusting,
+            "estuary_upstream_requests_total",
+            "kind=\"hint\",result=\"ok\""
+        )
+        .await
+            >= 1.0
+    );
+    // Without the CA the origin's certificate is refused: viewers get 503.
+    assert_eq!(
+        get(&doubting.url("/live/demo/index.m3u8")).await.status,
+        503
+    );
+    assert!(
+        metric(
+            &doubting,
+            "estuary_upstream_requests_total",
+            "result=\"connect\""
+        )
+        .await
+            >= 1.0
+    );
 }

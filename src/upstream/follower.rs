@@ -764,16 +764,20 @@ impl Follower {
     }
 }
 
-/// Whether a complete upstream segment ends no later than what the edge lists already
-/// (by program date time; without PDT nothing is older).
+/// Whether an upstream segment (complete, or open with its parts so far) ends no later
+/// than what the edge lists already, by program date time; without PDT nothing is older.
 fn is_older(s: &playlist::Segment, last_end: Option<SystemTime>) -> bool {
+    let secs = match s.uri {
+        Some(_) => s.duration.1,
+        None => s.parts.iter().map(|p| p.duration).sum(),
+    };
     let probe = EdgeSegment {
         pdt: s.pdt.clone(),
-        secs: s.duration.1,
+        secs,
         ..Default::default()
     };
-    match (last_end, probe.pdt_end(), &s.uri) {
-        (Some(last), Some(end), Some(_)) => end <= last + Duration::from_millis(1),
+    match (last_end, probe.pdt_end()) {
+        (Some(last), Some(end)) => end <= last + Duration::from_millis(1),
         _ => false,
     }
 }
