@@ -127,7 +127,9 @@ impl Window {
             let Some(s) = self.segments.pop_front() else {
                 break;
             };
-            if self.segments.front().is_some_and(|n| n.discontinuity) {
+            // "the value of the EXT-X-DISCONTINUITY-SEQUENCE ... MUST be incremented by
+            // one for every EXT-X-DISCONTINUITY tag that is removed" (§6.2.2).
+            if s.discontinuity {
                 self.dseq += 1;
             }
             gone.extend(s.name);
@@ -399,9 +401,12 @@ mod tests {
         assert!(d.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"), "{d}");
         assert!(!d.contains("\n3.m4s\n") && d.contains("\n4.m4s\n"));
         assert!(d.contains("#EXT-X-MAP:URI=\"init.mp4\"\n"));
+        w.segments[1].discontinuity = true;
         w.segments[2].discontinuity = true;
         let gone = w.trim(8);
+        // Segment 1's tag left the playlist; segment 2's is still listed.
         assert_eq!(w.dseq, 1);
+        assert!(w.render(false).contains("#EXT-X-DISCONTINUITY\n"));
         assert!(gone.contains(&"0.m4s".to_owned()) && gone.contains(&"1.4.m4s".to_owned()));
         assert!(w.render(false).contains("#EXT-X-MEDIA-SEQUENCE:2\n"));
         let closed = w.close_open(|m| format!("c{m}.m4s")).unwrap();
