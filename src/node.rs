@@ -67,7 +67,7 @@ impl Node {
         .await?;
         let source = interact.clone();
         hub.set_dateranges(Arc::new(move |stream: &str| source.dateranges(stream)));
-        let upstream = if cfg.upstream.origins.is_empty() {
+        let upstream = if cfg.upstream.origins.is_empty() && cfg.upstream.redis.is_none() {
             None
         } else {
             Some(crate::upstream::Upstream::new(
@@ -77,6 +77,7 @@ impl Node {
                 token.child_token(),
             )?)
         };
+        let hub_for_directory = hub.clone();
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             store,
@@ -89,6 +90,9 @@ impl Node {
             upstream: upstream.clone(),
         });
         let server = Server::bind(state).await?;
+        if let Some(up) = &upstream {
+            up.register_streams(hub_for_directory, server.local_addr());
+        }
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
         let tracker = TaskTracker::new();
         tracker.spawn(ingest.run(token.clone()));

@@ -1097,3 +1097,106 @@ async fn https_origin_is_trusted_through_the_custom_ca_only() {
             >= 1.0
     );
 }
+
+/// A redis-server on a free loopback port, killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_redis() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    // Killed and reaped on drop, whether or not it came up.
+    let redis = Redis { child, port };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return redis;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis-server did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_directory_finds_the_origin_and_follows_the_publisher_to_another() {
+    let redis = start_redis();
+    let dir = format!(
+        "[upstream]\nredis = \"redis://127.0.0.1:{}\"\nlease = \"3s\"\nfailover_after = \"1500ms\"\n",
+        redis.port
+    );
+    let a = Node::start("dir-a", &format!("[streams.demo]\n{dir}"));
+    let b = Node::start("dir-b", &format!("[streams.demo]\n{dir}"));
+    // The edge has no static origins: only the directory says where streams are.
+    let edge = Node::start("dir-edge", &dir);
+    let mut pub_b = small_publish(&b, "demo", 60);
+    wait_ok(&b.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    let url = edge.url("/live/demo/source/index.m3u8");
+    let first = wait_ok(&url, Duration::from_secs(20)).await;
+    let (_, last_b, discs_b) = msn_span(&parse_playlist(&first.text()));
+    assert!(
+        metric(
+            &b,
+            "estuary_http_requests_total",
+            "route=\"media_playlist\""
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        metric(
+            &a,
+            "estuary_http_requests_total",
+            "route=\"media_playlist\""
+        )
+        .await,
+        0.0
+    );
+
+    // The publisher moves to A; A registers the stream and the edge follows it there.
+    let _ = pub_b.0.kill();
+    let _ = pub_b.wait_exit(Duration::from_secs(5));
+    let _pub_a = small_publish(&a, "demo", 60);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut prev = last_b;
+    loop {
+        let r = get(&url).await;
+        assert_eq!(r.status, 200);
+        let (_, last, discs) = msn_span(&parse_playlist(&r.text()));
+        assert!(last >= prev, "MSN went back {prev} -> {last}");
+        prev = last;
+        let pulled_a = metric(
+            &a,
+            "estuary_http_requests_total",
+            "route=\"media_playlist\"",
+        )
+        .await;
+        if discs > discs_b && last >= last_b + 3 && pulled_a > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge did not move to A: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(metric(&edge, "estuary_upstream_failovers_total", "").await >= 1.0);
+}

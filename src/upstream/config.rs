@@ -12,6 +12,8 @@ pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(3);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest upstream body accepted, in bytes.
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
+/// Default lease of an origin registration in Redis (refreshed at a third of it).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Upstream (edge tier) settings. With no `origins` the node only serves what is
 /// published to it.
@@ -45,6 +47,17 @@ pub struct UpstreamConfig {
     pub cleartext_http2: bool,
     /// Largest body accepted from upstream, in bytes.
     pub max_body: u64,
+    /// Redis URL for origin discovery: a node registers the streams published to it
+    /// (stream → `advertise`, under a refreshed lease), and looks a stream up there
+    /// before trying `origins`.
+    pub redis: Option<String>,
+    /// Base URL other nodes pull this node's streams from (like an `origins` entry);
+    /// by default `http://{http.listen}/live` when that address is a specific one.
+    pub advertise: Option<String>,
+    /// Lease of a registration; it is refreshed every third of it while the stream is
+    /// published, and removed when it ends.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -59,6 +72,9 @@ impl Default for UpstreamConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cleartext_http2: true,
             max_body: DEFAULT_MAX_BODY,
+            redis: None,
+            advertise: None,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -70,19 +86,37 @@ impl UpstreamConfig {
     /// `(key, reason)` naming the dotted key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: &str| Err((format!("upstream.{k}"), r.to_owned()));
-        for (i, o) in self.origins.iter().enumerate() {
+        let base_url_ok = |o: &str| {
             let rest = o
                 .strip_prefix("http://")
                 .or_else(|| o.strip_prefix("https://"));
-            let ok = rest.is_some_and(|r| {
+            rest.is_some_and(|r| {
                 !r.is_empty() && !r.starts_with('/') && !r.contains(['?', '#', ' '])
-            });
-            if !ok {
+            })
+        };
+        for (i, o) in self.origins.iter().enumerate() {
+            if !base_url_ok(o) {
                 return bad(
                     &format!("origins[{i}]"),
                     "must be an http:// or https:// base URL without query",
                 );
             }
+        }
+        if self.advertise.as_deref().is_some_and(|a| !base_url_ok(a)) {
+            return bad(
+                "advertise",
+                "must be an http:// or https:// base URL without query",
+            );
+        }
+        if self
+            .redis
+            .as_deref()
+            .is_some_and(|r| !r.starts_with("redis://") && !r.starts_with("rediss://"))
+        {
+            return bad("redis", "must be a redis:// or rediss:// URL");
+        }
+        if self.lease < Duration::from_secs(2) || self.lease > Duration::from_secs(300) {
+            return bad("lease", "must be between 2s and 5m");
         }
         if self.secret.as_deref().is_some_and(|s| {
             s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) || s.len() > 512
@@ -152,5 +186,11 @@ mod tests {
         assert_eq!(e.0, "upstream.failover_after");
         let e = parse("secret = \"a b\"").validate().unwrap_err();
         assert_eq!(e.0, "upstream.secret");
+        let e = parse("redis = \"http://x\"").validate().unwrap_err();
+        assert_eq!(e.0, "upstream.redis");
+        let e = parse("advertise = \"x:1\"").validate().unwrap_err();
+        assert_eq!(e.0, "upstream.advertise");
+        let e = parse("lease = \"1s\"").validate().unwrap_err();
+        assert_eq!(e.0, "upstream.lease");
     }
 }

@@ -52,6 +52,8 @@ pub(super) struct Follower {
     rendition: Rendition,
     activity: Arc<Activity>,
     entry: Arc<StreamEntry>,
+    /// Where to pull from, in order of preference.
+    origins: Arc<[String]>,
     /// Index of the origin followed now.
     origin: usize,
     /// Origins moved to so far (prefixes local names after the first).
@@ -85,9 +87,11 @@ pub(super) struct Follower {
 impl Follower {
     pub(super) fn new(s: Start) -> Self {
         let entry = s.up.store.stream_or_create(&s.remote.name);
-        let origin = s.remote.origin.load(Ordering::Relaxed) % s.up.origins.len().max(1);
+        let origins = s.remote.origins.lock().expect("not poisoned").clone();
+        let origin = s.remote.origin.load(Ordering::Relaxed) % origins.len().max(1);
         Self {
             entry,
+            origins,
             origin,
             epoch: s.resume.epoch,
             offset: 0,
@@ -120,14 +124,14 @@ impl Follower {
         async move {
             let gauge = self.up.metrics.followers_active.clone();
             gauge.inc();
-            tracing::info!(origin = %self.up.origins[self.origin], "follower started");
+            tracing::info!(origin = %self.origin_url(), "follower started");
             let token = self.up.token.clone();
             loop {
                 if token.is_cancelled() || self.retire_if_idle() {
                     break;
                 }
                 if self.last_progress.elapsed() >= self.stall_after() {
-                    self.failover();
+                    self.failover().await;
                 }
                 let r = tokio::select! {
                     r = self.step() => r,
@@ -142,7 +146,7 @@ impl Follower {
                         self.failures += 1;
                         if !self.ready {
                             // Before the first publish, try every origin at once.
-                            let n = self.up.origins.len();
+                            let n = self.origins.len().max(1);
                             self.origin = (self.origin + 1) % n;
                             if self.failures as usize >= n {
                                 self.activity
@@ -222,23 +226,36 @@ impl Follower {
 
     /// No new part for too long: move to the next origin (or start afresh on the only
     /// one). The open segment is completed with the parts it has.
-    fn failover(&mut self) {
+    async fn failover(&mut self) {
         self.last_progress = Instant::now();
         if let Some((_, t)) = self.hint.take() {
             t.abort();
         }
         self.next = None;
         self.synced = false;
-        let n = self.up.origins.len();
-        let from = self.origin;
-        self.origin = (self.origin + 1) % n;
+        let from_url = self.origins.get(self.origin).cloned();
+        // The directory may know where the stream went.
+        let fresh = self.up.origins_for(&self.remote.name).await;
+        if !fresh.is_empty() {
+            *self.remote.origins.lock().expect("not poisoned") = fresh.clone();
+            self.origins = fresh;
+        }
+        let n = self.origins.len().max(1);
+        let at = from_url
+            .as_ref()
+            .and_then(|u| self.origins.iter().position(|o| o == u));
+        self.origin = match at {
+            Some(i) => (i + 1) % n,
+            None => 0,
+        };
+        let from = from_url.unwrap_or_default();
         if !self.ready {
             return;
         }
         self.up.metrics.failovers.inc();
         self.epoch += 1;
         self.close_open();
-        tracing::warn!(from = %self.up.origins[from], to = %self.up.origins[self.origin], "no new media upstream; moving to the next origin");
+        tracing::warn!(%from, to = %self.origin_url(), "no new media upstream; moving to the next origin");
     }
 
     fn close_open(&mut self) {
@@ -255,11 +272,15 @@ impl Follower {
         }
     }
 
+    fn origin_url(&self) -> &str {
+        self.origins.get(self.origin).map_or("", String::as_str)
+    }
+
     fn playlist_url(&self) -> Result<(String, String), UpstreamError> {
-        let mv = format!(
-            "{}/{}/index.m3u8",
-            self.up.origins[self.origin], self.remote.name
-        );
+        if self.origins.is_empty() {
+            return Err(UpstreamError::NotFound);
+        }
+        let mv = format!("{}/{}/index.m3u8", self.origin_url(), self.remote.name);
         let url = playlist::resolve(&mv, &self.rendition.uri)
             .ok_or_else(|| UpstreamError::Url(self.rendition.uri.clone()))?;
         Ok((mv, url))

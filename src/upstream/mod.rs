@@ -8,6 +8,7 @@
 //! - [`window`]: the edge's own window of a rendition and its rendering.
 //! - `follower`: one actor per watched (stream, rendition): one blocking reload and
 //!   one preload-hint GET outstanding upstream; each object stored once.
+//! - `directory`: origin discovery through Redis (registration under a lease).
 //! - [`metrics`]: requests by result, bytes pulled, active followers, edge latency.
 //!
 //! [`Upstream`] is the directory: the first viewer request for a stream not published
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod config;
+mod directory;
 mod follower;
 pub mod metrics;
 pub mod playlist;
@@ -151,6 +153,9 @@ struct Catalog {
 struct Remote {
     name: String,
     catalog: OnceCell<Arc<Catalog>>,
+    /// The origins to try: the one registered in the directory first, then the static
+    /// ones.
+    origins: Mutex<Arc<[String]>>,
     /// Index of the origin that answered the multivariant playlist.
     origin: AtomicUsize,
     followers: Mutex<HashMap<String, Arc<Activity>>>,
@@ -159,7 +164,10 @@ struct Remote {
 
 struct Inner {
     cfg: Arc<Config>,
-    origins: Arc<[String]>,
+    static_origins: Arc<[String]>,
+    discovery: Option<Arc<directory::Discovery>>,
+    /// This node's own advertised base URL (never pulled from).
+    advertise: std::sync::OnceLock<String>,
     client: Client,
     store: Store,
     metrics: UpstreamMetrics,
@@ -177,6 +185,25 @@ struct Inner {
 impl Inner {
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Where to pull `stream` from: the directory's answer first, then the static list.
+    async fn origins_for(&self, stream: &str) -> Arc<[String]> {
+        let mut out: Vec<String> = Vec::with_capacity(self.static_origins.len() + 1);
+        if let Some(d) = &self.discovery {
+            if let Some(url) = d.lookup(stream).await {
+                let url = url.trim_end_matches('/').to_owned();
+                if self.advertise.get() != Some(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        for o in self.static_origins.iter() {
+            if !out.contains(o) {
+                out.push(o.clone());
+            }
+        }
+        out.into()
     }
 }
 
@@ -199,9 +226,15 @@ impl Upstream {
     ) -> Result<Self, UpstreamError> {
         let metrics = UpstreamMetrics::register(registry);
         let client = Client::new(&cfg.upstream, metrics.clone())?;
+        let discovery = match &cfg.upstream.redis {
+            Some(url) => Some(Arc::new(directory::Discovery::new(url)?)),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                origins: cfg.upstream.origin_bases().into(),
+                static_origins: cfg.upstream.origin_bases().into(),
+                discovery,
+                advertise: std::sync::OnceLock::new(),
                 cfg,
                 client,
                 store,
@@ -217,6 +250,38 @@ impl Upstream {
                 tracker: TaskTracker::new(),
             }),
         })
+    }
+
+    /// With `upstream.redis`, registers the streams published on this node (bound at
+    /// `http_addr`) in the origin directory until shutdown.
+    pub fn register_streams(&self, hub: Arc<crate::live::Hub>, http_addr: std::net::SocketAddr) {
+        let inner = &self.inner;
+        let Some(d) = inner.discovery.clone() else {
+            return;
+        };
+        let cfg = &inner.cfg;
+        let advertise = match &cfg.upstream.advertise {
+            Some(a) => a.trim_end_matches('/').to_owned(),
+            None if http_addr.ip().is_unspecified() => {
+                tracing::warn!("upstream.redis is set but http.listen is a wildcard address: set upstream.advertise to register streams");
+                return;
+            }
+            None => {
+                let scheme = if cfg.http.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{http_addr}/live")
+            }
+        };
+        let _ = inner.advertise.set(advertise.clone());
+        inner.tracker.spawn(d.run_registrar(
+            hub,
+            advertise,
+            cfg.upstream.lease,
+            inner.token.clone(),
+        ));
     }
 
     /// Waits until every follower has stopped (after the token is cancelled).
@@ -264,6 +329,7 @@ impl Upstream {
                         Arc::new(Remote {
                             name: stream.to_owned(),
                             catalog: OnceCell::new(),
+                            origins: Mutex::new(Arc::from(Vec::new())),
                             origin: AtomicUsize::new(0),
                             followers: Mutex::default(),
                             resume: Mutex::default(),
@@ -327,8 +393,10 @@ impl Upstream {
     async fn fetch_catalog(&self, remote: &Remote) -> Result<Arc<Catalog>, UpstreamError> {
         let inner = &self.inner;
         let mut last = UpstreamError::NotFound;
-        for idx in 0..inner.origins.len() {
-            let url = format!("{}/{}/index.m3u8", inner.origins[idx], remote.name);
+        let origins = inner.origins_for(&remote.name).await;
+        *remote.origins.lock().expect("not poisoned") = origins.clone();
+        for (idx, origin) in origins.iter().enumerate() {
+            let url = format!("{origin}/{}/index.m3u8", remote.name);
             let body = match inner
                 .client
                 .get(
@@ -359,7 +427,7 @@ impl Upstream {
                         .store
                         .stream_or_create(&remote.name)
                         .publish_multivariant(text.into());
-                    tracing::info!(stream = %remote.name, origin = %inner.origins[idx], renditions = renditions.len(), "following stream from upstream");
+                    tracing::info!(stream = %remote.name, %origin, renditions = renditions.len(), "following stream from upstream");
                     return Ok(Arc::new(Catalog { renditions }));
                 }
                 Err(reason) => {

@@ -127,8 +127,8 @@ impl Window {
             let Some(s) = self.segments.pop_front() else {
                 break;
             };
-            // "the value of the EXT-X-DISCONTINUITY-SEQUENCE ... MUST be incremented by
-            // one for every EXT-X-DISCONTINUITY tag that is removed" (§6.2.2).
+            // "If the server removes an EXT-X-DISCONTINUITY tag from the Playlist, it MUST
+            // increment the value of the EXT-X-DISCONTINUITY-SEQUENCE tag" (§6.2.2).
             if s.discontinuity {
                 self.dseq += 1;
             }
