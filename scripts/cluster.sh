@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Starts a small Estuary cluster on loopback: Redis (interaction bus), an origin that
-# publishes the --demo test pattern, and two edges that pull the stream from it over
-# LL-HLS (HTTP/2). Ctrl-C stops everything.
+# Starts a small Estuary cluster on loopback: Redis (interaction bus and origin
+# directory), an origin that publishes the --demo test pattern, and two edges that find
+# the stream in the directory and pull it over LL-HLS (HTTP/2). Ctrl-C stops everything.
 #
 #   scripts/cluster.sh                  # release build
 #   PROFILE=debug scripts/cluster.sh    # debug build (faster to build, slower to run)
@@ -51,10 +51,13 @@ token_secret = "$TOKEN_SECRET"
 CFG
 }
 
+# The origin registers the streams published to it in Redis (stream -> its base URL);
+# edges find them there, with the origin as a static fallback.
 { common "$ORIGIN_HTTP" "$ORIGIN_SRT"; cat <<CFG
 [upstream]
 secret = "$SECRET"
 require_secret = true
+redis = "redis://127.0.0.1:$REDIS_PORT"
 [streams.demo]
 CFG
 } > "$DIR/origin.toml"
@@ -64,6 +67,7 @@ for e in 1 2; do
   { common "$port" "$((ORIGIN_SRT + e))"; cat <<CFG
 [upstream]
 origins = ["http://127.0.0.1:$ORIGIN_HTTP/live"]
+redis = "redis://127.0.0.1:$REDIS_PORT"
 secret = "$SECRET"
 CFG
   } > "$DIR/edge$e.toml"
@@ -100,6 +104,12 @@ if [ -n "${CLUSTER_CHECK:-}" ]; then
     [ -n "$ok" ] || { echo "cluster: edge on $port serves no playlist" >&2; exit 1; }
     echo "cluster: edge on $port serves /live/demo"
   done
+  for _ in $(seq 20); do
+    where=$(redis-cli -p "$REDIS_PORT" GET estuary:origin:demo)
+    [ -n "$where" ] && break
+    sleep 0.5
+  done
+  echo "cluster: directory: demo -> ${where:-not registered}"
   sleep "${CLUSTER_CHECK}"
   exit 0
 fi

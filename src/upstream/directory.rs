@@ -15,6 +15,9 @@ fn key(stream: &str) -> String {
     format!("estuary:origin:{stream}")
 }
 
+/// How often the registrar looks for streams that started or ended.
+const REGISTRAR_POLL: Duration = Duration::from_millis(500);
+
 /// Deletes a registration only if it is still ours (another node may have taken it).
 const UNREGISTER: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -84,27 +87,35 @@ impl Discovery {
     ) {
         let script = redis::Script::new(UNREGISTER);
         let mut registered: HashSet<String> = HashSet::new();
-        let mut tick = tokio::time::interval(lease / 3);
+        // Streams that start or end are seen within a poll; registrations are refreshed
+        // every third of the lease.
+        let mut tick = tokio::time::interval(REGISTRAR_POLL.min(lease / 3));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refreshed = tokio::time::Instant::now();
         tracing::info!(%advertise, "registering published streams in the origin directory");
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = token.cancelled() => break,
             }
+            let live: HashSet<String> = hub.live_streams().into_iter().collect();
+            let refresh = refreshed.elapsed() >= lease / 3;
+            if live == registered && !refresh {
+                continue;
+            }
             let Some(mut c) = self.conn().await else {
                 continue;
             };
-            let live: HashSet<String> = hub.live_streams().into_iter().collect();
-            for s in &live {
+            let mut ok = true;
+            for s in live.iter().filter(|s| refresh || !registered.contains(*s)) {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(key(s))
                     .arg(&advertise)
                     .arg("PX")
                     .arg(lease.as_millis() as u64);
-                let q = cmd.query_async::<()>(&mut c);
-                if let Err(e) = q.await {
+                if let Err(e) = cmd.query_async::<()>(&mut c).await {
                     tracing::warn!(stream = %s, error = %e, "origin registration failed");
+                    ok = false;
                 }
             }
             for s in registered.difference(&live) {
@@ -114,7 +125,11 @@ impl Discovery {
                     .invoke_async::<i64>(&mut c)
                     .await;
             }
-            registered = live;
+            if refresh && ok {
+                refreshed = tokio::time::Instant::now();
+            }
+            // A failed registration is retried at the next poll.
+            registered = if ok { live } else { HashSet::new() };
         }
         if let Some(mut c) = self.conn().await {
             for s in &registered {

@@ -29,6 +29,8 @@ use crate::store::{Object, ObjectKind, StreamEntry};
 
 /// Init segments a rendition keeps (a new one comes with each codec change or origin).
 const MAX_INITS: usize = 8;
+/// Shortest pause between playlist reloads that bring nothing new.
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 /// Concurrent object fetches when joining a stream.
 const JOIN_CONCURRENCY: usize = 8;
 
@@ -310,6 +312,7 @@ impl Follower {
             }
             None => (base.clone(), Kind::Playlist, cfg.request_timeout),
         };
+        let asked = Instant::now();
         let body = match self.up.client.get(&url, kind, timeout).await {
             Ok(b) => b,
             // A blocking reload that ends without news is not an error.
@@ -339,6 +342,14 @@ impl Follower {
             }
         };
         let progress = self.apply(&pl, &base, &mv).await;
+        if kind == Kind::Blocking
+            && matches!(progress, Ok(false))
+            && asked.elapsed() < MIN_RELOAD_INTERVAL
+        {
+            // An upstream that answers blocking reloads at once without news (one that
+            // ignores the directives) is polled, not hammered.
+            tokio::time::sleep(MIN_RELOAD_INTERVAL).await;
+        }
         match progress {
             Ok(true) => {
                 self.last_progress = Instant::now();
