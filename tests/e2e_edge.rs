@@ -661,8 +661,19 @@ async fn plain_hls_origin_plays_through_the_edge_and_followers_stop_when_idle() 
         Duration::from_secs(15),
     )
     .await;
+    let multivariant = "kind=\"multivariant\",result=\"ok\"";
+    assert_eq!(
+        metric(&edge, "estuary_upstream_requests_total", multivariant).await,
+        1.0
+    );
     let r = get(&url).await;
     assert_eq!(r.status, 200);
+    // The stream was forgotten with its last follower: its multivariant playlist is
+    // fetched afresh.
+    assert_eq!(
+        metric(&edge, "estuary_upstream_requests_total", multivariant).await,
+        2.0
+    );
     let (_, last_before, _) = msn_span(&lines);
     wait_metric(
         &edge,

@@ -68,10 +68,21 @@ impl Client {
         http.set_connect_timeout(Some(Duration::from_secs(3)));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let mut b = HyperClient::builder(TokioExecutor::new());
-        b.http2_only(cfg.cleartext_http2)
-            .pool_idle_timeout(Duration::from_secs(90));
-        let plain = b.build(http.clone());
+        // HTTP/2 pings find a connection that died silently (no FIN, no RST), which the
+        // pool would otherwise keep handing out.
+        let builder = || {
+            let mut b = HyperClient::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(90))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .http2_keep_alive_timeout(Duration::from_secs(5))
+                .http2_keep_alive_while_idle(true);
+            b
+        };
+        let plain = builder()
+            .http2_only(cfg.cleartext_http2)
+            .build(http.clone());
 
         use tokio_rustls::rustls;
         let mut roots = rustls::RootCertStore::empty();
@@ -104,9 +115,7 @@ impl Client {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let tls = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
+        let tls = builder().build(https);
         let auth = match &cfg.secret {
             Some(s) => Some(
                 header::HeaderValue::from_str(&format!("Bearer {s}")).map_err(|_| {

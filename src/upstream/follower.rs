@@ -171,14 +171,6 @@ impl Follower {
             if let Some((_, t)) = self.hint.take() {
                 t.abort();
             }
-            let next_msn = self.window.next_msn().unwrap_or(self.floor);
-            self.remote.resume.lock().expect("not poisoned").insert(
-                self.rendition.name.clone(),
-                Resume {
-                    next_msn,
-                    epoch: self.epoch + 1,
-                },
-            );
             gauge.dec();
             tracing::info!("follower stopped");
         }
@@ -202,17 +194,41 @@ impl Follower {
         if self.idle_for() < idle {
             return false;
         }
-        f.remove(&self.rendition.name);
         tracing::info!(idle = ?idle, "no viewer; stopping");
+        self.leave(&mut f);
         true
     }
 
     fn retire(&self) {
         let mut f = self.remote.followers.lock().expect("not poisoned");
-        if f.get(&self.rendition.name)
+        self.leave(&mut f);
+    }
+
+    /// Leaves the directory (its followers lock held): parks the numbering for the
+    /// next follower, and retires the stream when this was its last follower.
+    fn leave(&self, followers: &mut HashMap<String, Arc<Activity>>) {
+        if followers
+            .get(&self.rendition.name)
             .is_some_and(|a| Arc::ptr_eq(a, &self.activity))
         {
-            f.remove(&self.rendition.name);
+            followers.remove(&self.rendition.name);
+        }
+        self.up.resume.lock().expect("not poisoned").insert(
+            (self.remote.name.clone(), self.rendition.name.clone()),
+            Resume {
+                next_msn: self.window.next_msn().unwrap_or(self.floor),
+                epoch: self.epoch + 1,
+            },
+        );
+        if followers.is_empty() {
+            self.remote.retired.store(true, Ordering::Relaxed);
+            let mut remotes = self.up.remotes.lock().expect("not poisoned");
+            if remotes
+                .get(&self.remote.name)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.remote))
+            {
+                remotes.remove(&self.remote.name);
+            }
         }
     }
 
@@ -571,14 +587,11 @@ impl Follower {
     async fn prefetch(&mut self, pl: &MediaPlaylist, base: &str, last_end: Option<SystemTime>) {
         let mut want = Vec::new();
         for s in pl.segments.iter().filter(|s| !is_older(s, last_end)) {
-            let objs: Vec<(&str, Kind)> = if s.parts.is_empty() {
-                s.uri.iter().map(|u| (u.as_str(), Kind::Segment)).collect()
-            } else {
-                s.parts
-                    .iter()
-                    .map(|p| (p.uri.as_str(), Kind::Part))
-                    .collect()
-            };
+            let objs = s
+                .parts
+                .iter()
+                .map(|p| (p.uri.as_str(), Kind::Part))
+                .chain(s.uri.iter().map(|u| (u.as_str(), Kind::Segment)));
             for (written, kind) in objs {
                 if let Some(abs) = playlist::resolve(base, written) {
                     let name = self.local_name(written, &abs);
@@ -726,16 +739,14 @@ impl Follower {
             self.extend_open(s, base).await?;
             return Ok(());
         }
-        let mut chunks = Vec::with_capacity(s.parts.len());
         for p in &s.parts {
-            let (part, bytes) = self.fetch_part(p, base).await?;
+            let (part, _) = self.fetch_part(p, base).await?;
             seg.parts.push(part);
-            chunks.push(bytes);
         }
+        // First seen complete: its listed parts may not be all of it (a server may drop
+        // the oldest parts one by one), so the segment itself is fetched.
         let uri = s.uri.as_deref().unwrap_or_default();
-        let name = self
-            .segment_object(uri, base, (!chunks.is_empty()).then_some(chunks))
-            .await?;
+        let name = self.segment_object(uri, base, None).await?;
         seg.name = Some(name);
         seg.duration.clone_from(&s.duration.0);
         seg.secs = s.duration.1;

@@ -159,7 +159,9 @@ struct Remote {
     /// Index of the origin that answered the multivariant playlist.
     origin: AtomicUsize,
     followers: Mutex<HashMap<String, Arc<Activity>>>,
-    resume: Mutex<HashMap<String, Resume>>,
+    /// Set (under the followers lock) when its last follower stopped: the stream is
+    /// forgotten, so the next viewer fetches its multivariant playlist afresh.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -172,6 +174,8 @@ struct Inner {
     store: Store,
     metrics: UpstreamMetrics,
     remotes: Mutex<HashMap<String, Arc<Remote>>>,
+    /// Where stopped followers left their numbering, by (stream, rendition).
+    resume: Mutex<HashMap<(String, String), Resume>>,
     /// Streams this node has followed (their store entries are not local streams).
     followed: Mutex<HashSet<String>>,
     /// Recent failures by stream, so a dead origin costs one request per second, not
@@ -240,6 +244,7 @@ impl Upstream {
                 store,
                 metrics,
                 remotes: Mutex::default(),
+                resume: Mutex::default(),
                 followed: Mutex::default(),
                 failures: moka::sync::Cache::builder()
                     .max_capacity(10_000)
@@ -299,6 +304,21 @@ impl Upstream {
     /// [`UpstreamError`] when upstream has no such stream or rendition (404 for the
     /// viewer) or cannot serve it now (503).
     pub async fn ensure(&self, stream: &str, rendition: Option<&str>) -> Result<(), UpstreamError> {
+        // A stream whose last follower just stopped is fetched afresh: twice at most.
+        for _ in 0..2 {
+            if let Some(r) = self.try_ensure(stream, rendition).await {
+                return r;
+            }
+        }
+        Err(UpstreamError::Timeout)
+    }
+
+    /// [`Upstream::ensure`], or `None` when the stream was retired meanwhile.
+    async fn try_ensure(
+        &self,
+        stream: &str,
+        rendition: Option<&str>,
+    ) -> Option<Result<(), UpstreamError>> {
         let inner = &self.inner;
         let existing = inner
             .remotes
@@ -315,10 +335,10 @@ impl Upstream {
                     .expect("not poisoned")
                     .contains(stream);
                 if !followed && inner.store.stream(stream).is_some() {
-                    return Ok(()); // Published here.
+                    return Some(Ok(())); // Published here.
                 }
                 if crate::ingest::streamid::validate_name(stream).is_err() {
-                    return Err(UpstreamError::NotFound);
+                    return Some(Err(UpstreamError::NotFound));
                 }
                 inner
                     .remotes
@@ -332,7 +352,7 @@ impl Upstream {
                             origins: Mutex::new(Arc::from(Vec::new())),
                             origin: AtomicUsize::new(0),
                             followers: Mutex::default(),
-                            resume: Mutex::default(),
+                            retired: std::sync::atomic::AtomicBool::new(false),
                         })
                     })
                     .clone()
@@ -348,26 +368,26 @@ impl Upstream {
                 {
                     m.remove(stream);
                 }
-                return Err(e);
+                return Some(Err(e));
             }
         };
         let Some(rendition) = rendition else {
-            return Ok(());
+            return Some(Ok(()));
         };
         let Some(r) = catalog.renditions.iter().find(|r| r.name == rendition) else {
-            return Err(UpstreamError::NotFound);
+            return Some(Err(UpstreamError::NotFound));
         };
-        let activity = self.touch_or_start(&remote, &catalog, r);
+        let activity = self.touch_or_start(&remote, &catalog, r)?;
         let mut rx = activity.ready.subscribe();
         let wait = inner.cfg.hls.blocking_timeout;
         let state = tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Readiness::Starting)))
             .await
             .map(|r| r.map(|s| s.clone()));
-        match state {
+        Some(match state {
             Ok(Ok(Readiness::Published)) => Ok(()),
             Ok(Ok(Readiness::Failed(e))) => Err(e),
             _ => Err(UpstreamError::Timeout),
-        }
+        })
     }
 
     /// The stream's renditions, fetching its multivariant playlist on first use; one
@@ -444,27 +464,31 @@ impl Upstream {
         Err(last)
     }
 
-    /// Marks viewer activity on a rendition's follower, starting it if none runs.
+    /// Marks viewer activity on a rendition's follower, starting it if none runs;
+    /// `None` if the stream was retired meanwhile.
     fn touch_or_start(
         &self,
         remote: &Arc<Remote>,
         catalog: &Arc<Catalog>,
         r: &Rendition,
-    ) -> Arc<Activity> {
+    ) -> Option<Arc<Activity>> {
         let inner = &self.inner;
         let now = inner.now_ms();
         let mut followers = remote.followers.lock().expect("not poisoned");
+        if remote.retired.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Some(a) = followers.get(&r.name) {
             a.last.store(now, Ordering::Relaxed);
-            return a.clone();
+            return Some(a.clone());
         }
         let activity = Arc::new(Activity::new(now));
         followers.insert(r.name.clone(), activity.clone());
-        let resume = remote
+        let resume = inner
             .resume
             .lock()
             .expect("not poisoned")
-            .get(&r.name)
+            .get(&(remote.name.clone(), r.name.clone()))
             .copied()
             .unwrap_or_default();
         let f = follower::Follower::new(follower::Start {
@@ -476,7 +500,7 @@ impl Upstream {
             resume,
         });
         inner.tracker.spawn(f.run());
-        activity
+        Some(activity)
     }
 }
 
