@@ -6,12 +6,13 @@
 //! - [`client`]: hyper's client, h2c or h2 over rustls, with the shared secret.
 //! - [`playlist`]: parsing of upstream playlists and the multivariant rewrite.
 //! - [`window`]: the edge's own window of a rendition and its rendering.
-//! - `follower`: one actor per watched (stream, rendition): one blocking reload and
-//!   one preload-hint GET outstanding upstream; each object stored once.
+//! - `follower` (with `follower/objects`): one actor per watched (stream, rendition):
+//!   one blocking reload and one preload-hint GET outstanding upstream; each object
+//!   stored once.
 //! - `directory`: origin discovery through Redis (registration under a lease).
 //! - [`metrics`]: requests by result, bytes pulled, active followers, edge latency.
 //!
-//! [`Upstream`] is the directory: the first viewer request for a stream not published
+//! [`Upstream`] keeps the followed streams: the first viewer request for a stream not published
 //! here fetches the multivariant playlist once (concurrent misses wait on the same
 //! fetch), and followers start for the renditions viewers actually ask for.
 
