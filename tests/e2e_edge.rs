@@ -176,6 +176,16 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     assert!(matches!(&part.body[4..8], b"moof" | b"styp"));
     assert!(t0.elapsed() < Duration::from_secs(3));
 
+    // Only the rendition viewers asked for is followed; the other is reported, not pulled.
+    assert_eq!(
+        metric(&edge, "estuary_upstream_followers_active", "").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&mid, "estuary_upstream_followers_active", "").await,
+        1.0
+    );
+
     // A poll at the origin reaches the last edge's playlists as the origin's DATERANGE.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
         .args([
@@ -237,6 +247,28 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // A real player through the chain: GStreamer's hlsdemux2 decodes video and audio
+    // (the audio rendition is followed from the player's first request).
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("gst-launch-1.0")
+            .args(["-q", "uridecodebin3"])
+            .arg(format!("uri={}", edge.url("/live/demo/index.m3u8")))
+            .args(["name=d", "d.", "!", "video/x-raw", "!", "queue", "!"])
+            .args(["fakesink", "num-buffers=60", "d.", "!", "audio/x-raw", "!"])
+            .args(["queue", "!", "fakesink", "num-buffers=60"])
+            .output(),
+    )
+    .await
+    .expect("gst-launch did not finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Same 400 rules as the origin.
     for q in [
@@ -302,14 +334,10 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     );
     assert!(metric(&edge, "estuary_upstream_edge_latency_seconds_count", "").await > 10.0);
     assert!(metric(&edge, "estuary_upstream_bytes_total", "").await > 100_000.0);
-    // Only the rendition viewers asked for is followed; the other is reported, not pulled.
+    // Both renditions are followed now that a player asked for audio too.
     assert_eq!(
         metric(&edge, "estuary_upstream_followers_active", "").await,
-        1.0
-    );
-    assert_eq!(
-        metric(&mid, "estuary_upstream_followers_active", "").await,
-        1.0
+        2.0
     );
 }
 
