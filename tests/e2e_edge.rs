@@ -833,3 +833,116 @@ async fn redis_directory_finds_the_origin_and_follows_the_publisher_to_another()
     }
     assert!(metric(&edge, "estuary_upstream_failovers_total", "").await >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origin_that_restarts_its_numbering_never_sends_the_edge_back() {
+    let script: Script = Default::default();
+    let set = |path: &str, body: &[u8]| {
+        script
+            .lock()
+            .unwrap()
+            .insert(format!("/live/ext/{path}"), body.to_vec());
+    };
+    set(
+        "index.m3u8",
+        b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nv/index.m3u8\n",
+    );
+    set("v/init.mp4", b"init-A");
+    for m in 100..103 {
+        set(&format!("v/a{m}.m4s"), format!("segment a{m}").as_bytes());
+    }
+    let daterange = "#EXT-X-DATERANGE:ID=\"ad-1\",CLASS=\"com.example.ad\",START-DATE=\"2026-01-01T00:00:01.000Z\",DURATION=10.0";
+    set(
+        "v/index.m3u8",
+        format!(
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:100\n#EXT-X-MAP:URI=\"init.mp4\"\n{daterange}\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n#EXTINF:1.000,\na100.m4s\n#EXTINF:1.000,\na101.m4s\n#EXTINF:1.000,\na102.m4s\n"
+        )
+        .as_bytes(),
+    );
+    let server = scripted_server(script.clone()).await;
+    let edge = Node::start(
+        "ext-edge",
+        &format!("[upstream]\norigins = [\"http://{server}/live\"]\ncleartext_http2 = false\nfailover_after = \"1s\"\n"),
+    );
+    let url = edge.url("/live/ext/v/index.m3u8");
+    let first = wait_ok(&url, Duration::from_secs(20)).await;
+    let lines = parse_playlist(&first.text());
+    let segs = segments(&lines);
+    assert_eq!(
+        segs.iter().map(|s| (s.0, s.2.as_str())).collect::<Vec<_>>(),
+        vec![(100, "a100.m4s"), (101, "a101.m4s"), (102, "a102.m4s")]
+    );
+    assert_eq!(
+        tag(&lines, "EXT-X-DATERANGE"),
+        &daterange["#EXT-X-DATERANGE:".len()..]
+    );
+    assert_eq!(
+        get(&edge.url("/live/ext/v/a101.m4s")).await.body,
+        &b"segment a101"[..]
+    );
+    assert_eq!(
+        get(&edge.url("/live/ext/v/init.mp4")).await.body,
+        &b"init-A"[..]
+    );
+
+    // The origin restarts: numbering from 0, the same init name with new bytes, then it
+    // ends the stream.
+    set("v/init.mp4", b"init-B");
+    for m in 0..2 {
+        set(&format!("v/b{m}.m4s"), format!("segment b{m}").as_bytes());
+    }
+    set(
+        "v/index.m3u8",
+        b"#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:10:00.000Z\n#EXTINF:1.000,\nb0.m4s\n#EXTINF:1.000,\nb1.m4s\n#EXT-X-ENDLIST\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let text = get(&url).await.text();
+        let lines = parse_playlist(&text);
+        if segments(&lines).last().is_some_and(|s| s.0 == 104) {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge never took the restarted origin: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The window keeps upstream's length (3); MSNs continue where they were.
+    let segs = segments(&lines);
+    let msns: Vec<u64> = segs.iter().map(|s| s.0).collect();
+    assert_eq!(msns, vec![102, 103, 104], "MSNs continue");
+    assert_eq!(segs[0].2, "a102.m4s");
+    let body = |i: usize| get_body(&edge, &segs[i].2);
+    assert_eq!(body(1).await, &b"segment b0"[..]);
+    assert_eq!(body(2).await, &b"segment b1"[..]);
+    // What left the playlist is still served.
+    assert_eq!(get_body(&edge, "a100.m4s").await, &b"segment a100"[..]);
+    // a102's PDT follows from the one upstream wrote on a100 only.
+    assert_eq!(
+        tags(&lines, "EXT-X-PROGRAM-DATE-TIME")[0],
+        "2026-01-01T00:00:02.000Z"
+    );
+    // A discontinuity and the new init segment come with the first restarted segment.
+    let text = get(&url).await.text();
+    let before_b0 = &text[..text.find(&segs[1].2).unwrap()];
+    let tail = &before_b0[before_b0.rfind("a102.m4s").unwrap()..];
+    assert!(tail.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    let map = attrs(tags(&lines, "EXT-X-MAP").last().unwrap())["URI"].clone();
+    assert_ne!(map, "init.mp4");
+    assert!(
+        tail.contains(&format!("#EXT-X-MAP:URI=\"{map}\"")),
+        "{text}"
+    );
+    assert_eq!(get_body(&edge, &map).await, &b"init-B"[..]);
+    assert_eq!(get_body(&edge, "init.mp4").await, &b"init-A"[..]);
+    // The origin ended the stream: so does the edge, with no preload hint.
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    assert!(!text.contains("PRELOAD-HINT"));
+}
+
+async fn get_body(edge: &Node, file: &str) -> Bytes {
+    let r = get(&edge.url(&format!("/live/ext/v/{file}"))).await;
+    assert_eq!(r.status, 200, "{file}");
+    r.body
+}

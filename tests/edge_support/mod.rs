@@ -421,3 +421,58 @@ pub fn start_redis() -> Redis {
     }
     panic!("redis-server did not start");
 }
+
+/// What a scripted origin serves: path → body; the test changes it while the edge
+/// follows.
+pub type Script = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>;
+
+/// An HTTP/1.1 origin on a raw socket that serves whatever `script` holds (404 else),
+/// standing in for a foreign HLS origin whose every answer the test decides.
+pub async fn scripted_server(script: Script) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match tcp.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = req
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let body = script.lock().unwrap().get(&path).cloned();
+                let mut resp = match &body {
+                    Some(b) => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        b.len()
+                    )
+                    .into_bytes(),
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                resp.extend(body.unwrap_or_default());
+                let _ = tcp.write_all(&resp).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}

@@ -30,6 +30,8 @@ use crate::store::{ObjectKind, StreamEntry};
 
 /// Init segments a rendition keeps (a new one comes with each codec change or origin).
 const MAX_INITS: usize = 8;
+/// Most segments a window keeps, whatever upstream lists.
+const MAX_WINDOW: usize = 1000;
 /// Shortest pause between playlist reloads that bring nothing new.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 /// Concurrent object fetches when joining a stream.
@@ -85,6 +87,8 @@ pub(super) struct Follower {
     ready: bool,
     failures: u32,
     dirty: bool,
+    /// Segments the window keeps.
+    window_len: usize,
 }
 
 impl Follower {
@@ -113,6 +117,7 @@ impl Follower {
             ready: false,
             failures: 0,
             dirty: false,
+            window_len: 0,
             up: s.up,
             remote: s.remote,
             catalog: s.catalog,
@@ -133,7 +138,8 @@ impl Follower {
                 if token.is_cancelled() || self.retire_if_idle() {
                     break;
                 }
-                if self.last_progress.elapsed() >= self.stall_after() {
+                // An ended stream brings no news, and that is no reason to move.
+                if self.last_progress.elapsed() >= self.stall_after() && !self.window.header.ended {
                     self.failover().await;
                 }
                 let r = tokio::select! {
@@ -247,11 +253,7 @@ impl Follower {
     /// one). The open segment is completed with the parts it has.
     async fn failover(&mut self) {
         self.last_progress = Instant::now();
-        if let Some((_, t)) = self.hint.take() {
-            t.abort();
-        }
         self.next = None;
-        self.synced = false;
         let from_url = self.origins.get(self.origin).cloned();
         // The directory may know where the stream went.
         let fresh = self.up.origins_for(&self.remote.name).await;
@@ -268,13 +270,42 @@ impl Follower {
             None => 0,
         };
         let from = from_url.unwrap_or_default();
+        if from == self.origin_url() {
+            // The only origin: start over with a plain reload; its names and numbers
+            // still hold (a restart that went back is caught when applying).
+            tracing::info!(origin = %from, "no new media upstream; reloading");
+            return;
+        }
+        if let Some((_, t)) = self.hint.take() {
+            t.abort();
+        }
+        self.synced = false;
         if !self.ready {
             return;
         }
         self.up.metrics.failovers.inc();
-        self.epoch += 1;
-        self.close_open();
+        self.new_epoch();
         tracing::warn!(%from, to = %self.origin_url(), "no new media upstream; moving to the next origin");
+    }
+
+    /// Whether upstream went back behind what the edge lists (an origin that restarted
+    /// its numbering): its names and numbers no longer match ours.
+    fn upstream_went_back(&self, pl: &MediaPlaylist) -> bool {
+        let (Some(up), Some(ours)) = (
+            pl.segments.last(),
+            self.window.open.as_ref().or(self.window.segments.back()),
+        ) else {
+            return false;
+        };
+        (up.msn as i64 + self.offset) < ours.msn as i64
+    }
+
+    /// Another origin, or the same one numbering afresh: its names may collide with what
+    /// is held, so new local names get a new prefix (init segments included).
+    fn new_epoch(&mut self) {
+        self.epoch += 1;
+        self.init_names.clear();
+        self.close_open();
     }
 
     fn close_open(&mut self) {
@@ -426,6 +457,14 @@ impl Follower {
             .as_ref()
             .or(self.window.segments.back())
             .and_then(EdgeSegment::pdt_end);
+        if self.synced && self.upstream_went_back(pl) {
+            tracing::warn!("upstream numbering went back; resynchronising");
+            if let Some((_, t)) = self.hint.take() {
+                t.abort();
+            }
+            self.new_epoch();
+            self.synced = false;
+        }
         if !self.synced {
             self.prefetch(pl, base, last_end).await;
         }
@@ -482,9 +521,14 @@ impl Follower {
             self.add_segment(s, e, disc, base).await?;
             progress = true;
         }
-        // Mirror upstream's window length and how many segments list their parts.
-        let listed = (pl.skipped as usize + pl.complete().count()).max(3);
-        for gone in self.window.trim(listed) {
+        // Mirror upstream's window length (the longest seen, so a restarted origin's
+        // short playlist does not drop what players may still be reading) and how many
+        // segments list their parts.
+        self.window_len = self
+            .window_len
+            .max(pl.skipped as usize + pl.complete().count())
+            .clamp(3, MAX_WINDOW);
+        for gone in self.window.trim(self.window_len) {
             self.held.remove(&gone);
         }
         let with_parts = pl.complete().filter(|s| !s.parts.is_empty()).count();
@@ -564,7 +608,12 @@ impl Follower {
             title: String::new(),
             map,
             discontinuity: disc,
-            pdt: s.pdt.clone(),
+            // A segment without its own PDT follows on from the previous one (§4.4.4.6);
+            // written out, so it survives the previous one leaving the window.
+            pdt: s.pdt.clone().or_else(|| {
+                let prev = self.window.segments.back().filter(|_| !disc)?;
+                Some(humantime::format_rfc3339_millis(prev.pdt_end()?).to_string())
+            }),
             parts: Vec::new(),
             list_parts: true,
             tags: s.tags.clone(),

@@ -126,7 +126,8 @@ impl Follower {
             for (written, kind) in objs {
                 if let Some(abs) = playlist::resolve(base, written) {
                     let name = self.local_name(written, &abs);
-                    if !self.held.contains(&name) {
+                    let hinted = self.hint.as_ref().is_some_and(|(h, _)| *h == name);
+                    if !self.held.contains(&name) && !hinted {
                         want.push((abs, name, kind));
                     }
                 }
