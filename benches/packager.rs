@@ -14,6 +14,7 @@ fn filled() -> (Segmenter, u64) {
     let mut s = Segmenter::new(PackagerConfig {
         part_target: Duration::from_millis(200),
         segment_target: Duration::from_secs(1),
+        max_segment: Duration::from_secs(2),
         window_segments: 12,
         part_segments: 3,
     });

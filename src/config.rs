@@ -21,7 +21,7 @@ pub const DEFAULT_PART_TARGET: Duration = Duration::from_millis(200);
 /// Default segment target (passthrough follows the source GOP, at least this long).
 pub const DEFAULT_SEGMENT_TARGET: Duration = Duration::from_secs(1);
 /// Default number of segments a media playlist lists.
-pub const DEFAULT_WINDOW_SEGMENTS: usize = 12;
+pub const DEFAULT_WINDOW_SEGMENTS: usize = 20;
 /// Default cache bound in bytes.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Default longest wait of a blocking playlist reload or preload-hinted part.
@@ -200,6 +200,11 @@ pub struct HlsConfig {
     /// Segment target; passthrough segments follow the source GOP and are at least this long.
     #[serde(with = "humantime_serde")]
     pub segment_target: Duration,
+    /// Longest segment: a GOP longer than this (or a stream with no keyframes) is cut
+    /// here, without an independent start. `EXT-X-TARGETDURATION` is computed from it
+    /// once and never changes. Default: twice `segment_target`.
+    #[serde(with = "humantime_serde", default)]
+    pub max_segment: Option<Duration>,
     /// Number of segments each media playlist lists.
     pub window_segments: usize,
     /// Longest wait for a blocking reload or a preload-hinted part.
@@ -215,10 +220,18 @@ impl Default for HlsConfig {
         Self {
             part_target: DEFAULT_PART_TARGET,
             segment_target: DEFAULT_SEGMENT_TARGET,
+            max_segment: None,
             window_segments: DEFAULT_WINDOW_SEGMENTS,
             blocking_timeout: DEFAULT_BLOCKING_TIMEOUT,
             media_max_age: DEFAULT_MEDIA_MAX_AGE,
         }
+    }
+}
+
+impl HlsConfig {
+    /// The longest segment (`max_segment`, or twice `segment_target`).
+    pub fn max_segment(&self) -> Duration {
+        self.max_segment.unwrap_or(self.segment_target * 2)
     }
 }
 
@@ -430,6 +443,12 @@ impl Config {
                 "must be at least twice hls.part_target and at most 10s",
             ));
         }
+        if h.max_segment() < h.segment_target || h.max_segment() > Duration::from_secs(20) {
+            return Err(invalid(
+                "hls.max_segment",
+                "must be at least hls.segment_target and at most 20s",
+            ));
+        }
         if !(3..=100).contains(&h.window_segments) {
             return Err(invalid("hls.window_segments", "must be between 3 and 100"));
         }
@@ -537,6 +556,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(cfg.hls.part_target, d.hls.part_target);
         assert_eq!(cfg.hls.segment_target, d.hls.segment_target);
+        assert_eq!(cfg.hls.max_segment(), d.hls.max_segment());
         assert_eq!(cfg.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(cfg.srt.listen, d.srt.listen);
         assert_eq!(cfg.interact.history_size, d.interact.history_size);

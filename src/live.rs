@@ -7,9 +7,12 @@
 //! is also how a second publisher is refused.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, OnceLock},
-    time::{Duration, SystemTime},
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -43,6 +46,21 @@ enum Slot {
     Idle(Box<LiveStream>),
     Live,
 }
+
+/// What a publish session has done so far, shared by its ingest loop and its packaging
+/// task (across pipeline rebuilds).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes pushed into the pipeline.
+    pub input_bytes: AtomicU64,
+    /// Media chunks (parts) published, over every rendition.
+    pub chunks: AtomicU64,
+}
+
+/// At most this many pipeline rebuilds in [`REBUILD_WINDOW`]; past that the source is
+/// considered broken and the session ends, so a flapping input cannot spin for ever.
+const MAX_REBUILDS: usize = 8;
+const REBUILD_WINDOW: Duration = Duration::from_secs(60);
 
 /// Where playlists get their `EXT-X-DATERANGE`s (the interaction channel's polls).
 pub type DateRangeSource = Arc<dyn Fn(&str) -> Vec<DateRange> + Send + Sync>;
@@ -113,7 +131,8 @@ impl Hub {
                 )),
             }
         };
-        let run = match self.start_run(name, stream) {
+        let progress = Arc::new(Progress::default());
+        let run = match self.start_run(name, stream, progress.clone()) {
             Ok(r) => r,
             Err((e, stream)) => {
                 self.release(name, stream);
@@ -125,6 +144,8 @@ impl Hub {
             name: name.to_owned(),
             hub: self.clone(),
             run: Some(run),
+            progress,
+            rebuilds: VecDeque::new(),
         })
     }
 
@@ -132,6 +153,7 @@ impl Hub {
         self: &Arc<Self>,
         name: &str,
         stream: Box<LiveStream>,
+        progress: Arc<Progress>,
     ) -> Result<Run, (MediaError, Box<LiveStream>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let media_cfg = MediaConfig {
@@ -152,6 +174,7 @@ impl Hub {
                     failed.clone(),
                     stop.clone(),
                     self.cfg.srt.no_video_timeout,
+                    progress,
                 )
                 .instrument(tracing::info_span!("stream", stream = %name)),
         );
@@ -184,14 +207,25 @@ pub struct Session {
     name: String,
     hub: Arc<Hub>,
     run: Option<Run>,
+    progress: Arc<Progress>,
+    /// When the pipeline was rebuilt lately, for the rebuild limit.
+    rebuilds: VecDeque<Instant>,
 }
 
 impl Session {
     /// Feeds MPEG-TS bytes to the pipeline; never blocks.
     pub fn push(&self, data: Bytes) {
         if let Some(r) = &self.run {
+            self.progress
+                .input_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             r.pipeline.push(data);
         }
+    }
+
+    /// What the session has done so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// Cancelled when the media side has failed (or must be rebuilt).
@@ -235,27 +269,46 @@ impl Session {
         }
     }
 
-    /// After [`Session::failed`] fired: when the source changed mid-stream, rebuilds the
-    /// pipeline (the next segment gets a discontinuity) and returns `Ok` with the cause;
-    /// otherwise returns the error that ended the session.
+    /// After [`Session::failed`] fired: when the source changed mid-stream (codec, size,
+    /// PIDs, sample rate, a timestamp jump) or an element failed on what arrived, rebuilds
+    /// the pipeline under the same publisher (the next segment gets a discontinuity and
+    /// the MSN keeps counting) and returns `Ok` with the cause. Returns the error that
+    /// ends the session when it cannot be recovered, or after too many rebuilds.
     pub async fn recover(&mut self) -> Result<MediaError, Option<MediaError>> {
         let Some((stream, err)) = self.stop_run(false).await else {
             return Err(None);
         };
-        match err {
-            Some(MediaError::SourceChanged(why)) => match self.hub.start_run(&self.name, stream) {
-                Ok(run) => {
-                    self.run = Some(run);
-                    Ok(MediaError::SourceChanged(why))
-                }
-                Err((e, stream)) => {
-                    self.hub.release(&self.name, stream);
-                    Err(Some(e))
-                }
-            },
+        let now = Instant::now();
+        while self
+            .rebuilds
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > REBUILD_WINDOW)
+        {
+            self.rebuilds.pop_front();
+        }
+        let recoverable = matches!(
+            err,
+            Some(MediaError::SourceChanged(_) | MediaError::Pipeline { .. })
+        ) && self.rebuilds.len() < MAX_REBUILDS;
+        let cause = match err {
+            Some(cause) if recoverable => cause,
             other => {
                 self.hub.release(&self.name, stream);
-                Err(other)
+                return Err(other);
+            }
+        };
+        self.rebuilds.push_back(now);
+        match self
+            .hub
+            .start_run(&self.name, stream, self.progress.clone())
+        {
+            Ok(run) => {
+                self.run = Some(run);
+                Ok(cause)
+            }
+            Err((e, stream)) => {
+                self.hub.release(&self.name, stream);
+                Err(Some(e))
             }
         }
     }
@@ -282,10 +335,15 @@ struct Rendition {
     /// (arrival, media duration) of recent chunks, for the real-time factor.
     recent: std::collections::VecDeque<(std::time::Instant, Duration)>,
     warned_at: Option<std::time::Instant>,
+    /// When a GOP-too-long warning was last logged.
+    warned_cut: Option<Instant>,
 }
 
 impl Rendition {
     fn new(pkg: PackagerConfig, stream: &str, name: &str) -> Self {
+        // Every rendition gets the same bound, rungs too: a rung that drops the frame its
+        // keyframe was forced on (an encoder falling behind) must not be cut where the
+        // others are not, or MSNs would stop lining up across the ladder.
         Self {
             seg: Segmenter::new(pkg),
             info: None,
@@ -293,6 +351,7 @@ impl Rendition {
             inits: Vec::new(),
             recent: Default::default(),
             warned_at: None,
+            warned_cut: None,
         }
     }
 }
@@ -324,13 +383,14 @@ impl LiveStream {
         let pkg = PackagerConfig {
             part_target: cfg.hls.part_target,
             segment_target: cfg.hls.segment_target,
+            max_segment: cfg.hls.max_segment(),
             window_segments: cfg.hls.window_segments,
             part_segments: 3,
         };
         // Kept a while after leaving the playlist, so a player that just read it never
         // meets a 404. Target durations are bounded by validate() (at most 10 s).
         let slack = Duration::from_secs(30);
-        let seg_max = cfg.hls.segment_target.max(Duration::from_secs(4));
+        let seg_max = cfg.hls.max_segment().max(Duration::from_secs(4));
         Self {
             name: name.to_owned(),
             pkg,
@@ -351,12 +411,19 @@ impl LiveStream {
         failed: CancellationToken,
         stop: CancellationToken,
         no_video_timeout: Duration,
+        progress: Arc<Progress>,
     ) -> (Box<Self>, Option<MediaError>) {
         self.anchor = None;
+        let rebuilt = progress.chunks.load(Ordering::Relaxed) > 0;
         let mut error = None;
         let mut video_seen = false;
         let no_video = tokio::time::sleep(no_video_timeout);
         tokio::pin!(no_video);
+        // Video that stops while input keeps arriving (a PMT or PID change, a new program,
+        // a codec switch the demuxer does not announce) is rebuilt, not left silent.
+        let stall_after = (self.pkg.segment_target * 2).max(Duration::from_millis(1500));
+        let mut last_video = (Instant::now(), 0u64);
+        let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
@@ -368,6 +435,12 @@ impl LiveStream {
                     // After an error nothing more is published from this pipeline: after a
                     // source change its output no longer matches the init segment.
                     Some(MediaEvent::Chunk { rendition, chunk }) if error.is_none() => {
+                        if chunk.kind != ChunkKind::Init {
+                            progress.chunks.fetch_add(1, Ordering::Relaxed);
+                            if *rendition != *AUDIO {
+                                last_video = (Instant::now(), progress.input_bytes.load(Ordering::Relaxed));
+                            }
+                        }
                         self.on_chunk(&rendition, chunk)
                     }
                     Some(MediaEvent::Chunk { .. }) => {}
@@ -386,8 +459,28 @@ impl LiveStream {
                     Some(MediaEvent::Eos) | None => break,
                 },
                 () = &mut no_video, if !video_seen && error.is_none() => {
-                    error = Some(MediaError::NoVideo);
+                    // After a rebuild the stream had video before: its absence now is a
+                    // stall (a damaged input still settling), tried again within the
+                    // session's rebuild limit.
+                    error = Some(if rebuilt {
+                        MediaError::SourceChanged("no video after the rebuild".into())
+                    } else {
+                        MediaError::NoVideo
+                    });
                     failed.cancel();
+                }
+                _ = check.tick(), if video_seen && error.is_none() => {
+                    let (at, bytes) = last_video;
+                    let flowing = progress.input_bytes.load(Ordering::Relaxed) > bytes + 64 * 1024;
+                    if at.elapsed() > stall_after && flowing {
+                        let e = MediaError::SourceChanged(format!(
+                            "no video for {:.1} s while input keeps arriving (PMT, PID or codec change?)",
+                            at.elapsed().as_secs_f64()
+                        ));
+                        tracing::warn!(error = %e, "media pipeline stalled");
+                        error = Some(e);
+                        failed.cancel();
+                    }
                 }
                 () = stop.cancelled() => break,
             }
@@ -446,6 +539,7 @@ impl LiveStream {
             track_speed(r, &self.metrics, stream, name, c.duration);
         }
         let prefix = r.key_prefix.clone();
+        let cut_before = r.seg.cut_segments();
         let outs = match r.seg.push(chunk) {
             Ok(o) => o,
             Err(e) => {
@@ -453,6 +547,22 @@ impl LiveStream {
                 return;
             }
         };
+        if r.seg.cut_segments() > cut_before {
+            self.metrics
+                .segments_cut
+                .with_label_values(&[stream.as_str(), name])
+                .inc();
+            if r.warned_cut
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
+                r.warned_cut = Some(Instant::now());
+                tracing::warn!(
+                    rendition = %name,
+                    max_segment = ?self.pkg.max_segment,
+                    "no keyframe within hls.max_segment: segment cut without an independent start; set the encoder's keyframe interval to 1-2 s"
+                );
+            }
+        }
         let mut segment_done = false;
         for out in outs {
             segment_done |= matches!(out, Output::Segment { .. });

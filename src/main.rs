@@ -92,6 +92,13 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(EX_USAGE);
         }
+        if *ttl > cfg.interact.max_token_ttl {
+            eprintln!(
+                "estuary: --ttl is longer than interact.max_token_ttl ({}); the node would refuse the token",
+                humantime::format_duration(cfg.interact.max_token_ttl)
+            );
+            return ExitCode::from(EX_USAGE);
+        }
         let minted = role
             .parse()
             .map_err(|e: estuary::interact::InteractError| e.to_string())

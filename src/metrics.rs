@@ -35,6 +35,9 @@ pub struct Metrics {
     pub realtime_factor: GaugeVec,
     /// Frames a rung dropped because its encoder fell behind.
     pub frames_dropped: IntCounterVec,
+    /// Segments cut at `hls.max_segment` because no keyframe came in time (a GOP longer
+    /// than the bound, or none at all), by stream and rendition.
+    pub segments_cut: IntCounterVec,
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
     /// Seconds a blocking request waited, by route.
@@ -143,6 +146,11 @@ impl Metrics {
             frames_dropped: cv(
                 "estuary_frames_dropped_total",
                 "Frames dropped before an encoder that fell behind",
+                &["stream", "rendition"],
+            ),
+            segments_cut: cv(
+                "estuary_segments_cut_total",
+                "Segments cut at hls.max_segment without a keyframe (GOP too long)",
                 &["stream", "rendition"],
             ),
             http_requests: cv(

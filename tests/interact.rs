@@ -516,3 +516,61 @@ async fn slow_consumer_is_dropped_and_room_goes_on() -> Result<()> {
     assert!(code.is_none() || code == Some(4001), "{code:?}");
     Ok(())
 }
+
+/// Invisible and bidi-control characters never reach other viewers (a right-to-left
+/// override would let a viewer spoof text in the overlay), and tokens issued in the future
+/// or living longer than `max_token_ttl` are refused at the WebSocket upgrade.
+#[tokio::test]
+async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
+    use estuary::interact::token::Claims;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let node = Node::start("max_token_ttl = \"1day\"").await?;
+    let viewer = token(Role::Viewer, "v1");
+    let mut v = node.connect("bidi", Some(&viewer)).await?;
+    let mut watcher = node.connect("bidi", None).await?;
+    watcher.expect("state").await?;
+    let r = v
+        .request(
+            json!({"type": "chat", "text": "pay \u{202E}moc.live\u{202C} now\u{200B}"}),
+            "c1",
+        )
+        .await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    let m = watcher.expect("chat").await?;
+    assert_eq!(m["text"], "pay moc.live now");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let forge = |iat: u64, exp: u64| {
+        encode(
+            &Header::default(),
+            &Claims {
+                sub: "u9".into(),
+                name: "u9".into(),
+                role: Role::Host,
+                exp,
+                iat,
+            },
+            &EncodingKey::from_secret(interact_support::SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    for (what, t) in [
+        (
+            "issued a year ahead",
+            forge(now + 365 * 86_400, now + 366 * 86_400),
+        ),
+        ("good for a century", forge(now, now + 100 * 365 * 86_400)),
+        ("longer than max_token_ttl", forge(now, now + 2 * 86_400)),
+    ] {
+        let r = node.connect("bidi", Some(&t)).await;
+        assert!(r.is_err(), "{what}: accepted");
+    }
+    // Within the limits, the same forge is accepted.
+    assert!(node
+        .connect("bidi", Some(&forge(now, now + 3600)))
+        .await
+        .is_ok());
+    Ok(())
+}

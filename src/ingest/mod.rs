@@ -277,6 +277,10 @@ async fn publish(
     let (mut lost, mut retrans, mut dropped) = (0u64, 0u64, 0u64);
     let idle = cfg.srt.idle_timeout;
     let mut failed = session.failed();
+    // Idle means no media, not no packets: SRT keep-alives, null packets or bare PSI tables
+    // keep the socket busy without producing a single part.
+    let mut media = (std::time::Instant::now(), 0u64);
+    let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = token.cancelled() => break,
@@ -285,6 +289,7 @@ async fn publish(
                     metrics.stream_errors.with_label_values(&[why.reason()]).inc();
                     tracing::info!(stream = %name, cause = %why, "pipeline rebuilt");
                     failed = session.failed();
+                    media.0 = std::time::Instant::now();
                 }
                 Err(e) => {
                     if let Some(e) = e {
@@ -310,6 +315,18 @@ async fn publish(
                     break;
                 }
             },
+            _ = idle_check.tick() => {
+                let chunks = session.progress().chunks.load(std::sync::atomic::Ordering::Relaxed);
+                // Before the first part, allow for a long first GOP as well.
+                let limit = if chunks == 0 { idle + Duration::from_secs(10) } else { idle };
+                if chunks != media.1 {
+                    media = (std::time::Instant::now(), chunks);
+                } else if media.0.elapsed() > limit {
+                    tracing::warn!(idle = ?idle, "publisher sends no media, disconnecting");
+                    metrics.stream_errors.with_label_values(&["idle"]).inc();
+                    break;
+                }
+            }
             Some(s) = stats.next() => {
                 metrics.srt_rtt_ms.with_label_values(&[name]).set(s.rx_average_rtt.as_millis() as i64);
                 let inc = |c: &prometheus::IntCounterVec, last: &mut u64, now: u64| {

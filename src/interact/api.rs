@@ -73,7 +73,7 @@ pub(super) async fn handle(
             "Authorization: Bearer <host token> is required",
         );
     };
-    let claims = match verify_token(&hub.cfg.token_secret, &token) {
+    let claims = match verify_token(&hub.cfg.token_secret, &token, hub.cfg.max_token_ttl) {
         Ok(c) => c,
         Err(e) => return error_response(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string()),
     };

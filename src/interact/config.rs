@@ -59,6 +59,9 @@ pub const DEFAULT_DATERANGE_KEEP: Duration = Duration::from_secs(600);
 /// Default [`InteractConfig::tip_max_minor`].
 pub const DEFAULT_TIP_MAX_MINOR: u64 = 100_000_000;
 
+/// Default longest token lifetime: 7 days.
+pub const DEFAULT_MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// Config section `[interact]` of `config/estuary.toml`: the WebSocket interaction channel.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,6 +75,10 @@ pub struct InteractConfig {
     pub token_secret: String,
     /// Whether a client without a token may connect (read and react only).
     pub allow_anonymous: bool,
+    /// Longest token lifetime (`exp - iat`) accepted; longer-lived tokens are refused, so a
+    /// leaked token cannot be good for a century.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: std::time::Duration,
     /// Most WebSocket connections open at once on this node; more get 503.
     pub max_connections: usize,
     /// Most rooms (streams with an interaction channel) on this node.
@@ -141,6 +148,7 @@ impl Default for InteractConfig {
             bus: DEFAULT_BUS.to_owned(),
             token_secret: String::new(),
             allow_anonymous: DEFAULT_ALLOW_ANONYMOUS,
+            max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_rooms: DEFAULT_MAX_ROOMS,
             chat_max_len: DEFAULT_CHAT_MAX_LEN,

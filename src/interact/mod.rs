@@ -22,6 +22,7 @@ mod metrics;
 pub mod protocol;
 mod redis;
 mod room;
+pub mod text;
 pub mod token;
 mod ws;
 

@@ -1089,7 +1089,9 @@ impl Room {
     }
 
     fn check_text(&self, text: &str, max: usize) -> Result<String, Refusal> {
-        let t = text.trim();
+        // Bidi overrides and zero-width characters could spoof text in the overlay.
+        let cleaned = super::text::strip_invisible(text);
+        let t = cleaned.trim();
         let n = t.chars().count();
         if n == 0 || n > max {
             return Err(refuse(

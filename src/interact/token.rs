@@ -102,12 +102,20 @@ pub fn mint_token(
     .map_err(|e| InteractError::Token(e.to_string()))
 }
 
-/// Checks a token's signature and expiry and returns its claims.
+/// How far in the future a token's `iat` may be (clock skew between the issuer and us).
+pub const MAX_CLOCK_SKEW: u64 = 60;
+
+/// Checks a token's signature, expiry, issue time and lifetime, and returns its claims
+/// (display name cleaned of invisible and bidi-control characters).
 ///
 /// # Errors
-/// [`InteractError::Token`] when the token is malformed, forged, expired or carries
-/// out-of-range fields.
-pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InteractError> {
+/// [`InteractError::Token`] when the token is malformed, forged, expired, issued in the
+/// future, lives longer than `max_ttl`, or carries out-of-range fields.
+pub fn verify_token(
+    secret: &str,
+    token: &str,
+    max_ttl: std::time::Duration,
+) -> Result<Claims, InteractError> {
     if secret.is_empty() {
         return Err(InteractError::Token("tokens are disabled".into()));
     }
@@ -116,7 +124,20 @@ pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InteractError> 
     let data =
         jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
             .map_err(|e| InteractError::Token(e.to_string()))?;
-    let c = data.claims;
+    let mut c = data.claims;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if c.iat > now + MAX_CLOCK_SKEW {
+        return Err(InteractError::Token("token issued in the future".into()));
+    }
+    if c.exp.saturating_sub(c.iat) > max_ttl.as_secs() {
+        return Err(InteractError::Token(format!(
+            "token lifetime over the {} s maximum",
+            max_ttl.as_secs()
+        )));
+    }
+    c.name = super::text::strip_invisible(&c.name);
     if c.sub.is_empty()
         || c.sub.len() > MAX_ID_LEN
         || c.name.is_empty()
@@ -132,6 +153,38 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123";
+    const TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+    #[test]
+    fn future_and_overlong_tokens_are_refused() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let forge = |iat: u64, exp: u64, name: &str| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &Claims {
+                    sub: "u1".into(),
+                    name: name.into(),
+                    role: Role::Viewer,
+                    exp,
+                    iat,
+                },
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        // Issued a year ahead.
+        let t = forge(now + 365 * 86_400, now + 366 * 86_400, "x");
+        assert!(verify_token(SECRET, &t, TTL).is_err());
+        // Good for a century.
+        let t = forge(now, now + 100 * 365 * 86_400, "x");
+        assert!(verify_token(SECRET, &t, TTL).is_err());
+        // A right-to-left override in the display name is stripped.
+        let t = forge(now, now + 3600, "ev\u{202E}il");
+        assert_eq!(verify_token(SECRET, &t, TTL).unwrap().name, "evil");
+    }
 
     #[test]
     fn mint_then_verify() {
@@ -143,7 +196,7 @@ mod tests {
             Duration::from_secs(60),
         )
         .unwrap();
-        let c = verify_token(SECRET, &t).unwrap();
+        let c = verify_token(SECRET, &t, TTL).unwrap();
         assert_eq!(
             (c.sub.as_str(), c.name.as_str(), c.role),
             ("u1", "Ann", Role::Moderator)
@@ -153,7 +206,7 @@ mod tests {
     #[test]
     fn wrong_secret_and_expired_are_refused() {
         let t = mint_token(SECRET, Role::Host, "u1", "Ann", Duration::from_secs(60)).unwrap();
-        assert!(verify_token("another-secret-0000", &t).is_err());
+        assert!(verify_token("another-secret-0000", &t, TTL).is_err());
         let t = mint_token(SECRET, Role::Host, "u1", "Ann", Duration::ZERO).unwrap();
         // Expired now; leeway is 5 s, so forge an older token instead of sleeping.
         let _ = t;
@@ -169,8 +222,8 @@ mod tests {
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap();
-        assert!(verify_token(SECRET, &old).is_err());
-        assert!(verify_token(SECRET, "not.a.token").is_err());
+        assert!(verify_token(SECRET, &old, TTL).is_err());
+        assert!(verify_token(SECRET, "not.a.token", TTL).is_err());
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub(super) fn handle(
     let cfg = &hub.cfg;
     let conn_id = hub.next_conn_id();
     let actor = match bearer(&req) {
-        Some(t) => match verify_token(&cfg.token_secret, &t) {
+        Some(t) => match verify_token(&cfg.token_secret, &t, cfg.max_token_ttl) {
             Ok(c) => Actor {
                 user: UserInfo {
                     id: c.sub,

@@ -34,6 +34,9 @@ pub(super) struct Ctx {
     pub pipeline: gst::glib::WeakRef<gst::Pipeline>,
     pub cfg: Arc<MediaConfig>,
     pub tx: UnboundedSender<MediaEvent>,
+    /// Names of the demuxer pads that feed the video and audio branches: when one goes
+    /// away mid-stream (a PMT, PID, program or codec change), the pipeline is rebuilt.
+    pub main_pads: Arc<Mutex<Vec<String>>>,
 }
 
 /// When each frame left the demuxer, by PTS (bounded; shared by every rendition made
@@ -68,15 +71,20 @@ pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
     }
 }
 
-/// Terminates a pad we do not use.
+/// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
+/// matters: tsdemux pushes every PID from one thread, and a bare fakesink on one of its
+/// pads stalls all the others.
 pub(super) fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), MediaError> {
+    let q = queue(Duration::from_millis(200), true)?;
     let sink = make("fakesink", None)?;
     sink.set_property("sync", false);
     sink.set_property("async", false);
-    pipeline.add(&sink).map_err(setup)?;
-    sink.sync_state_with_parent().map_err(setup)?;
-    pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"))
+    pipeline.add_many([&q, &sink]).map_err(setup)?;
+    q.link(&sink).map_err(setup)?;
+    sync(&[&q, &sink])?;
+    pad.link(&q.static_pad("sink").expect("queue has a sink pad"))
         .map_err(|e| setup(format!("{e:?}")))?;
+    tracing::info!(pad = %pad.name(), "extra track ignored");
     Ok(())
 }
 
@@ -129,6 +137,7 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
         .upgrade()
         .ok_or_else(|| setup("pipeline gone"))?;
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    tracing::debug!(pad = %pad.name(), caps = %caps, "elementary stream");
     let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
     let (kind, parser, filter, decoder) = match s.name().as_str() {
         "video/x-h264" => (
@@ -178,6 +187,12 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
         parse
     };
     drop_until_timestamped(&q);
+    if parser == "aacparse" && s.get::<&str>("stream-format").ok() == Some("adts") {
+        guard_adts(ctx, &q);
+    }
+    // Per frame, after the parser: a PES can hold several frames, and cmafmux wants each
+    // frame's decode time to move forward.
+    watch_timestamps(ctx, &capsfilter, kind);
     let arrivals = log_arrivals(&q);
 
     if kind == "audio" {
@@ -233,6 +248,10 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
     sync(&[&q, &parse, &capsfilter])?;
     pad.link(&q.static_pad("sink").expect("queue has a sink pad"))
         .map_err(|e| setup(format!("link: {e:?}")))?;
+    ctx.main_pads
+        .lock()
+        .expect("not poisoned")
+        .push(pad.name().to_string());
     Ok(())
 }
 
@@ -524,6 +543,102 @@ fn drop_until_timestamped(q: &gst::Element) {
             }
         },
     );
+}
+
+/// Guards ADTS audio before aacparse (see [`super::adts`]): damaged headers are dropped,
+/// a format that really changed is reported so the pipeline is rebuilt for it.
+fn guard_adts(ctx: &Ctx, q: &gst::Element) {
+    let tx = ctx.tx.clone();
+    let guard = Mutex::new((super::adts::Guard::default(), false));
+    q.static_pad("src").expect("queue has a src pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            let Some(b) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(map) = b.map_readable() else {
+                return gst::PadProbeReturn::Drop;
+            };
+            let mut g = guard.lock().expect("not poisoned");
+            match g.0.check(map.as_slice()) {
+                super::adts::Verdict::Pass => gst::PadProbeReturn::Ok,
+                super::adts::Verdict::Drop => gst::PadProbeReturn::Drop,
+                super::adts::Verdict::Changed(from, to) => {
+                    if !std::mem::replace(&mut g.1, true) {
+                        let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
+                            "audio: {from:?} -> {to:?}"
+                        ))));
+                    }
+                    gst::PadProbeReturn::Drop
+                }
+            }
+        },
+    );
+}
+
+/// A forward jump larger than this, or any backward jump larger than
+/// [`TIMESTAMP_JUMP_BACK`], in one elementary stream's decode times is a timestamp
+/// discontinuity (an encoder restart behind a gateway, a switcher cut).
+const TIMESTAMP_JUMP_FORWARD: Duration = Duration::from_secs(3);
+const TIMESTAMP_JUMP_BACK: Duration = Duration::from_millis(500);
+
+/// Reports a timestamp jump as [`MediaError::SourceChanged`], so the pipeline is rebuilt
+/// and the next segment carries a discontinuity, and drops what follows it: cmafmux would
+/// otherwise make one chunk spanning the jump (an hour-long "part").
+fn watch_timestamps(ctx: &Ctx, element: &gst::Element, kind: &'static str) {
+    let tx = ctx.tx.clone();
+    let last = Mutex::new((None::<u64>, false));
+    element
+        .static_pad("src")
+        .expect("element has a src pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let mut last = last.lock().expect("not poisoned");
+            if last.1 {
+                return gst::PadProbeReturn::Drop;
+            }
+            let Some(b) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if b.pts().is_none() {
+                // A frame whose PES header was damaged carries no presentation time;
+                // cmafmux fails the pipeline on it ("Require timestamped buffers").
+                return gst::PadProbeReturn::Drop;
+            }
+            let segment = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+            // Decode order must never go back: DTS where the stream has it, and audio's
+            // PTS (which is its decode order).
+            let monotonic = b.dts().is_some() || kind == "audio";
+            let t = b.dts().or(b.pts()).and_then(|t| match &segment {
+                Some(seg) => seg.to_running_time(t),
+                None => Some(t),
+            });
+            let Some(t) = t.map(|t| t.nseconds()) else {
+                return gst::PadProbeReturn::Drop;
+            };
+            if let Some(prev) = last.0 {
+                let fwd = t.saturating_sub(prev);
+                let back = prev.saturating_sub(t);
+                if back > 0 && back <= TIMESTAMP_JUMP_BACK.as_nanos() as u64 && monotonic {
+                    // A damaged or repeated timestamp a little behind the last: cmafmux
+                    // fails the pipeline on it ("Decreasing PTS"), so the frame goes.
+                    return gst::PadProbeReturn::Drop;
+                }
+                if fwd > TIMESTAMP_JUMP_FORWARD.as_nanos() as u64
+                    || back > TIMESTAMP_JUMP_BACK.as_nanos() as u64
+                {
+                    last.1 = true;
+                    let secs = (t as f64 - prev as f64) / 1e9;
+                    let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
+                        "{kind} timestamps jumped by {secs:+.1} s"
+                    ))));
+                    return gst::PadProbeReturn::Drop;
+                }
+            }
+            last.0 = Some(t);
+            gst::PadProbeReturn::Ok
+        });
 }
 
 fn log_arrivals(q: &gst::Element) -> Arrivals {

@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::packager::ChunkKind;
 
+mod adts;
 mod branch;
 
 /// Rendition names used for the passthrough copy and the shared audio group.
@@ -199,9 +200,9 @@ impl Pipeline {
         let src = gst_app::AppSrc::builder()
             .name("src")
             .caps(
+                // No `packetsize`: tsdemux detects 188-byte TS and 192-byte M2TS itself.
                 &gst::Caps::builder("video/mpegts")
                     .field("systemstream", true)
-                    .field("packetsize", 188i32)
                     .build(),
             )
             .is_live(true)
@@ -228,7 +229,22 @@ impl Pipeline {
             pipeline: pipeline.downgrade(),
             cfg: Arc::new(cfg),
             tx: events.clone(),
+            main_pads: Arc::default(),
         };
+        let (main_pads, removed_tx) = (ctx.main_pads.clone(), events.clone());
+        demux.connect_pad_removed(move |_, pad| {
+            let name = pad.name();
+            if main_pads
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|n| *n == name)
+            {
+                let _ = removed_tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
+                    "elementary stream {name} went away (PMT, PID, program or codec change)"
+                ))));
+            }
+        });
         demux.connect_pad_added(move |_, pad| {
             let Some(pipeline) = ctx.pipeline.upgrade() else {
                 return;
@@ -257,7 +273,10 @@ impl Pipeline {
                                 .src()
                                 .map(|s| s.name().to_string())
                                 .unwrap_or_default(),
-                            message: err.error().to_string(),
+                            message: match err.debug() {
+                                Some(d) => format!("{} ({d})", err.error()),
+                                None => err.error().to_string(),
+                            },
                         };
                         let _ = tx.send(MediaEvent::Error(e));
                         break;

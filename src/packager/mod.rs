@@ -44,8 +44,11 @@ pub struct Chunk {
 pub struct PackagerConfig {
     /// `PART-TARGET`.
     pub part_target: Duration,
-    /// Nominal segment duration; `EXT-X-TARGETDURATION` is at least its ceiling.
+    /// Nominal segment duration.
     pub segment_target: Duration,
+    /// Longest segment: a longer one is cut at the next part. `EXT-X-TARGETDURATION` is
+    /// its ceiling, fixed for the life of the stream.
+    pub max_segment: Duration,
     /// Complete segments the playlist lists.
     pub window_segments: usize,
     /// Complete segments, at the end of the window, whose parts are listed too.
@@ -134,8 +137,9 @@ pub struct Segmenter {
     discontinuity_pending: bool,
     /// Discontinuities that have left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
     discontinuity_sequence: u64,
-    longest_segment: Duration,
     longest_part: Duration,
+    /// Segments cut at `max_segment` because no keyframe came in time.
+    cut_segments: u64,
 }
 
 impl Segmenter {
@@ -151,8 +155,8 @@ impl Segmenter {
             next_init_gen: 0,
             discontinuity_pending: false,
             discontinuity_sequence: 0,
-            longest_segment: Duration::ZERO,
             longest_part: Duration::ZERO,
+            cut_segments: 0,
         }
     }
 
@@ -184,7 +188,17 @@ impl Segmenter {
                 let Some((init_gen, _)) = self.init else {
                     return Err(PackagerError::NoInit);
                 };
+                // A GOP longer than `max_segment` (or none at all) would grow the segment
+                // past TARGETDURATION: cut it at this part, which then starts a segment
+                // without an independent frame.
+                let too_long = self.open.as_ref().is_some_and(|(s, _)| {
+                    s.duration + chunk.duration > self.cfg.max_segment + MAX_SEGMENT_SLACK
+                });
+                if too_long && chunk.kind == ChunkKind::PartStart {
+                    self.cut_segments += 1;
+                }
                 let starts_segment = chunk.kind == ChunkKind::SegmentStart
+                    || too_long
                     || self.open.is_none()
                     || self
                         .open
@@ -215,7 +229,8 @@ impl Segmenter {
                     duration: chunk.duration,
                     // The first part of a segment always starts at a fragment boundary,
                     // which cmafmux places on a keyframe.
-                    independent: chunk.independent || idx == 0,
+                    independent: chunk.independent
+                        || (idx == 0 && chunk.kind == ChunkKind::SegmentStart),
                 });
                 seg.duration += chunk.duration;
                 seg.bytes += chunk.data.len() as u64;
@@ -242,7 +257,6 @@ impl Segmenter {
 
     fn close_open(&mut self) -> Option<Output> {
         let (seg, parts) = self.open.take()?;
-        self.longest_segment = self.longest_segment.max(seg.duration);
         let uri = segment_uri(seg.msn);
         self.segments.push_back(seg);
         while self.segments.len() > self.cfg.window_segments {
@@ -305,12 +319,16 @@ impl Segmenter {
 
     /// `EXT-X-TARGETDURATION`: "The EXTINF duration of each Media Segment in a Playlist
     /// file, when rounded to the nearest integer, MUST be less than or equal to the Target
-    /// Duration" (§4.4.3.1). It is at least the configured segment target, rounded up.
+    /// Duration" (§4.4.3.1). Computed from the configured `max_segment` alone, so it never
+    /// changes during a stream's life, whatever arrives: segments are cut at that bound.
     pub fn target_duration(&self) -> u64 {
-        let nearest = (self.longest_segment.as_millis() as u64 + 500) / 1000;
-        let t = self.cfg.segment_target;
-        let configured = t.as_secs() + u64::from(t.subsec_nanos() > 0);
-        nearest.max(configured).max(1)
+        let t = self.cfg.max_segment + MAX_SEGMENT_SLACK;
+        ((t.as_millis() as u64 + 500) / 1000).max(1)
+    }
+
+    /// Segments cut at `max_segment` because no keyframe came in time.
+    pub fn cut_segments(&self) -> u64 {
+        self.cut_segments
     }
 
     /// `PART-TARGET`: the configured part target, fixed for the life of the stream (the
@@ -340,6 +358,11 @@ impl Segmenter {
     }
 }
 
+/// How far past `max_segment` a segment may run before it is cut: a keyframe a little
+/// late (frame-rate jitter) still starts the next segment. Rounding keeps the EXTINF within
+/// TARGETDURATION.
+const MAX_SEGMENT_SLACK: Duration = Duration::from_millis(100);
+
 /// URI of init generation `gen`: the first is `init.mp4`, later ones (after a publisher
 /// reconnect changed the codec setup) `init-{gen}.mp4`.
 pub fn init_uri(gen: u32) -> String {
@@ -368,6 +391,7 @@ mod tests {
         PackagerConfig {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
+            max_segment: Duration::from_secs(2),
             window_segments: 4,
             part_segments: 2,
         }
@@ -467,21 +491,36 @@ mod tests {
     }
 
     #[test]
-    fn target_duration_and_bitrates() {
+    fn target_duration_is_fixed_and_long_gops_are_cut() {
         let mut s = Segmenter::new(cfg());
-        assert_eq!(s.target_duration(), 1);
+        assert_eq!(s.target_duration(), 2);
         s.push(chunk(ChunkKind::Init, b"I", 0)).unwrap();
         s.push(chunk(ChunkKind::SegmentStart, b"0123456789", 1500))
             .unwrap();
         s.push(chunk(ChunkKind::SegmentStart, b"01234", 1000))
             .unwrap();
         s.push(chunk(ChunkKind::SegmentStart, b"", 1000)).unwrap();
-        // 1.5 s rounds to 2.
         assert_eq!(s.target_duration(), 2);
-        assert_eq!(s.part_target(), Duration::from_millis(200));
-        assert_eq!(s.longest_part(), Duration::from_millis(1500));
         let (peak, avg) = s.bitrates().unwrap();
         assert_eq!(peak, 53);
         assert_eq!(avg, 48);
+        // A 10 s GOP of 200 ms parts: cut every 2 s, the cut segments not independent.
+        let mut s = Segmenter::new(cfg());
+        s.push(chunk(ChunkKind::Init, b"I", 0)).unwrap();
+        s.push(chunk(ChunkKind::SegmentStart, b"k", 200)).unwrap();
+        for _ in 0..49 {
+            s.push(chunk(ChunkKind::PartStart, b"p", 200)).unwrap();
+        }
+        let durs: Vec<_> = s.segments().iter().map(|x| x.duration).collect();
+        assert!(
+            durs.iter().all(|d| *d == Duration::from_secs(2)),
+            "{durs:?}"
+        );
+        assert_eq!(s.cut_segments(), 4);
+        assert!(s.segments()[0].parts[0].independent);
+        assert!(!s.segments()[1].parts[0].independent);
+        assert_eq!(s.target_duration(), 2);
+        let text = playlist::render_media(&s, &[], &[], playlist::MediaRender::default());
+        assert!(text.contains("#EXT-X-TARGETDURATION:2\n"));
     }
 }

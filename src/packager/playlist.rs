@@ -295,6 +295,7 @@ mod tests {
         let mut s = Segmenter::new(PackagerConfig {
             part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(1),
+            max_segment: Duration::from_secs(1),
             window_segments: 20,
             part_segments: 2,
         });

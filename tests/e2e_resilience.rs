@@ -1,0 +1,221 @@
+//! Contribution resilience: awkward inputs from `common::corpus` (codec, PID, program,
+//! sample-rate and channel changes, timestamp jumps, M2TS packets, extra tracks,
+//! corruption) are pushed over SRT through srt-live-transmit at the same time, beside a
+//! healthy ffmpeg publisher. The node must stay up, the healthy stream must keep going,
+//! every faulty stream must keep playing after its change, and no playlist may ever change
+//! its TARGETDURATION or PART-TARGET.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use common::{corpus::Case, *};
+
+async fn parts(node: &Node, stream: &str, rendition: &str) -> f64 {
+    metric(
+        node,
+        "estuary_parts_published_total",
+        &format!("rendition=\"{rendition}\",stream=\"{stream}\""),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_stream_changes_keep_the_stream_and_its_playlists_valid() {
+    let dir = tempdir("corpus");
+    // Make the inputs two at a time (2 cores).
+    let files: BTreeMap<String, std::path::PathBuf> = std::thread::scope(|s| {
+        let mut out = BTreeMap::new();
+        for pair in Case::ALL.chunks(2) {
+            let hs: Vec<_> = pair
+                .iter()
+                .map(|c| {
+                    let dir = &dir;
+                    s.spawn(move || (c.name(), corpus::make(dir, *c)))
+                })
+                .collect();
+            for h in hs {
+                let (k, v) = h.join().unwrap();
+                out.insert(k, v);
+            }
+        }
+        out
+    });
+    let mut cfg = String::from("[streams.healthy]\n");
+    for c in Case::ALL {
+        cfg.push_str(&format!("[streams.{}]\n", c.name()));
+    }
+    let node = Node::start("resilience", &cfg);
+    let _healthy = ffmpeg_publish(&srt_url(&node, "healthy", None), 40, 30);
+    wait_ok(
+        &node.url("/live/healthy/index.m3u8"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let secs = 2 * corpus::HALF;
+    let _pushers: Vec<_> = Case::ALL
+        .iter()
+        .map(|c| corpus::push(&files[&c.name()], node.srt, &c.name(), secs))
+        .collect();
+
+    // While they play, every playlist keeps its TARGETDURATION and PART-TARGET.
+    let mut seen: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let healthy_before = parts(&node, "healthy", "source").await;
+    let end = Instant::now() + Duration::from_secs(u64::from(secs) + 4);
+    while Instant::now() < end {
+        for name in Case::ALL
+            .iter()
+            .map(|c| c.name())
+            .chain(["healthy".to_string()])
+        {
+            for r in ["source", "audio"] {
+                let resp = get(&node.url(&format!("/live/{name}/{r}/index.m3u8"))).await;
+                if resp.status != 200 {
+                    continue;
+                }
+                let lines = parse_playlist(&resp.text());
+                let td = tag(&lines, "EXT-X-TARGETDURATION").to_string();
+                let pt = attrs(tag(&lines, "EXT-X-PART-INF"))["PART-TARGET"].clone();
+                seen.entry(format!("{name}/{r}"))
+                    .or_default()
+                    .insert((td, pt));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(get(&node.url("/healthz")).await.status, 200);
+    for (k, v) in &seen {
+        assert_eq!(v.len(), 1, "{k}: TARGETDURATION/PART-TARGET changed: {v:?}");
+    }
+    assert!(
+        parts(&node, "healthy", "source").await > healthy_before + 80.0,
+        "the healthy stream stalled beside the faulty ones"
+    );
+
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for c in Case::ALL {
+        let name = c.name();
+        let v = parts(&node, &name, "source").await;
+        let a = parts(&node, &name, "audio").await;
+        let pl = get(&node.url(&format!("/live/{name}/source/index.m3u8"))).await;
+        if pl.status != 200 {
+            failures.push(format!("{name}: source playlist answers {}", pl.status));
+            continue;
+        }
+        let lines = parse_playlist(&pl.text());
+        let disc = tags(&lines, "EXT-X-DISCONTINUITY").len();
+        report.push(format!(
+            "{name}: video parts {v}, audio parts {a}, discontinuities {disc}"
+        ));
+        // 20 s of media is 100 parts of 200 ms. A change may cost a rebuild (up to about
+        // 4 s); a stream whose video stopped at the change would have about 50.
+        if v < 78.0 {
+            failures.push(format!("{name}: only {v} video parts"));
+        }
+        if a < 78.0 {
+            failures.push(format!("{name}: only {a} audio parts"));
+        }
+        if c.changes() && disc == 0 && v >= 78.0 {
+            // Fine only if the change needed no rebuild at all (the parts are all there).
+            if v < 95.0 {
+                failures.push(format!("{name}: parts lost but no discontinuity"));
+            }
+        }
+        // The newest segment decodes, with its own init segment.
+        let (Some((_, _, uri)), Some(map)) = (
+            segments(&lines).last().cloned(),
+            tags(&lines, "EXT-X-MAP")
+                .last()
+                .map(|m| attrs(m)["URI"].clone()),
+        ) else {
+            failures.push(format!("{name}: no segment listed ({})", pl.status));
+            continue;
+        };
+        let init = get(&node.url(&format!("/live/{name}/source/{map}"))).await;
+        let seg = get(&node.url(&format!("/live/{name}/source/{uri}"))).await;
+        let f = node.dir.join(format!("{name}-last.mp4"));
+        std::fs::write(&f, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+        let probe = ffprobe(&f);
+        let want = if c == Case::CodecChange {
+            "hevc,"
+        } else {
+            "h264,"
+        };
+        if !probe.starts_with(want) {
+            failures.push(format!("{name}: last segment probes as {probe:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\n{report:#?}\nlog: {}",
+        node.dir.join("node.log").display()
+    );
+    eprintln!("{report:#?}");
+}
+
+/// Idle means no media: a publisher whose encoder stopped but whose connection keeps
+/// sending (null packets here, keep-alives in general) is dropped after
+/// `srt.idle_timeout`, not held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_sends_no_media_is_dropped() {
+    let dir = tempdir("idle");
+    let file = corpus::media_then_null(&dir, 4, 20);
+    let node = Node::start("idle", "srt.idle_timeout = \"3s\"\n[streams.quiet]\n");
+    let _push = corpus::push(&file, node.srt, "quiet", 24);
+    wait_ok(&node.url("/live/quiet/index.m3u8"), Duration::from_secs(20)).await;
+    assert_eq!(metric(&node, "estuary_publishers_active", "").await, 1.0);
+    // Media ends about 4 s in; null packets keep flowing until 24 s. The node lets go
+    // about 3 s after the last part, long before the packets stop.
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"idle\"",
+        1.0,
+        Duration::from_secs(12),
+    )
+    .await;
+    assert!(node.log().contains("publisher sends no media"));
+}
+
+/// A 10 s GOP (an encoder left at a long keyframe interval) is cut at `hls.max_segment`
+/// (2 s by default): TARGETDURATION stays 2, no segment runs longer, the cut segments say
+/// they start without an independent frame, and a metric counts the cuts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gop_is_cut_at_the_segment_bound() {
+    let node = Node::start("longgop", "[streams.gop]\n");
+    let _p = ffmpeg_publish(&srt_url(&node, "gop", None), 25, 300);
+    let url = node.url("/live/gop/source/index.m3u8");
+    wait_ok(&url, Duration::from_secs(20)).await;
+    let end = Instant::now() + Duration::from_secs(16);
+    let mut targets = BTreeSet::new();
+    let mut lines = Vec::new();
+    while Instant::now() < end {
+        lines = parse_playlist(&get(&url).await.text());
+        targets.insert(tag(&lines, "EXT-X-TARGETDURATION").to_string());
+        for (_, d, u) in segments(&lines) {
+            assert!(d <= 2.1, "segment {u} of {d} s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(targets, BTreeSet::from(["2".to_string()]));
+    let starts: Vec<bool> = segment_parts(&lines)
+        .iter()
+        .filter_map(|(_, p)| p.first())
+        .map(|a| a.get("INDEPENDENT").is_some())
+        .collect();
+    assert!(starts.contains(&false), "cut segments: {starts:?}");
+    assert!(
+        metric(
+            &node,
+            "estuary_segments_cut_total",
+            "rendition=\"source\",stream=\"gop\""
+        )
+        .await
+            >= 3.0
+    );
+    assert!(node.log().contains("no keyframe within hls.max_segment"));
+}
