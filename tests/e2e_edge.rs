@@ -946,3 +946,63 @@ async fn get_body(edge: &Node, file: &str) -> Bytes {
     assert_eq!(r.status, 200, "{file}");
     r.body
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_opens_an_origin_that_requires_one() {
+    // nginx stands in for a foreign https origin (h2 by ALPN) that requires mutual TLS,
+    // serving ffmpeg's HLS output.
+    let pki = tempdir("mtls-pki");
+    let _ = test_pki(&pki);
+    let (cert, key) = client_cert(&pki);
+    let www = tempdir("mtls-www");
+    let _ff = ffmpeg_hls(&www, 60);
+    let nginx = start_nginx_mtls(&tempdir("mtls-nginx"), &www, &pki).await;
+    let upstream = format!(
+        "[upstream]\norigins = [\"https://{}/live\"]\nca_file = \"{}\"\n",
+        nginx.addr,
+        pki.join("ca.pem").display()
+    );
+    let with_cert = Node::start(
+        "mtls-edge",
+        &format!(
+            "{upstream}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let without = Node::start("mtls-edge-nocert", &upstream);
+    let url = with_cert.url("/live/plain/v/index.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get(&url).await;
+        if r.status == 200 && segments(&parse_playlist(&r.text())).len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no playlist through mutual TLS: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let lines = parse_playlist(&get(&url).await.text());
+    let (_, _, uri) = segments(&lines).last().cloned().unwrap();
+    let seg = get(&with_cert.url(&format!("/live/plain/v/{uri}"))).await;
+    assert_eq!(seg.status, 200);
+    assert!(seg.body.len() > 1000);
+    // Without the certificate nginx refuses the edge; viewers get 503.
+    assert_eq!(
+        get(&without.url("/live/plain/index.m3u8")).await.status,
+        503
+    );
+    assert!(
+        metric(
+            &without,
+            "estuary_upstream_requests_total",
+            "result=\"status\""
+        )
+        .await
+            >= 1.0
+    );
+}

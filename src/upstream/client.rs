@@ -102,13 +102,21 @@ impl Client {
                 roots.add(c).map_err(|e| setup(e.to_string()))?;
             }
         }
-        let tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let tls_builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| UpstreamError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let tls_cfg = match (&cfg.client_cert, &cfg.client_key) {
+            (Some(cert), Some(key)) => {
+                let (chain, key) = client_identity(cert, key)?;
+                tls_builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| UpstreamError::Setup(format!("upstream.client_cert: {e}")))?
+            }
+            _ => tls_builder.with_no_client_auth(),
+        };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_cfg)
             .https_or_http()
@@ -197,6 +205,37 @@ impl Client {
             .map_err(|e| UpstreamError::Body(e.to_string()))?;
         Ok(body.to_bytes())
     }
+}
+
+/// Reads the client certificate chain and key for `https://` origins that ask for one.
+fn client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<
+    (
+        Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+        tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    UpstreamError,
+> {
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(std::io::BufReader::new)
+            .map_err(|e| UpstreamError::Setup(format!("{}: {e}", p.display())))
+    };
+    let chain = rustls_pemfile::certs(&mut open(cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UpstreamError::Setup(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(UpstreamError::Setup(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut open(key)?)
+        .map_err(|e| UpstreamError::Setup(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| UpstreamError::Setup(format!("{}: no private key", key.display())))?;
+    Ok((chain, key))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

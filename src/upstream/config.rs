@@ -33,6 +33,11 @@ pub struct UpstreamConfig {
     /// PEM file of extra CA certificates trusted for `https://` origins (beside the
     /// system's).
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain presented to `https://` origins that require one
+    /// (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
     /// A follower with no viewer request for this long stops pulling.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
@@ -67,6 +72,8 @@ impl Default for UpstreamConfig {
             secret: None,
             require_secret: false,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             idle: DEFAULT_IDLE,
             failover_after: DEFAULT_FAILOVER_AFTER,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -122,6 +129,12 @@ impl UpstreamConfig {
             s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) || s.len() > 512
         }) {
             return bad("secret", "must be 1-512 printable ASCII characters");
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return bad(
+                "client_cert",
+                "upstream.client_cert and upstream.client_key go together",
+            );
         }
         if self.require_secret && self.secret.is_none() {
             return bad("require_secret", "needs upstream.secret");

@@ -261,9 +261,26 @@ pub struct Varnish {
 
 impl Drop for Varnish {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// SIGTERM, so a manager process stops its children too (SIGKILL would orphan them),
+/// then SIGKILL after a bounded wait.
+fn stop(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 pub async fn start_varnish(backend: SocketAddr, dir: &Path) -> Varnish {
@@ -475,4 +492,116 @@ pub async fn scripted_server(script: Script) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A client certificate (clientAuth) signed by the CA `test_pki` made in `dir`:
+/// (client.pem, client.key).
+pub fn client_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=edge",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "client.cnf",
+        "-out",
+        "client.pem",
+    ]);
+    (dir.join("client.pem"), dir.join("client.key"))
+}
+
+/// nginx serving `www` at `/live/plain/` over TLS (h2 by ALPN) and requiring a client
+/// certificate signed by `ca`; killed on drop.
+pub struct Nginx {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+pub async fn start_nginx_mtls(dir: &Path, www: &Path, pki: &Path) -> Nginx {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+         types {{ application/vnd.apple.mpegurl m3u8; video/mp4 mp4; video/iso.segment m4s; }}\n\
+         server {{\n  listen {addr} ssl http2;\n  ssl_certificate {p}/cert.pem;\n\
+         ssl_certificate_key {p}/key.pem;\n  ssl_client_certificate {p}/ca.pem;\n\
+         ssl_verify_client on;\n  location /live/plain/ {{ alias {w}/; }}\n }}\n}}\n",
+        p = pki.display(),
+        w = www.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = std::process::Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nginx (scripts/setup.sh --test installs it)");
+    let n = Nginx { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n
 }
