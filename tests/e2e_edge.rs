@@ -1006,3 +1006,49 @@ async fn client_certificate_opens_an_origin_that_requires_one() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_event_playlist_is_joined_at_its_live_end() {
+    let script: Script = Default::default();
+    let mut pl = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+    );
+    {
+        let mut s = script.lock().unwrap();
+        s.insert(
+            "/live/long/index.m3u8".into(),
+            b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nv/index.m3u8\n".to_vec(),
+        );
+        s.insert("/live/long/v/init.mp4".into(), b"init".to_vec());
+        for m in 0..300 {
+            pl.push_str(&format!("#EXTINF:1.000,\ns{m}.m4s\n"));
+            s.insert(
+                format!("/live/long/v/s{m}.m4s"),
+                format!("s{m}").into_bytes(),
+            );
+        }
+        s.insert("/live/long/v/index.m3u8".into(), pl.into_bytes());
+    }
+    let server = scripted_server(script).await;
+    let edge = Node::start(
+        "long-edge",
+        &format!("[upstream]\norigins = [\"http://{server}/live\"]\ncleartext_http2 = false\n"),
+    );
+    let r = wait_ok(
+        &edge.url("/live/long/v/index.m3u8"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let segs = segments(&parse_playlist(&r.text()));
+    let msns: Vec<u64> = segs.iter().map(|s| s.0).collect();
+    assert_eq!(msns, (279..300).collect::<Vec<u64>>());
+    assert_eq!(segs[0].2, "s279.m4s");
+    // Only what is listed was pulled.
+    let pulled = metric(&edge, "estuary_upstream_requests_total", "kind=\"segment\"").await;
+    assert_eq!(pulled, 21.0);
+    assert_eq!(
+        get(&edge.url("/live/long/v/s299.m4s")).await.body,
+        &b"s299"[..]
+    );
+    assert_eq!(get(&edge.url("/live/long/v/s100.m4s")).await.status, 404);
+}

@@ -30,8 +30,10 @@ use crate::store::{ObjectKind, StreamEntry};
 
 /// Init segments a rendition keeps (a new one comes with each codec change or origin).
 const MAX_INITS: usize = 8;
+/// Most segments taken when joining (the live end of upstream's playlist).
+const MAX_JOIN_SEGMENTS: usize = 20;
 /// Most segments a window keeps, whatever upstream lists.
-const MAX_WINDOW: usize = 1000;
+const MAX_WINDOW: usize = 100;
 /// Shortest pause between playlist reloads that bring nothing new.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(100);
 /// Concurrent object fetches when joining a stream.
@@ -465,14 +467,18 @@ impl Follower {
             self.new_epoch();
             self.synced = false;
         }
+        // Joining takes the live end only: a long (DVR or event) playlist is not
+        // pulled whole.
+        let join_from = pl.segments.len().saturating_sub(MAX_JOIN_SEGMENTS + 1);
         if !self.synced {
-            self.prefetch(pl, base, last_end).await;
+            self.prefetch(&pl.segments[join_from..], base, last_end)
+                .await;
         }
-        for s in &pl.segments {
+        for (i, s) in pl.segments.iter().enumerate() {
             let mut disc = s.discontinuity;
             if !self.synced {
                 // Joining (or after a failover): take what is newer than what we list.
-                if is_older(s, last_end) {
+                if i < join_from || is_older(s, last_end) {
                     continue;
                 }
                 if self.window.open.is_some() {

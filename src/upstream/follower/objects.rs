@@ -112,12 +112,12 @@ impl Follower {
     /// Joining: fetch what the playlist lists, several at a time.
     pub(super) async fn prefetch(
         &mut self,
-        pl: &MediaPlaylist,
+        segments: &[playlist::Segment],
         base: &str,
         last_end: Option<SystemTime>,
     ) {
         let mut want = Vec::new();
-        for s in pl.segments.iter().filter(|s| !is_older(s, last_end)) {
+        for s in segments.iter().filter(|s| !is_older(s, last_end)) {
             let objs = s
                 .parts
                 .iter()
