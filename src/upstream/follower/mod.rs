@@ -689,3 +689,55 @@ fn is_older(s: &playlist::Segment, last_end: Option<SystemTime>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(pdt: Option<&str>, secs: f64, complete: bool, parts: &[f64]) -> playlist::Segment {
+        playlist::Segment {
+            uri: complete.then(|| "s.m4s".to_owned()),
+            duration: (format!("{secs:.3}"), secs),
+            pdt: pdt.map(str::to_owned),
+            parts: parts
+                .iter()
+                .map(|d| playlist::Part {
+                    uri: "p.m4s".into(),
+                    duration: *d,
+                    attrs: Default::default(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn older_by_program_date_time() {
+        let t0 = humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let last = Some(t0 + Duration::from_secs(2));
+        let at = |s| Some(s);
+        assert!(is_older(
+            &seg(at("2026-01-01T00:00:01.000Z"), 1.0, true, &[]),
+            last
+        ));
+        assert!(!is_older(
+            &seg(at("2026-01-01T00:00:01.500Z"), 1.0, true, &[]),
+            last
+        ));
+        // An open segment counts its parts so far.
+        assert!(is_older(
+            &seg(at("2026-01-01T00:00:01.600Z"), 0.0, false, &[0.2, 0.2]),
+            last
+        ));
+        assert!(!is_older(
+            &seg(at("2026-01-01T00:00:01.600Z"), 0.0, false, &[0.2, 0.2, 0.2]),
+            last
+        ));
+        // Without PDT on either side nothing is older.
+        assert!(!is_older(&seg(None, 1.0, true, &[]), last));
+        assert!(!is_older(
+            &seg(at("2026-01-01T00:00:00.000Z"), 1.0, true, &[]),
+            None
+        ));
+    }
+}

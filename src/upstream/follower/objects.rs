@@ -19,26 +19,7 @@ use crate::{
 
 impl Follower {
     pub(super) fn local_name(&self, written: &str, abs: &str) -> String {
-        let base = if is_simple_name(written) {
-            written.to_owned()
-        } else {
-            let path = abs.split(['?', '#']).next().unwrap_or_default();
-            let ext = path
-                .rsplit('/')
-                .next()
-                .and_then(|f| f.rsplit_once('.'))
-                .map(|(_, e)| e)
-                .filter(|e| {
-                    (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric())
-                })
-                .unwrap_or("bin");
-            format!("u{:016x}.{ext}", fnv1a(abs.as_bytes()))
-        };
-        if self.epoch == 0 {
-            base
-        } else {
-            format!("e{}-{base}", self.epoch)
-        }
+        local_name(self.epoch, written, abs)
     }
 
     pub(super) fn ttl(&self) -> Duration {
@@ -225,9 +206,71 @@ impl Follower {
     }
 }
 
+/// The name an upstream URI is kept under at the edge: the URI itself when it is a plain
+/// file name, else a hash of the absolute URL with its extension; prefixed after the
+/// first origin (`epoch`), so another origin's names cannot collide with it.
+fn local_name(epoch: u32, written: &str, abs: &str) -> String {
+    let base = if is_simple_name(written) {
+        written.to_owned()
+    } else {
+        let path = abs.split(['?', '#']).next().unwrap_or_default();
+        let ext = path
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.rsplit_once('.'))
+            .map(|(_, e)| e)
+            .filter(|e| (1..=5).contains(&e.len()) && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("bin");
+        format!("u{:016x}.{ext}", fnv1a(abs.as_bytes()))
+    };
+    if epoch == 0 {
+        base
+    } else {
+        format!("e{epoch}-{base}")
+    }
+}
+
 /// FNV-1a, for stable local names of URIs that cannot be used as they are.
 fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names() {
+        let abs = "http://o/live/s/v/p12.m4s";
+        assert_eq!(local_name(0, "p12.m4s", abs), "p12.m4s");
+        assert_eq!(local_name(2, "p12.m4s", abs), "e2-p12.m4s");
+        let odd = local_name(
+            0,
+            "../x/p12.m4s?token=a",
+            "http://o/live/s/x/p12.m4s?token=a",
+        );
+        assert!(odd.starts_with('u') && odd.ends_with(".m4s"), "{odd}");
+        assert!(is_simple_name(&odd));
+        // Same URL, same name; another URL, another name.
+        assert_eq!(
+            odd,
+            local_name(
+                0,
+                "../x/p12.m4s?token=a",
+                "http://o/live/s/x/p12.m4s?token=a"
+            )
+        );
+        assert_ne!(
+            odd,
+            local_name(
+                0,
+                "../x/p12.m4s?token=b",
+                "http://o/live/s/x/p12.m4s?token=b"
+            )
+        );
+        assert!(local_name(0, "https://cdn/a", "https://cdn/a").ends_with(".bin"));
+        assert!(local_name(0, ".hidden", "http://o/.hidden").starts_with('u'));
+    }
 }
