@@ -1052,3 +1052,70 @@ async fn a_long_event_playlist_is_joined_at_its_live_end() {
     );
     assert_eq!(get(&edge.url("/live/long/v/s100.m4s")).await.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_are_listed_not_fetched_and_an_origin_ignoring_directives_is_not_hammered() {
+    let script: Script = Default::default();
+    {
+        let mut s = script.lock().unwrap();
+        s.insert(
+            "/live/gap/index.m3u8".into(),
+            b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nv/index.m3u8\n".to_vec(),
+        );
+        // LL-HLS that claims blocking reload but answers every reload at once, with a
+        // part marked GAP=YES and a segment marked EXT-X-GAP (neither is served).
+        s.insert(
+            "/live/gap/v/index.m3u8".into(),
+            b"#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:1.000,\ng0.m4s\n#EXT-X-GAP\n#EXTINF:1.000,\ng1.m4s\n#EXT-X-PART:DURATION=0.500,URI=\"h0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.500,URI=\"h1.m4s\",GAP=YES\n#EXTINF:1.000,\ng2.m4s\n#EXT-X-PART:DURATION=0.500,URI=\"h2.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"h3.m4s\"\n"
+                .to_vec(),
+        );
+        for f in ["g0", "g2", "h0", "h2"] {
+            s.insert(format!("/live/gap/v/{f}.m4s"), f.as_bytes().to_vec());
+        }
+    }
+    let server = scripted_server(script).await;
+    let edge = Node::start(
+        "gap-edge",
+        &format!("[upstream]\norigins = [\"http://{server}/live\"]\ncleartext_http2 = false\nfailover_after = \"10s\"\n"),
+    );
+    let url = edge.url("/live/gap/v/index.m3u8");
+    let text = wait_ok(&url, Duration::from_secs(20)).await.text();
+    let lines = parse_playlist(&text);
+    let segs = segments(&lines);
+    assert_eq!(
+        segs.iter().map(|s| s.2.as_str()).collect::<Vec<_>>(),
+        vec!["g0.m4s", "g1.m4s", "g2.m4s"]
+    );
+    assert!(
+        text.contains("#EXT-X-GAP\n#EXTINF:1.000,\ng1.m4s\n"),
+        "{text}"
+    );
+    assert!(text.contains("URI=\"h1.m4s\",GAP=YES"), "{text}");
+    assert!(text.contains("URI=\"h2.m4s\",INDEPENDENT=YES"), "{text}");
+    assert_eq!(get(&edge.url("/live/gap/v/g2.m4s")).await.body, &b"g2"[..]);
+    assert_eq!(get(&edge.url("/live/gap/v/h2.m4s")).await.body, &b"h2"[..]);
+    // Nothing was asked for what upstream marked missing.
+    let failed = metric(
+        &edge,
+        "estuary_upstream_requests_total",
+        "result=\"not_found\"",
+    )
+    .await;
+    let before = metric(
+        &edge,
+        "estuary_upstream_requests_total",
+        "kind=\"blocking\"",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reloads = metric(
+        &edge,
+        "estuary_upstream_requests_total",
+        "kind=\"blocking\"",
+    )
+    .await
+        - before;
+    assert!(reloads <= 25.0, "{reloads} blocking reloads in 2 s");
+    // Only the hint (h3, never served) may have answered 404.
+    assert!(failed <= 1.0, "{failed} upstream 404s");
+}

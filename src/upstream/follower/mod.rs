@@ -73,7 +73,8 @@ pub(super) struct Follower {
     floor: u64,
     window: Window,
     /// Bytes of the open segment's parts, to join into the segment when it completes.
-    open_bytes: Vec<Bytes>,
+    /// (`None` for a part marked `GAP=YES`, which has no bytes).
+    open_bytes: Vec<Option<Bytes>>,
     inits: Vec<(String, Bytes)>,
     init_names: HashMap<String, String>,
     /// Local names of the parts and segments stored.
@@ -312,9 +313,9 @@ impl Follower {
 
     fn close_open(&mut self) {
         let epoch = self.epoch;
-        let bytes = std::mem::take(&mut self.open_bytes);
+        let bytes: Option<Vec<Bytes>> = std::mem::take(&mut self.open_bytes).into_iter().collect();
         if let Some(seg) = self.window.close_open(|m| format!("e{epoch}-s{m}.m4s")) {
-            if bytes.len() == seg.parts.len() {
+            if let Some(bytes) = bytes.filter(|b| b.len() == seg.parts.len()) {
                 let name = seg.name.clone().unwrap_or_default();
                 self.store(&name, ObjectKind::Segment, bytes, "segment_joined");
             } else {
@@ -573,15 +574,15 @@ impl Follower {
             let Some(mut o) = self.window.open.take() else {
                 return Ok(progress);
             };
-            let joined = o.parts.len() == s.parts.len() && self.open_bytes.len() == o.parts.len();
-            let chunks = std::mem::take(&mut self.open_bytes);
-            let name = match self
-                .segment_object(uri, base, joined.then_some(chunks))
-                .await
-            {
+            let held = std::mem::take(&mut self.open_bytes);
+            let joined = (o.parts.len() == s.parts.len() && held.len() == o.parts.len())
+                .then(|| held.iter().cloned().collect::<Option<Vec<Bytes>>>())
+                .flatten();
+            let name = match self.segment_object(s, uri, base, joined).await {
                 Ok(n) => n,
                 Err(e) => {
                     self.window.open = Some(o);
+                    self.open_bytes = held;
                     return Err(e);
                 }
             };
@@ -638,7 +639,7 @@ impl Follower {
         // First seen complete: its listed parts may not be all of it (a server may drop
         // the oldest parts one by one), so the segment itself is fetched.
         let uri = s.uri.as_deref().unwrap_or_default();
-        let name = self.segment_object(uri, base, None).await?;
+        let name = self.segment_object(s, uri, base, None).await?;
         seg.name = Some(name);
         seg.duration.clone_from(&s.duration.0);
         seg.secs = s.duration.1;

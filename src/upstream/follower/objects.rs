@@ -102,8 +102,14 @@ impl Follower {
             let objs = s
                 .parts
                 .iter()
+                .filter(|p| p.attrs.get("GAP") != Some("YES"))
                 .map(|p| (p.uri.as_str(), Kind::Part))
-                .chain(s.uri.iter().map(|u| (u.as_str(), Kind::Segment)));
+                .chain(
+                    s.uri
+                        .iter()
+                        .filter(|_| !is_gap(s))
+                        .map(|u| (u.as_str(), Kind::Segment)),
+                );
             for (written, kind) in objs {
                 if let Some(abs) = playlist::resolve(base, written) {
                     let name = self.local_name(written, &abs);
@@ -135,12 +141,18 @@ impl Follower {
         &mut self,
         p: &playlist::Part,
         base: &str,
-    ) -> Result<(EdgePart, Bytes), UpstreamError> {
+    ) -> Result<(EdgePart, Option<Bytes>), UpstreamError> {
         let abs =
             playlist::resolve(base, &p.uri).ok_or_else(|| UpstreamError::Url(p.uri.clone()))?;
         let name = self.local_name(&p.uri, &abs);
-        let bytes = self.obtain(&abs, &name, Kind::Part).await?;
-        self.store(&name, ObjectKind::Part, vec![bytes.clone()], "part");
+        // "GAP=YES ... the Partial Segment is not available" (§4.4.4.9): listed, not fetched.
+        let bytes = if p.attrs.get("GAP") == Some("YES") {
+            None
+        } else {
+            let b = self.obtain(&abs, &name, Kind::Part).await?;
+            self.store(&name, ObjectKind::Part, vec![b.clone()], "part");
+            Some(b)
+        };
         let mut attrs = p.attrs.clone();
         attrs.set_quoted("URI", &name);
         Ok((
@@ -157,13 +169,15 @@ impl Follower {
     /// (no request), else fetched.
     pub(super) async fn segment_object(
         &mut self,
+        s: &playlist::Segment,
         uri: &str,
         base: &str,
         parts: Option<Vec<Bytes>>,
     ) -> Result<String, UpstreamError> {
         let abs = playlist::resolve(base, uri).ok_or_else(|| UpstreamError::Url(uri.into()))?;
         let name = self.local_name(uri, &abs);
-        if self.held.contains(&name) {
+        // "EXT-X-GAP ... indicates that the segment URI ... is not available" (§4.4.4.7).
+        if self.held.contains(&name) || is_gap(s) {
             return Ok(name);
         }
         match parts {
@@ -204,6 +218,11 @@ impl Follower {
         let task = tokio::spawn(async move { client.get(&url, Kind::Hint, timeout).await });
         self.hint = Some((name, task));
     }
+}
+
+/// Whether a segment is marked `EXT-X-GAP` (no media to fetch).
+pub(super) fn is_gap(s: &playlist::Segment) -> bool {
+    s.tags.iter().any(|t| t == "#EXT-X-GAP")
 }
 
 /// The name an upstream URI is kept under at the edge: the URI itself when it is a plain
