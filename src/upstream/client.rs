@@ -77,7 +77,9 @@ impl Client {
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .http2_keep_alive_timeout(Duration::from_secs(5))
-                .http2_keep_alive_while_idle(true);
+                .http2_keep_alive_while_idle(true)
+                // Segments cross long paths too: let the window grow with the link.
+                .http2_adaptive_window(true);
             b
         };
         let plain = builder()
