@@ -9,6 +9,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use serde::Deserialize;
 
 /// Default SRT listen address.
+/// Default `http.idle_timeout`.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_SRT_LISTEN: &str = "0.0.0.0:9000";
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
@@ -38,6 +40,14 @@ pub const DEFAULT_NO_VIDEO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_WEB_ROOT: &str = "web";
 /// Default path of hls.js, installed by `scripts/setup.sh` with npm.
 pub const DEFAULT_HLSJS: &str = "web/node_modules/hls.js/dist/hls.min.js";
+/// Default RTMP listen address (TCP).
+pub const DEFAULT_RTMP_LISTEN: &str = "0.0.0.0:1935";
+/// Default RTMPS (RTMP over TLS) listen address; used only when a certificate is set.
+pub const DEFAULT_RTMPS_LISTEN: &str = "0.0.0.0:1936";
+/// Default number of concurrent RTMP connections (publishers and pending handshakes).
+pub const DEFAULT_RTMP_MAX_CONNECTIONS: usize = 64;
+/// Default time an RTMP client has from its TCP connect to its `publish` command.
+pub const DEFAULT_RTMP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default shutdown grace period.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -83,6 +93,8 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     /// SRT ingest.
     pub srt: SrtConfig,
+    /// RTMP and RTMPS ingest.
+    pub rtmp: RtmpConfig,
     /// HTTP serving.
     pub http: HttpConfig,
     /// LL-HLS packaging.
@@ -108,6 +120,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             srt: SrtConfig::default(),
+            rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
             cache: CacheConfig::default(),
@@ -152,6 +165,90 @@ impl Default for SrtConfig {
     }
 }
 
+/// RTMP ingest settings (OBS: Server `rtmp://HOST/live`, Stream key `NAME`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    /// Run the RTMP listener (and the RTMPS one when a certificate is set).
+    pub enabled: bool,
+    /// TCP address of the RTMP listener.
+    pub listen: SocketAddr,
+    /// TCP address of the RTMPS listener, which runs when `tls_cert` and `tls_key` are set,
+    /// or else when `http.tls_cert` and `http.tls_key` are (the same certificate is reused).
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain for RTMPS; defaults to `http.tls_cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for RTMPS; defaults to `http.tls_key`.
+    pub tls_key: Option<PathBuf>,
+    /// Cap on concurrent RTMP and RTMPS connections together.
+    pub max_connections: usize,
+    /// Time from the TCP connect (and TLS) to the `publish` command; slower clients are
+    /// dropped.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A publisher that sends no media for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_RTMP_LISTEN.parse().expect("valid default"),
+            tls_listen: DEFAULT_RTMPS_LISTEN.parse().expect("valid default"),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: DEFAULT_RTMP_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_RTMP_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_INGEST_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl RtmpConfig {
+    /// The certificate and key RTMPS uses: its own, else the HTTP server's; `None` means
+    /// no RTMPS listener.
+    pub fn tls_files<'a>(
+        &'a self,
+        http: &'a HttpConfig,
+    ) -> Option<(&'a std::path::Path, &'a std::path::Path)> {
+        match (&self.tls_cert, &self.tls_key, &http.tls_cert, &http.tls_key) {
+            (Some(c), Some(k), _, _) | (None, None, Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", "must be at least 1"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "rtmp.tls_cert",
+                "rtmp.tls_cert and rtmp.tls_key go together",
+            ));
+        }
+        if self.handshake_timeout < Duration::from_secs(1)
+            || self.handshake_timeout > Duration::from_secs(120)
+        {
+            return Err(invalid(
+                "rtmp.handshake_timeout",
+                "must be between 1s and 120s",
+            ));
+        }
+        if self.idle_timeout < Duration::from_secs(1)
+            || self.idle_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid("rtmp.idle_timeout", "must be between 1s and 600s"));
+        }
+        if self.enabled && self.listen == self.tls_listen && self.listen.port() != 0 {
+            return Err(invalid("rtmp.tls_listen", "must differ from rtmp.listen"));
+        }
+        Ok(())
+    }
+}
+
 /// HTTP settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,8 +259,14 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
-    /// Cap on concurrent connections.
+    /// Cap on concurrent connections. When it is reached, the connection idle the longest
+    /// is closed to make room.
     pub max_connections: usize,
+    /// A connection with no request in flight and no byte moving for this long is closed:
+    /// an idle keep-alive, an HTTP/2 connection with no streams, a socket that never sent
+    /// a byte, a TLS handshake or WebSocket upgrade that never comes.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Value of `Access-Control-Allow-Origin`.
     pub cors_origin: String,
     /// Folder of the player and front pages (`web/` in the repository).
@@ -182,6 +285,7 @@ impl Default for HttpConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             cors_origin: "*".into(),
             web_root: PathBuf::from(DEFAULT_WEB_ROOT),
             hlsjs: PathBuf::from(DEFAULT_HLSJS),
@@ -257,6 +361,10 @@ impl Default for CacheConfig {
 pub struct StreamConfig {
     /// SRT passphrase (10–79 characters). Without it the stream takes unencrypted publishers.
     pub passphrase: Option<String>,
+    /// RTMP publish key (8–128 characters of `[A-Za-z0-9_.~-]`). When set, an RTMP
+    /// publisher's stream key must be `NAME?key=KEY`; without it any RTMP publisher of
+    /// this stream is accepted.
+    pub rtmp_key: Option<String>,
     /// This stream's ladder, replacing the default `[ladder]`.
     pub ladder: Option<LadderConfig>,
 }
@@ -463,8 +571,14 @@ impl Config {
         if self.cache.max_bytes < 8 * 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 8 MiB"));
         }
+        self.rtmp.validate()?;
         if self.srt.max_connections == 0 {
             return Err(invalid("srt.max_connections", "must be at least 1"));
+        }
+        if self.http.idle_timeout < Duration::from_secs(1)
+            || self.http.idle_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid("http.idle_timeout", "must be between 1s and 10min"));
         }
         if self.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
@@ -493,6 +607,18 @@ impl Config {
                     format!("streams.{name}"),
                     "stream names are 1-64 characters of [A-Za-z0-9_-]",
                 ));
+            }
+            if let Some(k) = &s.rtmp_key {
+                let ok = (8..=128).contains(&k.len())
+                    && k.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'-')
+                    });
+                if !ok {
+                    return Err(invalid(
+                        format!("streams.{name}.rtmp_key"),
+                        "an RTMP key is 8 to 128 characters of [A-Za-z0-9_.~-]",
+                    ));
+                }
             }
             if let Some(p) = &s.passphrase {
                 if !(10..=79).contains(&p.len()) {
@@ -559,6 +685,14 @@ mod tests {
         assert_eq!(cfg.hls.max_segment(), d.hls.max_segment());
         assert_eq!(cfg.cache.max_bytes, d.cache.max_bytes);
         assert_eq!(cfg.srt.listen, d.srt.listen);
+        assert_eq!(cfg.http.idle_timeout, d.http.idle_timeout);
+        assert_eq!(cfg.rtmp.enabled, d.rtmp.enabled);
+        assert_eq!(cfg.rtmp.listen, d.rtmp.listen);
+        assert_eq!(cfg.rtmp.tls_listen, d.rtmp.tls_listen);
+        assert_eq!(cfg.rtmp.max_connections, d.rtmp.max_connections);
+        assert_eq!(cfg.rtmp.handshake_timeout, d.rtmp.handshake_timeout);
+        assert_eq!(cfg.rtmp.idle_timeout, d.rtmp.idle_timeout);
+        assert!(cfg.rtmp.tls_cert.is_none() && cfg.rtmp.tls_key.is_none());
         assert_eq!(cfg.interact.history_size, d.interact.history_size);
         assert_eq!(cfg.interact.reactions, d.interact.reactions);
         assert!(cfg.streams.contains_key("demo"));
@@ -572,6 +706,24 @@ mod tests {
             (u.require_secret, u.cleartext_http2, u.origins.len()),
             (du.require_secret, du.cleartext_http2, 0)
         );
+    }
+
+    #[test]
+    fn rtmps_certificate_falls_back_to_the_http_one() {
+        let none = Config::from_toml("").unwrap();
+        assert!(none.rtmp.tls_files(&none.http).is_none());
+        let http =
+            Config::from_toml("[http]\ntls_cert = \"/h.pem\"\ntls_key = \"/h.key\"").unwrap();
+        let (c, k) = http.rtmp.tls_files(&http.http).unwrap();
+        assert_eq!((c.to_str(), k.to_str()), (Some("/h.pem"), Some("/h.key")));
+        let own = Config::from_toml(
+            "[rtmp]\ntls_cert = \"/r.pem\"\ntls_key = \"/r.key\"\n[http]\ntls_cert = \"/h.pem\"\ntls_key = \"/h.key\"",
+        )
+        .unwrap();
+        let (c, k) = own.rtmp.tls_files(&own.http).unwrap();
+        assert_eq!((c.to_str(), k.to_str()), (Some("/r.pem"), Some("/r.key")));
+        let key = Config::from_toml("[streams.s]\nrtmp_key = \"abc-DEF_1.~\"").unwrap();
+        assert_eq!(key.streams["s"].rtmp_key.as_deref(), Some("abc-DEF_1.~"));
     }
 
     #[test]
@@ -628,6 +780,14 @@ mod tests {
         assert!(e.to_string().contains("ladder.rungs[0].name"), "{e}");
         let e = Config::from_toml("[streams.x.ladder]\npassthrough = false").unwrap_err();
         assert!(e.to_string().contains("streams.x.ladder"), "{e}");
+        let e = Config::from_toml("[streams.x]\nrtmp_key = \"a&b\"").unwrap_err();
+        assert!(e.to_string().contains("streams.x.rtmp_key"), "{e}");
+        let e = Config::from_toml("[rtmp]\ntls_cert = \"/c.pem\"").unwrap_err();
+        assert!(e.to_string().contains("rtmp.tls_cert"), "{e}");
+        let e = Config::from_toml("[rtmp]\nmax_connections = 0").unwrap_err();
+        assert!(e.to_string().contains("rtmp.max_connections"), "{e}");
+        let e = Config::from_toml("[rtmp]\nidle_timeout = \"0s\"").unwrap_err();
+        assert!(e.to_string().contains("rtmp.idle_timeout"), "{e}");
         let e = Config::from_toml("[streams.\"a b\"]").unwrap_err();
         assert!(e.to_string().contains("streams.a b"), "{e}");
     }

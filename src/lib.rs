@@ -1,17 +1,18 @@
 //! # Estuary
 //!
-//! An edge node for interactive low-latency live streaming: SRT in, CMAF LL-HLS out.
+//! An edge node for interactive low-latency live streaming: SRT or RTMP in, CMAF LL-HLS out.
 //!
 //! # Layout
 //! - [`config`]: typed TOML configuration with defaults and `validate()`.
-//! - [`ingest`]: the SRT listener, streamid parsing and publish authorisation.
-//! - [`media`]: GStreamer pipelines (tsdemux, parsers, cmafmux) producing CMAF chunks.
+//! - [`ingest`]: the SRT and RTMP/RTMPS listeners, streamid parsing and publish authorisation.
+//! - [`media`]: GStreamer pipelines (tsdemux or flvdemux, parsers, cmafmux) producing CMAF chunks.
 //! - [`packager`]: the pure segmenter and playlist renderer.
 //! - [`live`]: one stream's session glue: pipeline output → packager → store.
 //! - [`store`]: the moka media cache and per-rendition live state.
 //! - [`http`]: hyper server (HTTP/1.1, HTTP/2, TLS), LL-HLS routes, metrics.
 //! - [`interact`]: the WebSocket interaction channel: chat, polls, Q&A, reactions, tips;
 //!   rooms as actors, in-process or Redis bus.
+//! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
 //! - [`upstream`]: the edge tier: followers of an origin's LL-HLS for streams not
 //!   published here.
 //! - [`metrics`]: metric families registered on a passed-down registry.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod ingest;
 pub mod interact;
 pub mod live;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod node;

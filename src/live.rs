@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::{
     config::Config,
-    media::{MediaChunk, MediaConfig, MediaError, MediaEvent, Pipeline, TrackInfo, AUDIO},
+    media::{Input, MediaChunk, MediaConfig, MediaError, MediaEvent, Pipeline, TrackInfo, AUDIO},
     metrics::Metrics,
     packager::{
         playlist::{self, AudioRendition, DateRange, MediaRender, RenditionReport, Variant},
@@ -111,12 +111,13 @@ impl Hub {
         v
     }
 
-    /// Starts a publish session for `name`: claims the stream and starts its pipeline.
+    /// Starts a publish session for `name`: claims the stream and starts its pipeline,
+    /// whose demuxer suits `input` (MPEG-TS from SRT, FLV from RTMP).
     ///
     /// # Errors
     /// [`PublishError::AlreadyLive`] if the stream has a publisher; [`PublishError::Media`]
     /// if the pipeline cannot start (the stream is released again).
-    pub fn publish(self: &Arc<Self>, name: &str) -> Result<Session, PublishError> {
+    pub fn publish(self: &Arc<Self>, name: &str, input: Input) -> Result<Session, PublishError> {
         let stream = {
             let mut slots = self.slots.lock().expect("not poisoned");
             match slots.insert(name.to_owned(), Slot::Live) {
@@ -132,7 +133,7 @@ impl Hub {
             }
         };
         let progress = Arc::new(Progress::default());
-        let run = match self.start_run(name, stream, progress.clone()) {
+        let run = match self.start_run(name, input, stream, progress.clone()) {
             Ok(r) => r,
             Err((e, stream)) => {
                 self.release(name, stream);
@@ -143,6 +144,7 @@ impl Hub {
         Ok(Session {
             name: name.to_owned(),
             hub: self.clone(),
+            input,
             run: Some(run),
             progress,
             rebuilds: VecDeque::new(),
@@ -152,6 +154,7 @@ impl Hub {
     fn start_run(
         self: &Arc<Self>,
         name: &str,
+        input: Input,
         stream: Box<LiveStream>,
         progress: Arc<Progress>,
     ) -> Result<Run, (MediaError, Box<LiveStream>)> {
@@ -161,7 +164,7 @@ impl Hub {
             segment_target: self.cfg.hls.segment_target,
             ladder: self.cfg.ladder_for(name).clone(),
         };
-        let pipeline = match Pipeline::start(name, media_cfg, tx) {
+        let pipeline = match Pipeline::start(name, media_cfg, input, tx) {
             Ok(p) => p,
             Err(e) => return Err((e, stream)),
         };
@@ -206,6 +209,8 @@ struct Run {
 pub struct Session {
     name: String,
     hub: Arc<Hub>,
+    /// The container the publisher sends; a rebuilt pipeline keeps it.
+    input: Input,
     run: Option<Run>,
     progress: Arc<Progress>,
     /// When the pipeline was rebuilt lately, for the rebuild limit.
@@ -213,7 +218,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Feeds MPEG-TS bytes to the pipeline; never blocks.
+    /// Feeds bytes (in the session's [`Input`] container) to the pipeline; never blocks.
     pub fn push(&self, data: Bytes) {
         if let Some(r) = &self.run {
             self.progress
@@ -300,7 +305,7 @@ impl Session {
         self.rebuilds.push_back(now);
         match self
             .hub
-            .start_run(&self.name, stream, self.progress.clone())
+            .start_run(&self.name, self.input, stream, self.progress.clone())
         {
             Ok(run) => {
                 self.run = Some(run);

@@ -24,6 +24,9 @@ struct Cli {
     /// Override `srt.listen`.
     #[arg(long)]
     srt_listen: Option<SocketAddr>,
+    /// Override `rtmp.listen`.
+    #[arg(long)]
+    rtmp_listen: Option<SocketAddr>,
     /// Also publish a built-in test pattern (burnt-in clock and frame counter) over SRT
     /// to this node as stream `demo`; watch it at /watch/demo.
     #[arg(long)]
@@ -58,12 +61,7 @@ enum Command {
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_limit = estuary::logging::init();
     let cli = Cli::parse();
     let mut cfg = match &cli.config {
         Some(p) => match Config::load(p) {
@@ -122,6 +120,9 @@ fn main() -> ExitCode {
     if let Some(a) = cli.srt_listen {
         cfg.srt.listen = a;
     }
+    if let Some(a) = cli.rtmp_listen {
+        cfg.rtmp.listen = a;
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -136,11 +137,16 @@ fn main() -> ExitCode {
             cfg.interact.token_secret = random_hex(32);
         }
     }
-    rt.block_on(run(cfg, cli.demo))
+    rt.block_on(run(cfg, cli.demo, log_limit))
 }
 
-async fn run(cfg: Config, demo: bool) -> ExitCode {
+async fn run(
+    cfg: Config,
+    demo: bool,
+    log_limit: std::sync::Arc<estuary::logging::RateLimit>,
+) -> ExitCode {
     let token = CancellationToken::new();
+    tokio::spawn(estuary::logging::report(log_limit, token.clone()));
     let grace = cfg.shutdown_grace;
     let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
@@ -155,11 +161,17 @@ async fn run(cfg: Config, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, "estuary listening");
-    // One machine-readable line, so tests and scripts can find ports bound as :0.
+    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, rtmp = ?node.rtmp_addr, rtmps = ?node.rtmps_addr, "estuary listening");
+    // One machine-readable line, so tests and scripts can find ports bound as :0. RTMP and
+    // RTMPS appear only when they listen.
+    let optional =
+        |k: &str, a: Option<SocketAddr>| a.map(|a| format!(",\"{k}\":\"{a}\"")).unwrap_or_default();
     println!(
-        "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"}}",
-        node.http_addr, node.srt_addr
+        "{{\"event\":\"listening\",\"http\":\"{}\",\"srt\":\"{}\"{}{}}}",
+        node.http_addr,
+        node.srt_addr,
+        optional("rtmp", node.rtmp_addr),
+        optional("rtmps", node.rtmps_addr),
     );
     if demo {
         let secret = &demo_cfg_secret;

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub segments_cut: IntCounterVec,
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
+    /// HTTP connections the node closed, by reason (`idle`, `shed` to make room at the
+    /// cap, `limit` when every connection was busy).
+    pub http_closed: IntCounterVec,
     /// Seconds a blocking request waited, by route.
     pub http_blocking_wait: HistogramVec,
     /// Cache lookups, by result (`hit`, `miss`).
@@ -152,6 +155,11 @@ impl Metrics {
                 "estuary_segments_cut_total",
                 "Segments cut at hls.max_segment without a keyframe (GOP too long)",
                 &["stream", "rendition"],
+            ),
+            http_closed: cv(
+                "estuary_http_connections_closed_total",
+                "HTTP connections closed by the node, by reason",
+                &["reason"],
             ),
             http_requests: cv(
                 "estuary_http_requests_total",

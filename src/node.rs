@@ -7,7 +7,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Config,
     http::{AppState, HttpError, Server},
-    ingest::{Ingest, IngestError},
+    ingest::{
+        rtmp::{RtmpError, RtmpIngest},
+        Ingest, IngestError,
+    },
     interact::Interact,
     live::Hub,
     media::MediaError,
@@ -24,6 +27,9 @@ pub enum NodeError {
     /// The SRT listener could not bind.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// An RTMP listener could not bind, or the RTMPS certificate is unusable.
+    #[error(transparent)]
+    Rtmp(#[from] RtmpError),
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -41,6 +47,10 @@ pub struct Node {
     pub http_addr: SocketAddr,
     /// Where SRT listens.
     pub srt_addr: SocketAddr,
+    /// Where RTMP listens (`None` when `rtmp.enabled` is false).
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Where RTMPS listens (`None` without a certificate).
+    pub rtmps_addr: Option<SocketAddr>,
     tracker: TaskTracker,
 }
 
@@ -58,6 +68,9 @@ impl Node {
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
         let ingest = Ingest::bind(cfg.clone(), hub.clone(), metrics.clone()).await?;
+        let rtmp = RtmpIngest::bind(cfg.clone(), hub.clone(), metrics.clone(), &registry).await?;
+        let rtmp_addr = rtmp.as_ref().and_then(RtmpIngest::local_addr);
+        let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
         let interact = Interact::start(
             cfg.interact.clone(),
             Arc::new(store.clone()),
@@ -86,6 +99,8 @@ impl Node {
             registry,
             cache,
             srt_addr: ingest.local_addr(),
+            rtmp_addr,
+            rtmps_addr,
             interact: interact.clone(),
             upstream: upstream.clone(),
         });
@@ -96,6 +111,9 @@ impl Node {
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
         let tracker = TaskTracker::new();
         tracker.spawn(ingest.run(token.clone()));
+        if let Some(rtmp) = rtmp {
+            tracker.spawn(rtmp.run(token.clone()));
+        }
         tracker.spawn(server.run(token.clone()));
         if let Some(up) = upstream {
             tracker.spawn(async move { up.closed().await });
@@ -108,6 +126,8 @@ impl Node {
         Ok(Self {
             http_addr,
             srt_addr,
+            rtmp_addr,
+            rtmps_addr,
             tracker,
         })
     }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use common::*;
 
@@ -457,5 +460,141 @@ async fn ffmpeg_and_gstreamer_play_the_playlists() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// curl as a client: single byte ranges on media (206, 416, Accept-Ranges), HEAD, 405
+/// with Allow, and 400 for an HTTP/1.1 request without Host (raw TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_head_allow_and_host() {
+    use std::io::{Read, Write};
+    let node = Node::start("ranges", "[streams.demo]\n");
+    let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 20, 30);
+    // The multivariant playlist appears once every rendition has a complete segment.
+    wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    let pl = get(&node.url("/live/demo/source/index.m3u8")).await;
+    let (_, _, seg) = segments(&parse_playlist(&pl.text()))
+        .last()
+        .cloned()
+        .unwrap();
+    let url = node.url(&format!("/live/demo/source/{seg}"));
+    let whole = get(&url).await;
+    assert_eq!(whole.header("accept-ranges"), "bytes");
+    let len = whole.body.len();
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/stdout"])
+            .args(args)
+            .arg(&url)
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let split = |raw: &[u8]| {
+        let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (
+            String::from_utf8_lossy(&raw[..at]).to_lowercase(),
+            raw[at..].to_vec(),
+        )
+    };
+    let (h, body) = split(&curl(&["-r", "100-1099"]));
+    assert!(h.starts_with("http/1.1 206"), "{h}");
+    assert!(
+        h.contains(&format!("content-range: bytes 100-1099/{len}")),
+        "{h}"
+    );
+    assert_eq!(body, whole.body[100..1100].to_vec());
+    let (h, body) = split(&curl(&["-r", "-500"]));
+    assert!(h.starts_with("http/1.1 206"), "{h}");
+    assert_eq!(body, whole.body[len - 500..].to_vec());
+    let (h, body) = split(&curl(&["-r", &format!("{}-", len + 10)]));
+    assert!(h.starts_with("http/1.1 416"), "{h}");
+    assert!(h.contains(&format!("content-range: bytes */{len}")), "{h}");
+    assert!(body.is_empty());
+    let (h, body) = split(&curl(&["-r", "0-9,20-29"]));
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert_eq!(body.len(), len);
+    // HEAD: the headers of a GET, and no body (curl -I prints the headers alone).
+    let head = Command::new("curl")
+        .args(["-s", "-I"])
+        .arg(&url)
+        .output()
+        .unwrap()
+        .stdout;
+    let (h, body) = split(&head);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(h.contains(&format!("content-length: {len}")), "{h}");
+    assert!(body.is_empty());
+    let (h, _) = split(&curl(&["-X", "DELETE"]));
+    assert!(h.starts_with("http/1.1 405"), "{h}");
+    assert!(h.contains("allow: get, head, options"), "{h}");
+
+    let raw = |req: &str| {
+        let mut s = std::net::TcpStream::connect(node.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let r = raw("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = raw("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// Silent sockets cannot lock viewers out: connections that send nothing are closed after
+/// `http.idle_timeout`, and at the connection cap the longest-idle one makes room for a
+/// newcomer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_connections_are_closed() {
+    use std::io::Read;
+    let node = Node::start(
+        "idleconn",
+        "http.idle_timeout = \"2s\"\nhttp.max_connections = 40\n",
+    );
+    let mut silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(node.http).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // At the cap, a real request still gets in: the longest-idle socket is shed.
+    let t0 = Instant::now();
+    assert_eq!(get(&node.url("/healthz")).await.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        metric(
+            &node,
+            "estuary_http_connections_closed_total",
+            "reason=\"shed\""
+        )
+        .await
+            >= 1.0
+    );
+    // The rest are closed once idle: each read ends (EOF or reset) well within 5 s.
+    let start = Instant::now();
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Ok(_) => panic!("a silent socket got bytes"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a silent socket is still open after {:?}",
+                start.elapsed()
+            ),
+        }
+    }
+    assert!(
+        metric(
+            &node,
+            "estuary_http_connections_closed_total",
+            "reason=\"idle\""
+        )
+        .await
+            >= 30.0
     );
 }

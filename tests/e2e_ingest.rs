@@ -471,3 +471,43 @@ async fn non_aac_audio_is_encoded_to_aac_once() {
         assert!(d <= 0.2 + 1e-9, "audio part {p} over PART-TARGET");
     }
 }
+
+/// Junk UDP on the SRT port does not flood the log: srt-protocol warns once per packet, and
+/// the node lets at most one such line a second through, then sums up what it held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_udp_does_not_flood_the_log() {
+    let node = Node::start("junk", &config());
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..20_000u32 {
+        let mut pkt = [0u8; 100];
+        for b in pkt.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let _ = sock.send_to(&pkt, node.srt);
+        if i % 2000 == 1999 {
+            // Paced a little, so the node reads them rather than the kernel dropping them.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !node.log().contains("library log lines held back") {
+        assert!(Instant::now() < deadline, "no summary line\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let lines = node
+        .log()
+        .lines()
+        .filter(|l| l.contains("srt_protocol"))
+        .count();
+    assert!(
+        lines <= 20,
+        "{lines} srt_protocol lines for 20,000 junk packets"
+    );
+    // And the listener still takes a real publisher.
+    let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 10, 30);
+    wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+}

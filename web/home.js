@@ -46,15 +46,22 @@
       el("span", { class: "badge viewers", "data-viewers": s.viewers, text: `${s.viewers} watching` })
     );
     const rows = el("div", { class: "kv" });
-    rows.append(...kv("SRT URL", s.srt_url), ...kv("OBS server", s.obs.server), ...kv("Stream key", s.obs.stream_key), ...kv("HLS", abs(s.playlist)));
+    rows.append(...kv("SRT URL", s.srt_url), ...kv("OBS server", s.obs.server), ...kv("Stream key", s.obs.stream_key));
+    if (s.obs_rtmp) {
+      // RTMP for encoders without SRT (OBS: Service Custom, these two fields).
+      rows.append(...kv("RTMP server", s.obs_rtmp.server), ...kv("RTMP stream key", s.obs_rtmp.stream_key));
+    }
+    rows.append(...kv("HLS", abs(s.playlist)));
     const actions = el(
       "div",
       { class: "actions" },
       el("a", { class: "button" + (s.live ? "" : " off"), href: s.watch, text: s.live ? "Watch" : "Open player" })
     );
-    const note = s.passphrase_required
-      ? el("div", { class: "muted", text: "This stream needs its SRT passphrase (replace YOUR_PASSPHRASE; in OBS, add it to the URL)." })
-      : null;
+    const needs = [
+      s.passphrase_required && "This stream needs its SRT passphrase (replace YOUR_PASSPHRASE; in OBS, add it to the URL).",
+      s.rtmp_key_required && "RTMP needs this stream's key (replace YOUR_RTMP_KEY).",
+    ].filter(Boolean);
+    const note = needs.length ? el("div", { class: "muted", text: needs.join(" ") }) : null;
     return el("article", { class: "card", "data-stream": s.name }, head, rows, note, actions);
   }
   let failures = 0;

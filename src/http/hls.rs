@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper::{header, Response, StatusCode};
 use tokio::{sync::watch, time::Instant};
 
+use super::range::Ranged;
 use super::{full, text, AppState, Body, ChunksBody};
 use crate::store::{ObjectKind, RenditionView};
 
@@ -206,7 +207,12 @@ fn parse_file(name: &str) -> Option<File> {
     }
 }
 
-fn object_response(state: &AppState, kind: ObjectKind, chunks: Arc<[Bytes]>) -> Response<Body> {
+fn object_response(
+    state: &AppState,
+    kind: ObjectKind,
+    chunks: Arc<[Bytes]>,
+    range: Option<&str>,
+) -> Response<Body> {
     let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     let ct = if kind == ObjectKind::Init {
         "video/mp4"
@@ -217,13 +223,27 @@ fn object_response(state: &AppState, kind: ObjectKind, chunks: Arc<[Bytes]>) -> 
         "public, max-age={}, immutable",
         state.cfg.hls.media_max_age.as_secs()
     );
-    Response::builder()
-        .status(StatusCode::OK)
+    let b = Response::builder()
         .header(header::CONTENT_TYPE, ct)
-        .header(header::CONTENT_LENGTH, len)
         .header(header::CACHE_CONTROL, cc)
-        .body(ChunksBody::new(chunks).boxed())
-        .expect("valid response")
+        .header(header::ACCEPT_RANGES, "bytes");
+    let r = match super::range::parse(range, len) {
+        Ranged::Whole => b
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, len)
+            .body(ChunksBody::new(chunks).boxed()),
+        Ranged::Part(start, end) => b
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
+            .header(header::CONTENT_LENGTH, end - start + 1)
+            .body(ChunksBody::new(super::range::slice(&chunks, start, end)).boxed()),
+        Ranged::Unsatisfiable => b
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+            .header(header::CONTENT_LENGTH, 0)
+            .body(http_body_util::Empty::new().boxed()),
+    };
+    r.expect("valid response")
 }
 
 /// `GET /live/{stream}/{rendition}/{init.mp4 | N.m4s | pN.m4s}`.
@@ -232,6 +252,7 @@ pub(super) async fn object(
     stream: &str,
     rendition: &str,
     file: &str,
+    range: Option<&str>,
 ) -> (&'static str, Response<Body>) {
     if let Err(r) = upstream(state, stream, Some(rendition)).await {
         return ("object", r);
@@ -247,7 +268,7 @@ pub(super) async fn object(
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {
-        return (route, object_response(state, obj.kind, obj.chunks));
+        return (route, object_response(state, obj.kind, obj.chunks, range));
     }
     let Some(rx) = state
         .store
@@ -260,12 +281,14 @@ pub(super) async fn object(
         File::Init => {
             let v = rx.borrow().clone();
             match v.inits.iter().find(|(u, _)| u == file) {
-                Some((_, b)) => object_response(state, ObjectKind::Init, vec![b.clone()].into()),
+                Some((_, b)) => {
+                    object_response(state, ObjectKind::Init, vec![b.clone()].into(), range)
+                }
                 None => text(StatusCode::NOT_FOUND, "no such init segment"),
             }
         }
         File::Segment => text(StatusCode::NOT_FOUND, "no such segment"),
-        File::Part => blocking_part(state, rx, &key, file).await,
+        File::Part => blocking_part(state, rx, &key, file, range).await,
     };
     (route, resp)
 }
@@ -279,6 +302,7 @@ async fn blocking_part(
     mut rx: watch::Receiver<Arc<RenditionView>>,
     key: &str,
     file: &str,
+    range: Option<&str>,
 ) -> Response<Body> {
     let hinted = |v: &RenditionView| v.hint.as_deref() == Some(file);
     if !hinted(&rx.borrow()) {
@@ -293,7 +317,7 @@ async fn blocking_part(
         .observe(started.elapsed().as_secs_f64());
     match r {
         Ok(Ok(_)) => match state.store.objects.get(key) {
-            Some(obj) => object_response(state, obj.kind, obj.chunks),
+            Some(obj) => object_response(state, obj.kind, obj.chunks, range),
             None => text(StatusCode::NOT_FOUND, "part was not produced"),
         },
         _ => text(

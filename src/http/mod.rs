@@ -2,7 +2,9 @@
 //! ALPN), routing, LL-HLS blocking semantics, cache headers and CORS.
 
 mod body;
+mod conn;
 mod hls;
+mod range;
 mod web;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -57,9 +59,13 @@ pub struct AppState {
     pub cache: crate::store::MemoryStore,
     /// Where SRT listens (the front page shows it).
     pub srt_addr: SocketAddr,
+    /// Where RTMP listens, if it does (the stream list shows it).
+    pub rtmp_addr: Option<SocketAddr>,
+    /// Where RTMPS listens, if it does.
+    pub rtmps_addr: Option<SocketAddr>,
     /// The interaction channel.
     pub interact: Arc<crate::interact::Interact>,
-    /// The edge tier, when `upstream.origins` is set.
+    /// The edge tier, when `upstream.origins` or `upstream.redis` is set.
     pub upstream: Option<crate::upstream::Upstream>,
 }
 
@@ -120,6 +126,8 @@ impl Server {
             .header_read_timeout(Duration::from_secs(10));
         builder.http2().timer(hyper_util::rt::TokioTimer::new());
         let builder = Arc::new(builder);
+        let conns = Arc::new(conn::Conns::default());
+        let idle = self.state.cfg.http.idle_timeout;
         loop {
             let (tcp, remote) = tokio::select! {
                 () = token.cancelled() => break,
@@ -132,15 +140,52 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, "connection limit reached, closing");
-                continue;
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                // At the cap: the connection idle the longest makes room, so silent or
+                // idle sockets cannot lock real viewers out.
+                Err(_) if conns.shed_oldest_idle() => {
+                    match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        permits.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            self.state
+                                .metrics
+                                .http_closed
+                                .with_label_values(&["limit"])
+                                .inc();
+                            tracing::warn!(%remote, "connection limit reached, closing");
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.state
+                        .metrics
+                        .http_closed
+                        .with_label_values(&["limit"])
+                        .inc();
+                    tracing::warn!(%remote, "connection limit reached and none idle, closing");
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
+            let (tcp, reg) = conns.register(tcp);
+            let closed = self.state.metrics.http_closed.clone();
             let state = self.state.clone();
+            let act = reg.act.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req).await) }
+                let guard = act.request();
+                async move {
+                    let r = handle(state, req).await;
+                    drop(guard);
+                    Ok::<_, Infallible>(r)
+                }
             });
             match &self.tls {
                 None => {
@@ -150,7 +195,12 @@ impl Server {
                     let fut = graceful.watch(conn);
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let _ = fut.await;
+                        // Dropping the connection closes it; it has no request in flight.
+                        tokio::select! {
+                            _ = fut => {}
+                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
+                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
+                        }
                     });
                 }
                 Some(acceptor) => {
@@ -160,8 +210,12 @@ impl Server {
                     tokio::spawn(async move {
                         let _permit = permit;
                         let tls = tokio::select! {
-                            r = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)) => r,
+                            r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
                             () = token.cancelled() => return,
+                            () = reg.close.cancelled() => {
+                                closed.with_label_values(&["shed"]).inc();
+                                return;
+                            }
                         };
                         let Ok(Ok(tls)) = tls else {
                             tracing::debug!(%remote, "TLS handshake failed");
@@ -171,6 +225,8 @@ impl Server {
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => {}
+                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
+                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
                             () = token.cancelled() => {
                                 conn.as_mut().graceful_shutdown();
                                 let _ = conn.await;
@@ -241,7 +297,17 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let head = req.method() == Method::HEAD;
-    let (route, mut resp) = route(&state, req).await;
+    // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+    // message that lacks a Host header field" (RFC 9112 §3.2).
+    let (route, mut resp) =
+        if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+            (
+                "other",
+                text(StatusCode::BAD_REQUEST, "missing Host header"),
+            )
+        } else {
+            route(&state, req).await
+        };
     state
         .metrics
         .http_requests
@@ -314,12 +380,20 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             hls::media_playlist(state, stream, rendition, req.uri().query()).await,
         ),
         ["live", stream, rendition, file] if is_get => {
-            hls::object(state, stream, rendition, file).await
+            let range = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok());
+            hls::object(state, stream, rendition, file, range).await
         }
-        _ if !is_get => (
-            "other",
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        ),
+        _ if !is_get => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            ("other", r)
+        }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
 }

@@ -100,11 +100,22 @@ pub(super) fn streams(
     let list: Vec<serde_json::Value> = names
         .iter()
         .map(|n| {
-            let pass = state
-                .cfg
-                .streams
-                .get(n)
-                .is_some_and(|s| s.passphrase.is_some());
+            let conf = state.cfg.streams.get(n);
+            let pass = conf.is_some_and(|s| s.passphrase.is_some());
+            let rtmp_key = conf.is_some_and(|s| s.rtmp_key.is_some());
+            // RTMP never opens a stream SRT protects with a passphrase (see ingest::rtmp).
+            let rtmp_open = rtmp_key || !pass;
+            let key = if rtmp_key { "?key=YOUR_RTMP_KEY" } else { "" };
+            let rtmp_url = |scheme: &str, addr: Option<std::net::SocketAddr>| {
+                addr.filter(|_| rtmp_open)
+                    .map(|a| format!("{scheme}://{host}:{}/live/{n}{key}", a.port()))
+            };
+            let obs_rtmp = state.rtmp_addr.filter(|_| rtmp_open).map(|a| {
+                serde_json::json!({
+                    "server": format!("rtmp://{host}:{}/live", a.port()),
+                    "stream_key": format!("{n}{key}"),
+                })
+            });
             let mut srt = format!("srt://{host}:{port}?streamid=#!::r=live/{n},m=publish");
             if pass {
                 srt.push_str("&passphrase=YOUR_PASSPHRASE");
@@ -118,6 +129,10 @@ pub(super) fn streams(
                 "srt_url": srt,
                 "obs": { "server": format!("srt://{host}:{port}"), "stream_key": n },
                 "passphrase_required": pass,
+                "rtmp_url": rtmp_url("rtmp", state.rtmp_addr),
+                "rtmps_url": rtmp_url("rtmps", state.rtmps_addr),
+                "obs_rtmp": obs_rtmp,
+                "rtmp_key_required": rtmp_key,
             })
         })
         .collect();

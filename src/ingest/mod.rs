@@ -1,10 +1,11 @@
 //! SRT ingest: the listener, publish authorisation at the handshake, one task per
-//! publisher.
+//! publisher. RTMP and RTMPS ingest live in [`rtmp`].
 //!
 //! A caller's streamid is read before the handshake completes, so an unknown stream, a
 //! wrong or missing passphrase, or a stream that already has a publisher never gets a
 //! connection.
 
+pub mod rtmp;
 pub mod streamid;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -148,7 +149,7 @@ impl Ingest {
                             return;
                         }
                     };
-                    let mut session = match hub.publish(&name) {
+                    let mut session = match hub.publish(&name, crate::media::Input::MpegTs) {
                         Ok(s) => s,
                         Err(e) => {
                             // Another publisher finished its handshake first, or the

@@ -1,7 +1,7 @@
-//! GStreamer media pipelines: MPEG-TS bytes in, CMAF chunks out.
+//! GStreamer media pipelines: MPEG-TS (SRT) or FLV (RTMP) bytes in, CMAF chunks out.
 //!
 //! One pipeline per publish session:
-//! `appsrc ! tsdemux`, then per elementary stream
+//! `appsrc ! tsdemux` (or `appsrc ! flvdemux`), then per elementary stream
 //! `queue ! {h264,h265,aac}parse ! capsfilter ! cmafmux ! appsink`.
 //! GStreamer runs on its own threads; appsink callbacks hand chunks to tokio over an
 //! unbounded channel and never block. Bus errors and EOS arrive on the same channel.
@@ -132,6 +132,35 @@ pub enum MediaEvent {
     Eos,
 }
 
+/// The container a publisher's bytes arrive in; it picks the demuxer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Input {
+    /// MPEG-TS (SRT): `tsdemux`.
+    #[default]
+    MpegTs,
+    /// An FLV byte stream (header, then tags), as the RTMP ingest frames it: `flvdemux`.
+    Flv,
+}
+
+impl Input {
+    fn demuxer(self) -> &'static str {
+        match self {
+            Input::MpegTs => "tsdemux",
+            Input::Flv => "flvdemux",
+        }
+    }
+
+    fn caps(self) -> gst::Caps {
+        match self {
+            // No `packetsize`: tsdemux detects 188-byte TS and 192-byte M2TS itself.
+            Input::MpegTs => gst::Caps::builder("video/mpegts")
+                .field("systemstream", true)
+                .build(),
+            Input::Flv => gst::Caps::builder("video/x-flv").build(),
+        }
+    }
+}
+
 /// What a pipeline makes: segmentation parameters for cmafmux and the ladder.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
@@ -163,6 +192,7 @@ pub fn init() -> Result<(), MediaError> {
     for f in [
         "appsrc",
         "tsdemux",
+        "flvdemux",
         "h264parse",
         "h265parse",
         "aacparse",
@@ -186,25 +216,21 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds and starts a pipeline; events go to `events`.
+    /// Builds and starts a pipeline for `input`'s container; events go to `events`.
     ///
     /// # Errors
     /// [`MediaError::Setup`] when an element is missing or the pipeline will not start.
     pub fn start(
         stream: &str,
         cfg: MediaConfig,
+        input: Input,
         events: UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
         init()?;
         let pipeline = gst::Pipeline::with_name(&format!("ingest-{stream}"));
         let src = gst_app::AppSrc::builder()
             .name("src")
-            .caps(
-                // No `packetsize`: tsdemux detects 188-byte TS and 192-byte M2TS itself.
-                &gst::Caps::builder("video/mpegts")
-                    .field("systemstream", true)
-                    .build(),
-            )
+            .caps(&input.caps())
             .is_live(true)
             .format(gst::Format::Time)
             // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
@@ -215,10 +241,10 @@ impl Pipeline {
             .build();
         // A stalled pipeline drops old input rather than growing without bound.
         src.set_property_from_str("leaky-type", "downstream");
-        let demux = gst::ElementFactory::make("tsdemux")
+        let demux = gst::ElementFactory::make(input.demuxer())
             .name("demux")
             .build()
-            .map_err(|e| MediaError::Setup(format!("tsdemux: {e}")))?;
+            .map_err(|e| MediaError::Setup(format!("{}: {e}", input.demuxer())))?;
         pipeline
             .add_many([src.upcast_ref(), &demux])
             .map_err(|e| MediaError::Setup(e.to_string()))?;
@@ -299,7 +325,7 @@ impl Pipeline {
         Ok(Self { pipeline, src })
     }
 
-    /// Feeds MPEG-TS bytes. Never blocks: appsrc queues (bounded, leaky).
+    /// Feeds input bytes (MPEG-TS or FLV, as started). Never blocks: appsrc queues (bounded, leaky).
     pub fn push(&self, data: Bytes) {
         let buf = gst::Buffer::from_slice(data);
         let _ = self.src.push_buffer(buf);

@@ -23,6 +23,10 @@ pub struct Node {
     child: Child,
     pub http: SocketAddr,
     pub srt: SocketAddr,
+    /// Where RTMP listens (absent when the test's config disables it).
+    pub rtmp: Option<SocketAddr>,
+    /// Where RTMPS listens (only with a certificate).
+    pub rtmps: Option<SocketAddr>,
     pub dir: PathBuf,
 }
 
@@ -60,9 +64,11 @@ impl Node {
     pub fn start_with_args(tag: &str, extra: &str, args: &[&str]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
-        // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` keys before its
-        // own tables.
-        let base = "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n";
+        // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` / `rtmp.*` keys
+        // before its own tables (an `[rtmp]` table would clash with them).
+        // RTMP is on by default: loopback port 0 too, so parallel tests never share :1935.
+        let base = "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n\
+                    rtmp.listen = \"127.0.0.1:0\"\nrtmp.tls_listen = \"127.0.0.1:0\"\n";
         std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))
@@ -77,20 +83,22 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let field = |k: &str| -> SocketAddr {
-            let start = line
-                .find(&format!("\"{k}\":\""))
-                .unwrap_or_else(|| panic!("no {k} in {line:?}; log in {}", dir.display()))
-                + k.len()
-                + 4;
+        let optional = |k: &str| -> Option<SocketAddr> {
+            let start = line.find(&format!("\"{k}\":\""))? + k.len() + 4;
             let end = start + line[start..].find('"').unwrap();
-            line[start..end].parse().unwrap()
+            Some(line[start..end].parse().unwrap())
+        };
+        let field = |k: &str| -> SocketAddr {
+            optional(k).unwrap_or_else(|| panic!("no {k} in {line:?}; log in {}", dir.display()))
         };
         let (http, srt) = (field("http"), field("srt"));
+        let (rtmp, rtmps) = (optional("rtmp"), optional("rtmps"));
         Node {
             child,
             http,
             srt,
+            rtmp,
+            rtmps,
             dir,
         }
     }
