@@ -6,8 +6,8 @@
 #   scripts/cluster.sh                  # release build
 #   PROFILE=debug scripts/cluster.sh    # debug build (faster to build, slower to run)
 #
-# Ports (override by env): ORIGIN_HTTP=8080 ORIGIN_SRT=9000 EDGE1_HTTP=8081
-# EDGE2_HTTP=8082 REDIS_PORT=6390. Watch at http://localhost:8081/watch/demo (edge 1).
+# Ports (override by env): ORIGIN_HTTP=8080 ORIGIN_SRT=9000 ORIGIN_RTMP=1935
+# EDGE1_HTTP=8081 EDGE2_HTTP=8082 REDIS_PORT=6390. Watch at http://localhost:8081/watch/demo (edge 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +41,12 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$DIR" > "$DIR/redis.log" 2>&1 &
 PIDS+=($!)
 
-common() { # $1 = http port, $2 = srt port
+common() { # $1 = http port, $2 = srt port; RTMP only on the origin
   cat <<CFG
 srt.listen = "127.0.0.1:$2"
 http.listen = "127.0.0.1:$1"
+rtmp.enabled = $([ "$2" = "$ORIGIN_SRT" ] && echo true || echo false)
+rtmp.listen = "127.0.0.1:${ORIGIN_RTMP:-1935}"
 [interact]
 bus = "redis://127.0.0.1:$REDIS_PORT"
 token_secret = "$TOKEN_SECRET"
