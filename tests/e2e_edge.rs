@@ -587,6 +587,17 @@ async fn hostile_upstream_gets_viewers_503_or_404_and_the_edge_stays_up() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 503);
     }
+    // ... and viewers hammering one costs upstream a few requests, not one each.
+    let playlist = "kind=\"playlist\"";
+    let before = metric(&edge, "estuary_upstream_requests_total", playlist).await;
+    for _ in 0..50 {
+        assert_eq!(
+            get(&edge.url("/live/bad/r500/index.m3u8")).await.status,
+            503
+        );
+    }
+    let asked = metric(&edge, "estuary_upstream_requests_total", playlist).await - before;
+    assert!(asked <= 10.0, "50 viewer requests made {asked} upstream");
     assert_eq!(get(&edge.url("/healthz")).await.status, 200);
     for (labels, what) in [
         ("result=\"status\"", "500s"),

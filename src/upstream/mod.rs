@@ -179,8 +179,8 @@ struct Inner {
     resume: Mutex<HashMap<(String, String), Resume>>,
     /// Streams this node has followed (their store entries are not local streams).
     followed: Mutex<HashSet<String>>,
-    /// Recent failures by stream, so a dead origin costs one request per second, not
-    /// one per viewer.
+    /// Recent failures by stream (and by `stream/rendition`), so a dead origin costs a
+    /// few requests a second, not some per viewer.
     failures: moka::sync::Cache<String, UpstreamError>,
     started: Instant,
     token: CancellationToken,
@@ -378,6 +378,16 @@ impl Upstream {
         let Some(r) = catalog.renditions.iter().find(|r| r.name == rendition) else {
             return Some(Err(UpstreamError::NotFound));
         };
+        if let Some(e) = inner.failures.get(&format!("{stream}/{}", r.name)) {
+            let running = remote
+                .followers
+                .lock()
+                .expect("not poisoned")
+                .contains_key(&r.name);
+            if !running {
+                return Some(Err(e));
+            }
+        }
         let activity = self.touch_or_start(&remote, &catalog, r)?;
         let mut rx = activity.ready.subscribe();
         let wait = inner.cfg.hls.blocking_timeout;

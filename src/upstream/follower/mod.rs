@@ -166,6 +166,12 @@ impl Follower {
                                     .send_replace(Readiness::Failed(e.clone()));
                             }
                             if self.failures as usize >= 3 * n {
+                                // Viewers asking again within a second get this answer
+                                // rather than a new follower each.
+                                self.up.failures.insert(
+                                    format!("{}/{}", self.remote.name, self.rendition.name),
+                                    e,
+                                );
                                 self.retire();
                                 break;
                             }
