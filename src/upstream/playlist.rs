@@ -201,11 +201,16 @@ fn duration(v: &str) -> Option<f64> {
         .filter(|d| d.is_finite() && *d >= 0.0 && *d < 86_400.0)
 }
 
+/// Largest sequence number or count accepted: far beyond any real stream, and small
+/// enough that the edge's arithmetic on it cannot overflow.
+pub const MAX_NUMBER: u64 = 1 << 53;
+
 fn int(v: &str) -> Option<u64> {
     let v = v.trim();
     (!v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()))
         .then(|| v.parse().ok())
         .flatten()
+        .filter(|n| *n <= MAX_NUMBER)
 }
 
 /// Parses a media playlist.
@@ -257,7 +262,11 @@ pub fn parse_media(text: &str) -> Result<MediaPlaylist, ParseError> {
             "M3U" => {}
             "-X-VERSION" => p.version = int(value).ok_or_else(|| err(n, "bad version"))? as u32,
             "-X-TARGETDURATION" => {
-                target = Some(int(value).ok_or_else(|| err(n, "bad target duration"))?)
+                target = Some(
+                    int(value)
+                        .filter(|t| *t <= 86_400)
+                        .ok_or_else(|| err(n, "bad target duration"))?,
+                )
             }
             "-X-PART-INF" => p.part_target = attrs()?.get("PART-TARGET").map(str::to_owned),
             "-X-SERVER-CONTROL" => p.server_control = attrs()?,
@@ -583,6 +592,8 @@ mod tests {
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n",
             "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8\n",
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:99999999999999999999\n",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:9223372036854775800\n",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:9999999999999999\n",
         ] {
             assert!(parse_media(bad).is_err(), "{bad:?}");
         }
