@@ -367,6 +367,11 @@ pub struct StreamConfig {
     pub rtmp_key: Option<String>,
     /// This stream's ladder, replacing the default `[ladder]`.
     pub ladder: Option<LadderConfig>,
+    /// MPEG-TS PID of the video track to use; without it, the first video track. Other
+    /// video tracks are ignored with one log line.
+    pub video_pid: Option<u16>,
+    /// MPEG-TS PID of the audio track to use; without it, the first audio track.
+    pub audio_pid: Option<u16>,
 }
 
 /// Video codec of a ladder rung.
