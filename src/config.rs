@@ -711,6 +711,8 @@ mod tests {
             (u.require_secret, u.cleartext_http2, u.origins.len()),
             (du.require_secret, du.cleartext_http2, 0)
         );
+        assert_eq!(u.lease, du.lease);
+        assert!(u.redis.is_none() && u.secret.is_none() && u.client_cert.is_none());
     }
 
     #[test]
