@@ -17,8 +17,9 @@ if ! command -v npm >/dev/null 2>&1; then
   PKGS+=(nodejs npm)
 fi
 if [ "${1:-}" = "--test" ]; then
-  # chromium runs the player tests; nginx, wrk and openssl serve as baselines and peers.
-  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time)
+  # chromium runs the player tests; nginx, wrk and openssl serve as baselines and peers;
+  # varnish is the CDN cache in front of an edge.
+  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time varnish)
 fi
 
 missing=()

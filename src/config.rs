@@ -105,6 +105,8 @@ pub struct Config {
     pub ladder: LadderConfig,
     /// The interaction channel.
     pub interact: crate::interact::InteractConfig,
+    /// The edge tier: where streams not published here are pulled from.
+    pub upstream: crate::upstream::UpstreamConfig,
     /// Configured streams, by name. The name is what appears in the SRT streamid and URLs.
     pub streams: BTreeMap<String, StreamConfig>,
     /// Let any stream name publish without a passphrase (development only).
@@ -124,6 +126,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             ladder: LadderConfig::default(),
             interact: crate::interact::InteractConfig::default(),
+            upstream: crate::upstream::UpstreamConfig::default(),
             streams: BTreeMap::new(),
             allow_unknown_streams: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -597,6 +600,9 @@ impl Config {
             let (key, reason) = msg.split_once(": ").unwrap_or(("interact", msg.as_str()));
             invalid(key, reason)
         })?;
+        self.upstream
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         for (name, s) in &self.streams {
             if let Some(l) = &s.ladder {
                 l.validate(&format!("streams.{name}.ladder"))?;
@@ -696,6 +702,17 @@ mod tests {
         assert_eq!(cfg.interact.reactions, d.interact.reactions);
         assert!(cfg.streams.contains_key("demo"));
         assert!(cfg.ladder.passthrough && cfg.ladder.rungs.len() == 5);
+        let (u, du) = (&cfg.upstream, &d.upstream);
+        assert_eq!(
+            (u.idle, u.failover_after, u.request_timeout, u.max_body),
+            (du.idle, du.failover_after, du.request_timeout, du.max_body)
+        );
+        assert_eq!(
+            (u.require_secret, u.cleartext_http2, u.origins.len()),
+            (du.require_secret, du.cleartext_http2, 0)
+        );
+        assert_eq!(u.lease, du.lease);
+        assert!(u.redis.is_none() && u.secret.is_none() && u.client_cert.is_none());
     }
 
     #[test]
