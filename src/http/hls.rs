@@ -17,9 +17,11 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
     let mut r = full(StatusCode::OK, PLAYLIST_TYPE, body);
     // A blocking request names a future playlist; any answer to it stays valid briefly,
-    // so caches between us and players may hold it (Apple's LL-HLS guidance).
+    // so caches between us and players may hold it (Apple's LL-HLS guidance). One second:
+    // a CDN collapses every viewer's request for the same _HLS_msn/_HLS_part into one,
+    // and caches add `Age`, which hls.js reads to place the live edge.
     let cc = if blocking {
-        "public, max-age=2"
+        "public, max-age=1"
     } else {
         "no-cache"
     };
