@@ -15,6 +15,7 @@
 //! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
+//! - [`systemd`]: readiness, status and watchdog over `sd_notify`, socket activation.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
 #![forbid(unsafe_code)]
 
@@ -30,3 +31,4 @@ pub mod metrics;
 pub mod node;
 pub mod packager;
 pub mod store;
+pub mod systemd;

@@ -49,6 +49,7 @@ pub struct Node {
     /// Where RTMPS listens (`None` without a certificate).
     pub rtmps_addr: Option<SocketAddr>,
     tracker: TaskTracker,
+    state: Arc<AppState>,
 }
 
 impl Node {
@@ -57,6 +58,19 @@ impl Node {
     /// # Errors
     /// [`NodeError`] when a listener cannot bind or GStreamer is unusable.
     pub async fn start(cfg: Config, token: CancellationToken) -> Result<Self, NodeError> {
+        Self::start_with(cfg, token, crate::systemd::Inherited::default()).await
+    }
+
+    /// Like [`Node::start`], taking over the sockets systemd handed over (socket
+    /// activation) instead of binding `http.listen` / `srt.listen` where given.
+    ///
+    /// # Errors
+    /// [`NodeError`] when a listener cannot bind or GStreamer is unusable.
+    pub async fn start_with(
+        cfg: Config,
+        token: CancellationToken,
+        inherited: crate::systemd::Inherited,
+    ) -> Result<Self, NodeError> {
         crate::media::init()?;
         let cfg = Arc::new(cfg);
         let registry = prometheus::Registry::new();
@@ -64,7 +78,8 @@ impl Node {
         let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
-        let ingest = Ingest::bind(cfg.clone(), hub.clone(), metrics.clone()).await?;
+        let ingest =
+            Ingest::bind_with(cfg.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
         let rtmp = RtmpIngest::bind(cfg.clone(), hub.clone(), metrics.clone(), &registry).await?;
         let rtmp_addr = rtmp.as_ref().and_then(RtmpIngest::local_addr);
         let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
@@ -88,8 +103,9 @@ impl Node {
             rtmp_addr,
             rtmps_addr,
             interact: interact.clone(),
+            draining: ingest.draining(),
         });
-        let server = Server::bind(state).await?;
+        let server = Server::bind_with(state.clone(), inherited.http).await?;
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
         let tracker = TaskTracker::new();
         tracker.spawn(ingest.run(token.clone()));
@@ -108,7 +124,32 @@ impl Node {
             rtmp_addr,
             rtmps_addr,
             tracker,
+            state,
         })
+    }
+
+    /// One line for `systemctl status`: publishers connected and interaction viewers.
+    pub fn status_line(&self) -> String {
+        self.status_fn()()
+    }
+
+    /// A closure computing [`Node::status_line`], for a task that outlives a borrow.
+    pub fn status_fn(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || {
+            let viewers = state
+                .registry
+                .gather()
+                .iter()
+                .find(|f| f.name() == "estuary_interact_connections")
+                .and_then(|f| {
+                    f.get_metric()
+                        .first()
+                        .map(|m| m.get_gauge().get_value() as i64)
+                })
+                .unwrap_or(0);
+            crate::systemd::status_line(state.metrics.publishers_active.get(), viewers)
+        }
     }
 
     /// Waits until every component has stopped.

@@ -65,6 +65,8 @@ pub struct AppState {
     pub rtmps_addr: Option<SocketAddr>,
     /// The interaction channel.
     pub interact: Arc<crate::interact::Interact>,
+    /// Set while the node drains: `/readyz` answers 503 so balancers move new viewers.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -87,10 +89,26 @@ impl Server {
     /// # Errors
     /// [`HttpError`] when the address is taken or the certificate cannot be read.
     pub async fn bind(state: Arc<AppState>) -> Result<Self, HttpError> {
+        Self::bind_with(state, None).await
+    }
+
+    /// Like [`Server::bind`], on a listener inherited from systemd when one is given.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the address is taken or the certificate cannot be read.
+    pub async fn bind_with(
+        state: Arc<AppState>,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Result<Self, HttpError> {
         let addr = state.cfg.http.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| HttpError::Bind { addr, source })?;
+        let bind_err = |source| HttpError::Bind { addr, source };
+        let listener = match inherited {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(bind_err)?;
+                TcpListener::from_std(l).map_err(bind_err)?
+            }
+            None => TcpListener::bind(addr).await.map_err(bind_err)?,
+        };
         let tls = match (&state.cfg.http.tls_cert, &state.cfg.http.tls_key) {
             (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
             _ => None,
@@ -344,6 +362,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
+        ["readyz"] if state.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+            ("readyz", text(StatusCode::SERVICE_UNAVAILABLE, "draining"))
+        }
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),

@@ -62,6 +62,11 @@ impl Node {
 
     /// Like [`Node::start`], with extra command-line arguments.
     pub fn start_with_args(tag: &str, extra: &str, args: &[&str]) -> Node {
+        Self::start_with_env(tag, extra, args, &[])
+    }
+
+    /// Like [`Node::start_with_args`], with extra environment variables.
+    pub fn start_with_env(tag: &str, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
         // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` / `rtmp.*` keys
@@ -76,6 +81,7 @@ impl Node {
             .arg(&cfg)
             .args(args)
             .env("RUST_LOG", "info,estuary=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
