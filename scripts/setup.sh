@@ -18,7 +18,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   # chromium runs the player tests; nginx, wrk and openssl serve as baselines and peers.
-  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time)
+  # systemd: systemd-analyze (unit hardening score) and systemd-socket-activate; prometheus:
+  # promtool for the alert rules; dpkg-dev tools come with dpkg itself.
+  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time systemd prometheus)
 fi
 
 missing=()

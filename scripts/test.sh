@@ -21,3 +21,5 @@ cargo build --locked --manifest-path scripts/ws_load/Cargo.toml
 # not --test-threads: criterion's bench harness, run here in test mode, has no such flag.)
 export RUST_TEST_THREADS=2
 cargo test --locked --all-targets
+# The Debian package: built, inspected, unpacked, its config checked by its own binary.
+bash scripts/package-test.sh
