@@ -26,7 +26,9 @@ for f in ./usr/bin/estuary ./etc/estuary/estuary.toml \
          ./lib/systemd/system/estuary.service ./lib/systemd/system/estuary-http.socket \
          ./lib/systemd/system/estuary-srt.socket ./usr/share/estuary/web/index.html \
          ./usr/share/estuary/web/watch.html ./usr/share/estuary/web/watch.js \
-         ./usr/share/estuary/web/hls.min.js ./usr/share/doc/estuary/README.md; do
+         ./usr/share/estuary/web/hls.min.js ./usr/share/doc/estuary/README.md \
+         ./usr/share/estuary/monitoring/grafana-estuary.json \
+         ./usr/share/estuary/monitoring/prometheus-alerts.yml; do
   grep -q " $f\$" <<<"$contents" || fail "$f not in the package"
 done
 grep -q ' ./usr/share/estuary/web/tests' <<<"$contents" && fail "web/tests shipped"

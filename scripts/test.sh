@@ -23,3 +23,7 @@ export RUST_TEST_THREADS=2
 cargo test --locked --all-targets
 # The Debian package: built, inspected, unpacked, its config checked by its own binary.
 bash scripts/package-test.sh
+# Alert rules parse, type-check and fire as their unit tests expect (the metric names
+# they use are checked against a live node by tests/ops_metrics.rs).
+promtool check rules config/prometheus-alerts.yml
+promtool test rules config/prometheus-alerts.test.yml
