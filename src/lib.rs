@@ -15,12 +15,14 @@
 //! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
+//! - [`drain`]: the drain switch (`POST /admin/drain`, SIGUSR1).
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`, socket activation.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod http;
 pub mod ingest;
 pub mod interact;

@@ -184,6 +184,7 @@ async fn run(
     let token = CancellationToken::new();
     tokio::spawn(estuary::logging::report(log_limit, token.clone()));
     let grace = cfg.shutdown_grace;
+    let drain_timeout = cfg.drain_timeout;
     let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
         srt: cfg.srt.listen,
@@ -246,7 +247,11 @@ async fn run(
         };
         tokio::spawn(estuary::demo::run(c, token.clone()))
     });
-    shutdown_signal().await;
+    let drain = node.drain();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = drained(&node, &drain, drain_timeout) => {}
+    }
     estuary::systemd::stopping();
     tracing::info!(grace = ?grace, "shutting down");
     token.cancel();
@@ -260,6 +265,37 @@ async fn run(
         tracing::warn!("components did not stop within the grace period");
     }
     ExitCode::SUCCESS
+}
+
+/// Waits for a drain to start (`POST /admin/drain` or SIGUSR1) and to finish: no
+/// publisher and no interaction viewer left, or `timeout`. SIGTERM still cuts it short.
+async fn drained(node: &Node, drain: &estuary::drain::Drain, timeout: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    tokio::select! {
+        () = drain.started() => {}
+        _ = usr1.recv() => {
+            drain.start();
+        }
+    }
+    let (publishers, viewers) = node.sessions();
+    tracing::warn!(publishers, viewers, timeout = ?timeout, "draining: refusing new publishers, /readyz is 503");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                let (publishers, viewers) = node.sessions();
+                tracing::warn!(publishers, viewers, "drain_timeout reached; stopping");
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if node.sessions() == (0, 0) {
+            tracing::info!("drained: no publisher or viewer left");
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

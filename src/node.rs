@@ -128,6 +128,21 @@ impl Node {
         })
     }
 
+    /// Waits until every component has stopped.
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+    }
+
+    /// The drain switch (`POST /admin/drain`, SIGUSR1).
+    pub fn drain(&self) -> crate::drain::Drain {
+        self.state.draining.clone()
+    }
+
+    /// Publishers connected and interaction viewers, for the drain to wait on.
+    pub fn sessions(&self) -> (i64, i64) {
+        sessions(&self.state)
+    }
+
     /// One line for `systemctl status`: publishers connected and interaction viewers.
     pub fn status_line(&self) -> String {
         self.status_fn()()
@@ -137,23 +152,28 @@ impl Node {
     pub fn status_fn(&self) -> impl Fn() -> String + Send + Sync + 'static {
         let state = self.state.clone();
         move || {
-            let viewers = state
-                .registry
-                .gather()
-                .iter()
-                .find(|f| f.name() == "estuary_interact_connections")
-                .and_then(|f| {
-                    f.get_metric()
-                        .first()
-                        .map(|m| m.get_gauge().get_value() as i64)
-                })
-                .unwrap_or(0);
-            crate::systemd::status_line(state.metrics.publishers_active.get(), viewers)
+            let (publishers, viewers) = sessions(&state);
+            let line = crate::systemd::status_line(publishers, viewers);
+            if state.draining.is_draining() {
+                format!("draining: {line}")
+            } else {
+                line
+            }
         }
     }
+}
 
-    /// Waits until every component has stopped.
-    pub async fn wait(self) {
-        self.tracker.wait().await;
-    }
+fn sessions(state: &AppState) -> (i64, i64) {
+    let viewers = state
+        .registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "estuary_interact_connections")
+        .and_then(|f| {
+            f.get_metric()
+                .first()
+                .map(|m| m.get_gauge().get_value() as i64)
+        })
+        .unwrap_or(0);
+    (state.metrics.publishers_active.get(), viewers)
 }

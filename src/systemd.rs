@@ -72,9 +72,11 @@ impl Inherited {
                     }
                     match fds.take_udp_socket(i) {
                         Ok(Some(s)) if out.srt.is_none() => out.srt = Some(s),
-                        _ => return Err(format!(
+                        _ => {
+                            return Err(format!(
                             "inherited fd {fd}: not a TCP listener or UDP socket the node can use"
-                        )),
+                        ))
+                        }
                     }
                 }
                 other => {

@@ -65,8 +65,8 @@ pub struct AppState {
     pub rtmps_addr: Option<SocketAddr>,
     /// The interaction channel.
     pub interact: Arc<crate::interact::Interact>,
-    /// Set while the node drains: `/readyz` answers 503 so balancers move new viewers.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The drain switch: while on, `/readyz` answers 503 so balancers move new viewers.
+    pub draining: crate::drain::Drain,
 }
 
 impl AppState {
@@ -362,7 +362,8 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
-        ["readyz"] if state.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+        ["admin", "drain"] if req.method() == Method::POST => ("admin", admin_drain(state, &req)),
+        ["readyz"] if state.draining.is_draining() => {
             ("readyz", text(StatusCode::SERVICE_UNAVAILABLE, "draining"))
         }
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
@@ -405,6 +406,38 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
+}
+
+/// `POST /admin/drain` with `Authorization: Bearer <admin.token>`: 202 and the drain
+/// starts (again: 202, nothing changes); 401 without the token; 404 when admin is off.
+fn admin_drain(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let want = &state.cfg.admin.token;
+    if want.is_empty() {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "admin token required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    if state.draining.start() {
+        tracing::warn!("drain requested over /admin/drain");
+    }
+    text(StatusCode::ACCEPTED, "draining")
+}
+
+/// Compares without an early exit, so response timing does not leak the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn metrics(state: &AppState) -> Response<Body> {

@@ -48,7 +48,7 @@ pub struct Ingest {
     /// (the address stays held by the socket unit, so binding it anew would fail).
     inherited: Option<std::net::UdpSocket>,
     /// Set while the node drains: new publishers are refused at the handshake.
-    draining: Arc<std::sync::atomic::AtomicBool>,
+    draining: crate::drain::Drain,
 }
 
 enum Decision {
@@ -89,12 +89,12 @@ impl Ingest {
             incoming,
             local,
             inherited,
-            draining: Arc::default(),
+            draining: crate::drain::Drain::default(),
         })
     }
 
-    /// The flag that refuses new publishers while set (drain).
-    pub fn draining(&self) -> Arc<std::sync::atomic::AtomicBool> {
+    /// The drain switch: while it is on, new publishers are refused.
+    pub fn draining(&self) -> crate::drain::Drain {
         self.draining.clone()
     }
 
@@ -233,7 +233,7 @@ impl Ingest {
     }
 
     fn decide(&self, name: &str, caller_key: KeySize) -> Decision {
-        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.draining.is_draining() {
             return Decision::Reject("draining", ServerRejectReason::Down);
         }
         let Some(stream) = self.cfg.streams.get(name) else {
