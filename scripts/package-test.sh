@@ -47,6 +47,9 @@ for key in web_root hlsjs; do
   [ -n "$p" ] && [ -e "$root$p" ] || fail "$key = '$p' is not in the package"
 done
 [ -f "$root/usr/share/estuary/web/index.html" ] || fail "index.html missing"
+# A fresh install is closed: no stream may publish until the operator adds one.
+grep -q '^\[streams\.' "$root/etc/estuary/estuary.toml" && fail "the packaged config opens a stream"
+grep -q '^allow_unknown_streams = false$' "$root/etc/estuary/estuary.toml" || fail "allow_unknown_streams not false"
 # The unit runs what the package installs.
 grep -q '^ExecStart=/usr/bin/estuary --config /etc/estuary/estuary.toml$' \
   "$root/lib/systemd/system/estuary.service" || fail "ExecStart does not match the package"

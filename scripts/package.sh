@@ -17,8 +17,14 @@ fi
 if [ ! -f web/node_modules/hls.js/dist/hls.min.js ]; then
   bash scripts/setup.sh
 fi
-# The packaged config is the repository's, with the web paths where the package puts them.
+# The packaged config is the repository's, with the web paths where the package puts them
+# and without the open `demo` stream: a fresh install accepts no publisher until the
+# operator adds a stream (with a passphrase) to /etc/estuary/estuary.toml.
 awk '
+  /^\[streams\.demo\]$/ {
+    print "# [streams.demo]   # open test stream of the development config; off in the package"
+    next
+  }
   { print }
   /^\[http\]$/ {
     print "# Where the Debian package installs the web pages and hls.js."
@@ -27,6 +33,10 @@ awk '
   }
 ' config/estuary.toml > debian/estuary.toml
 grep -q '^web_root = "/usr/share/estuary/web"' debian/estuary.toml
+if grep -q '^\[streams\.' debian/estuary.toml; then
+  echo "package: the packaged config would open a stream" >&2
+  exit 1
+fi
 
 profile=()
 if [ "${1:-}" = "--dev" ]; then
