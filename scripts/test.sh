@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 bash scripts/check-toolchain.sh
 export RUST_BACKTRACE=1
+# One target dir for the root crate and the side crates (fuzz/, scripts/ws_load/, which
+# are workspaces of their own): their shared dependencies are then built once, not thrice.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # Style and lints first: they are the cheapest failures.
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
