@@ -40,8 +40,8 @@ fn notify_socket(tag: &str) -> (UnixDatagram, String) {
     (sock, path.to_str().unwrap().to_owned())
 }
 
-/// A blocking HTTP/1.1 GET; returns the status code.
-fn http_status(addr: SocketAddr, path: &str) -> u16 {
+/// A blocking HTTP/1.1 GET; returns the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -51,6 +51,12 @@ fn http_status(addr: SocketAddr, path: &str) -> u16 {
     .unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
+    resp
+}
+
+/// A blocking HTTP/1.1 GET; returns the status code.
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let resp = http_get(addr, path);
     resp.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
@@ -142,7 +148,8 @@ fn socket_activation_takes_over_tcp_and_udp() {
     // The config's own addresses are ephemeral: the node must use the inherited ones.
     std::fs::write(
         &cfg,
-        "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\nrtmp.enabled = false\n",
+        "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\nrtmp.enabled = false\n\
+         [ladder]\npassthrough = true\nrungs = []\n[streams.demo]\n",
     )
     .unwrap();
     let (http_port, srt_port) = (free_port_tcp(), free_port_udp());
@@ -193,6 +200,26 @@ fn socket_activation_takes_over_tcp_and_udp() {
     );
     let log = std::fs::read_to_string(dir.join("node.log")).unwrap();
     assert!(log.contains("\"socket_activated\":true"), "{log}");
+    // A real publisher over the inherited UDP socket.
+    let mut publisher = common::ffmpeg_publish(
+        &format!("srt://127.0.0.1:{srt_port}?streamid=demo&latency=120000"),
+        15,
+        30,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = http_get(http, "/metrics");
+        if m.lines().any(|l| l == "estuary_publishers_active 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no publisher over the inherited SRT socket; log in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = publisher.0.kill();
     let _ = child.kill();
     let _ = child.wait();
 }
