@@ -53,4 +53,11 @@ grep -q '^allow_unknown_streams = false$' "$root/etc/estuary/estuary.toml" || fa
 # The unit runs what the package installs.
 grep -q '^ExecStart=/usr/bin/estuary --config /etc/estuary/estuary.toml$' \
   "$root/lib/systemd/system/estuary.service" || fail "ExecStart does not match the package"
+# The units parse (systemd-analyze verify); the only complaint allowed is that
+# /usr/bin/estuary is not installed on this machine.
+units="$root/lib/systemd/system"
+out=$(systemd-analyze verify "$units/estuary.service" "$units/estuary-http.socket" \
+        "$units/estuary-srt.socket" 2>&1 || true)
+rest=$(grep -v 'Command /usr/bin/estuary is not executable' <<<"$out" || true)
+[ -z "$rest" ] || fail "systemd-analyze verify: $rest"
 echo "package-test: ok"
