@@ -73,8 +73,8 @@ async fn every_metric_the_dashboard_and_alerts_use_exists() {
     let node = Node::start("opsmetrics", CONFIG);
     let srt = |stream: &str| format!("srt://{}?streamid={stream}&latency=120000", node.srt);
     // Incompressible noise at 12 Mbit/s fills the 8 MiB cache in seconds (evictions for
-    // size); a 3 s GOP is longer than hls.max_segment (segments cut); veryslow x265 on noise cannot
-    // keep up (dropped frames, realtime factor).
+    // size); a 3 s GOP is longer than hls.max_segment (segments cut); veryslow x265 on
+    // noise cannot keep up (dropped frames, realtime factor).
     let mut main = ffmpeg_source("640x360", 20, true);
     main.args(["-vf", "noise=alls=60:allf=t"])
         .args([
