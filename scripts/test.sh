@@ -30,3 +30,5 @@ bash scripts/package-test.sh
 # they use are checked against a live node by tests/ops_metrics.rs).
 promtool check rules config/prometheus-alerts.yml
 promtool test rules config/prometheus-alerts.test.yml
+# Every dashboard query parses as PromQL.
+bash scripts/check-dashboard.sh
