@@ -80,7 +80,14 @@ impl Node {
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
         let ingest =
             Ingest::bind_with(cfg.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
-        let rtmp = RtmpIngest::bind(cfg.clone(), hub.clone(), metrics.clone(), &registry).await?;
+        let rtmp = RtmpIngest::bind_with(
+            cfg.clone(),
+            hub.clone(),
+            metrics.clone(),
+            &registry,
+            ingest.draining(),
+        )
+        .await?;
         let rtmp_addr = rtmp.as_ref().and_then(RtmpIngest::local_addr);
         let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
         let interact = Interact::start(

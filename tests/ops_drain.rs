@@ -1,5 +1,5 @@
 //! Drain against the real binary: `POST /admin/drain` (bearer `admin.token`) and SIGUSR1
-//! turn `/readyz` to 503 at once and refuse new SRT publishers, while the publisher
+//! turn `/readyz` to 503 at once and refuse new SRT and RTMP publishers, while the publisher
 //! already live keeps publishing; the node exits 0 when it leaves, or at `drain_timeout`.
 
 mod common;
@@ -78,6 +78,27 @@ async fn admin_drain_refuses_new_publishers_and_exits_when_the_last_leaves() {
     assert!(
         metric(&node, "estuary_srt_rejected_total", "reason=\"draining\"").await >= 1.0,
         "no draining refusal counted"
+    );
+
+    // So is a new RTMP publisher.
+    let rtmp = node.rtmp.expect("rtmp listens");
+    let mut cmd = common::ffmpeg_source("320x240", 5, true);
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+    ])
+    .arg(format!("rtmp://{rtmp}/live/other"));
+    let mut late_rtmp = common::Publisher(cmd.spawn().expect("ffmpeg"));
+    assert_eq!(late_rtmp.wait_exit(Duration::from_secs(10)), Some(false));
+    assert!(
+        metric(&node, "estuary_rtmp_rejected_total", "reason=\"draining\"").await >= 1.0,
+        "no RTMP draining refusal counted"
     );
 
     // The live publisher goes on: parts keep coming while draining.
