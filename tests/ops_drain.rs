@@ -16,6 +16,15 @@ const TOKEN: &str = "drain-test-token-0123456789";
 
 /// A blocking HTTP/1.1 request; returns the status code.
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
+    let resp = request_full(addr, method, path, token);
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A blocking HTTP/1.1 request; returns the whole response.
+fn request_full(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let auth = token
@@ -28,10 +37,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u
     .unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    resp.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    resp
 }
 
 fn config(drain_timeout: &str) -> String {
@@ -56,7 +62,9 @@ async fn admin_drain_refuses_new_publishers_and_exits_when_the_last_leaves() {
     assert_eq!(request(node.http, "GET", "/readyz", None), 200);
 
     // The admin API wants the token.
-    assert_eq!(request(node.http, "POST", "/admin/drain", None), 401);
+    let denied = request_full(node.http, "POST", "/admin/drain", None);
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    assert!(denied.contains("{\"error\":\"unauthorized\""), "{denied}");
     assert_eq!(
         request(
             node.http,
@@ -67,7 +75,9 @@ async fn admin_drain_refuses_new_publishers_and_exits_when_the_last_leaves() {
         401
     );
     assert_eq!(request(node.http, "GET", "/readyz", None), 200);
-    assert_eq!(request(node.http, "POST", "/admin/drain", Some(TOKEN)), 202);
+    let ok = request_full(node.http, "POST", "/admin/drain", Some(TOKEN));
+    assert!(ok.starts_with("HTTP/1.1 202"), "{ok}");
+    assert!(ok.contains("\"draining\":true"), "{ok}");
     // At once, not eventually.
     assert_eq!(request(node.http, "GET", "/readyz", None), 503);
     assert_eq!(request(node.http, "GET", "/healthz", None), 200);

@@ -410,7 +410,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
 
 /// `POST /admin/drain` with `Authorization: Bearer <admin.token>`: 202 and the drain
 /// starts (again: 202, nothing changes); 401 without the token; 404 when admin is off.
+/// Answers in the API's JSON shape (`{"error": code, "message": …}` on errors).
 fn admin_drain(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    use crate::interact::{error_response, json_response};
     let want = &state.cfg.admin.token;
     if want.is_empty() {
         return text(StatusCode::NOT_FOUND, "not found");
@@ -422,17 +424,26 @@ fn admin_drain(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
-        let mut r = text(StatusCode::UNAUTHORIZED, "admin token required");
+        let mut r = error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "POST /admin/drain needs Authorization: Bearer <admin.token>",
+        );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        return r;
+        return r.map(BodyExt::boxed);
     }
     if state.draining.start() {
         tracing::warn!("drain requested over /admin/drain");
     }
-    text(StatusCode::ACCEPTED, "draining")
+    json_response(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "draining": true, "drain_timeout_secs": state.cfg.drain_timeout.as_secs() })
+            .to_string(),
+    )
+    .map(BodyExt::boxed)
 }
 
 /// Compares without an early exit, so response timing does not leak the token's prefix.
