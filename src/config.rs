@@ -107,6 +107,8 @@ pub struct Config {
     pub ladder: LadderConfig,
     /// The interaction channel.
     pub interact: crate::interact::InteractConfig,
+    /// The edge tier: where streams not published here are pulled from.
+    pub upstream: crate::upstream::UpstreamConfig,
     /// Configured streams, by name. The name is what appears in the SRT streamid and URLs.
     pub streams: BTreeMap<String, StreamConfig>,
     /// Let any stream name publish without a passphrase (development only).
@@ -139,6 +141,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             ladder: LadderConfig::default(),
             interact: crate::interact::InteractConfig::default(),
+            upstream: crate::upstream::UpstreamConfig::default(),
             streams: BTreeMap::new(),
             allow_unknown_streams: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -381,6 +384,11 @@ pub struct StreamConfig {
     pub rtmp_key: Option<String>,
     /// This stream's ladder, replacing the default `[ladder]`.
     pub ladder: Option<LadderConfig>,
+    /// MPEG-TS PID of the video track to use; without it, the first video track. Other
+    /// video tracks are ignored with one log line.
+    pub video_pid: Option<u16>,
+    /// MPEG-TS PID of the audio track to use; without it, the first audio track.
+    pub audio_pid: Option<u16>,
 }
 
 /// Video codec of a ladder rung.
@@ -618,6 +626,9 @@ impl Config {
             let (key, reason) = msg.split_once(": ").unwrap_or(("interact", msg.as_str()));
             invalid(key, reason)
         })?;
+        self.upstream
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         for (name, s) in &self.streams {
             if let Some(l) = &s.ladder {
                 l.validate(&format!("streams.{name}.ladder"))?;
@@ -717,6 +728,17 @@ mod tests {
         assert_eq!(cfg.interact.reactions, d.interact.reactions);
         assert!(cfg.streams.contains_key("demo"));
         assert!(cfg.ladder.passthrough && cfg.ladder.rungs.len() == 5);
+        let (u, du) = (&cfg.upstream, &d.upstream);
+        assert_eq!(
+            (u.idle, u.failover_after, u.request_timeout, u.max_body),
+            (du.idle, du.failover_after, du.request_timeout, du.max_body)
+        );
+        assert_eq!(
+            (u.require_secret, u.cleartext_http2, u.origins.len()),
+            (du.require_secret, du.cleartext_http2, 0)
+        );
+        assert_eq!(u.lease, du.lease);
+        assert!(u.redis.is_none() && u.secret.is_none() && u.client_cert.is_none());
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`interact`]: the WebSocket interaction channel: chat, polls, Q&A, reactions, tips;
 //!   rooms as actors, in-process or Redis bus.
 //! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
+//! - [`upstream`]: the edge tier: followers of an origin's LL-HLS for streams not
+//!   published here.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`drain`]: the drain switch (`POST /admin/drain`, SIGUSR1).
@@ -34,3 +36,4 @@ pub mod node;
 pub mod packager;
 pub mod store;
 pub mod systemd;
+pub mod upstream;

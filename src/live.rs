@@ -163,6 +163,8 @@ impl Hub {
             part_target: self.cfg.hls.part_target,
             segment_target: self.cfg.hls.segment_target,
             ladder: self.cfg.ladder_for(name).clone(),
+            video_pid: self.cfg.streams.get(name).and_then(|s| s.video_pid),
+            audio_pid: self.cfg.streams.get(name).and_then(|s| s.audio_pid),
         };
         let pipeline = match Pipeline::start(name, media_cfg, input, tx) {
             Ok(p) => p,
@@ -420,6 +422,8 @@ impl LiveStream {
     ) -> (Box<Self>, Option<MediaError>) {
         self.anchor = None;
         let rebuilt = progress.chunks.load(Ordering::Relaxed) > 0;
+        // (any elementary stream, a video one): names the cause if no video comes.
+        let mut streams_seen = (false, false);
         let mut error = None;
         let mut video_seen = false;
         let no_video = tokio::time::sleep(no_video_timeout);
@@ -427,7 +431,9 @@ impl LiveStream {
         // Video that stops while input keeps arriving (a PMT or PID change, a new program,
         // a codec switch the demuxer does not announce) is rebuilt, not left silent.
         let stall_after = (self.pkg.segment_target * 2).max(Duration::from_millis(1500));
-        let mut last_video = (Instant::now(), 0u64);
+        // (when, input bytes then) of the run's latest video chunk; the stall check starts
+        // with the first one (encoders take a while to start).
+        let mut last_video: Option<(Instant, u64)> = None;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -443,12 +449,15 @@ impl LiveStream {
                         if chunk.kind != ChunkKind::Init {
                             progress.chunks.fetch_add(1, Ordering::Relaxed);
                             if *rendition != *AUDIO {
-                                last_video = (Instant::now(), progress.input_bytes.load(Ordering::Relaxed));
+                                last_video = Some((Instant::now(), progress.input_bytes.load(Ordering::Relaxed)));
                             }
                         }
                         self.on_chunk(&rendition, chunk)
                     }
                     Some(MediaEvent::Chunk { .. }) => {}
+                    Some(MediaEvent::Stream { video }) => {
+                        streams_seen = (true, streams_seen.1 || video);
+                    }
                     Some(MediaEvent::FrameDropped { rendition }) => self
                         .metrics
                         .frames_dropped
@@ -469,13 +478,17 @@ impl LiveStream {
                     // session's rebuild limit.
                     error = Some(if rebuilt {
                         MediaError::SourceChanged("no video after the rebuild".into())
+                    } else if !streams_seen.0 {
+                        MediaError::NoProgram
+                    } else if streams_seen.1 {
+                        MediaError::UndecodableVideo
                     } else {
                         MediaError::NoVideo
                     });
                     failed.cancel();
                 }
-                _ = check.tick(), if video_seen && error.is_none() => {
-                    let (at, bytes) = last_video;
+                _ = check.tick(), if last_video.is_some() && error.is_none() => {
+                    let (at, bytes) = last_video.expect("checked");
                     let flowing = progress.input_bytes.load(Ordering::Relaxed) > bytes + 64 * 1024;
                     if at.elapsed() > stall_after && flowing {
                         let e = MediaError::SourceChanged(format!(

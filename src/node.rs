@@ -36,6 +36,9 @@ pub enum NodeError {
     /// The interaction channel could not start (e.g. Redis unreachable).
     #[error(transparent)]
     Interact(#[from] crate::interact::InteractError),
+    /// The upstream client could not be built (CA file).
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
 }
 
 /// A started node.
@@ -99,6 +102,17 @@ impl Node {
         .await?;
         let source = interact.clone();
         hub.set_dateranges(Arc::new(move |stream: &str| source.dateranges(stream)));
+        let upstream = if cfg.upstream.origins.is_empty() && cfg.upstream.redis.is_none() {
+            None
+        } else {
+            Some(crate::upstream::Upstream::new(
+                cfg.clone(),
+                store.clone(),
+                &registry,
+                token.child_token(),
+            )?)
+        };
+        let hub_for_directory = hub.clone();
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             store,
@@ -110,9 +124,13 @@ impl Node {
             rtmp_addr,
             rtmps_addr,
             interact: interact.clone(),
+            upstream: upstream.clone(),
             draining: ingest.draining(),
         });
         let server = Server::bind_with(state.clone(), inherited.http).await?;
+        if let Some(up) = &upstream {
+            up.register_streams(hub_for_directory, server.local_addr());
+        }
         let (http_addr, srt_addr) = (server.local_addr(), ingest.local_addr());
         let tracker = TaskTracker::new();
         tracker.spawn(ingest.run(token.clone()));
@@ -120,6 +138,9 @@ impl Node {
             tracker.spawn(rtmp.run(token.clone()));
         }
         tracker.spawn(server.run(token.clone()));
+        if let Some(up) = upstream {
+            tracker.spawn(async move { up.closed().await });
+        }
         tracker.spawn(async move {
             token.cancelled().await;
             interact.closed().await;

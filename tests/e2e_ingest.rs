@@ -332,20 +332,24 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
         Duration::from_secs(20),
     )
     .await;
-    wait_metric(
-        &node,
-        "estuary_stream_errors_total",
-        "reason=\"no_video\"",
-        2.0,
-        Duration::from_secs(20),
-    )
-    .await;
+    // Audio only: no video track. Noise: no program at all.
+    for reason in ["no_video", "no_program"] {
+        wait_metric(
+            &node,
+            "estuary_stream_errors_total",
+            &format!("reason=\"{reason}\""),
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
     assert!(
         parts_of(&node, "other").await > before,
         "the good stream kept going"
     );
     let log = node.log();
     assert!(log.contains("no video track"), "{log}");
+    assert!(log.contains("no program in the input"), "{log}");
     assert!(log.contains("unsupported video codec"), "{log}");
     assert!(!log.contains("panicked"));
     assert_eq!(get(&node.url("/live/other/index.m3u8")).await.status, 200);

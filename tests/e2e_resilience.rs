@@ -219,3 +219,84 @@ async fn a_long_gop_is_cut_at_the_segment_bound() {
     );
     assert!(node.log().contains("no keyframe within hls.max_segment"));
 }
+
+/// A publisher whose video never brings a keyframe or parameter sets (joined mid-GOP, a
+/// 100 s keyframe interval) is torn down with that cause, not "no video track".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_without_a_keyframe_is_refused_with_its_cause() {
+    let dir = tempdir("nokey");
+    let file = corpus::no_keyframe(&dir, 12);
+    let node = Node::start("nokey", "srt.no_video_timeout = \"3s\"\n[streams.nokey]\n");
+    let _push = corpus::push(&file, node.srt, "nokey", 12);
+    wait_metric(
+        &node,
+        "estuary_stream_errors_total",
+        "reason=\"undecodable_video\"",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(node.log().contains("carries nothing decodable"));
+    assert!(!node.log().contains("no video track"));
+}
+
+/// `video_pid` and `audio_pid` pick the tracks to use when a multiplex carries several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_pids_pick_the_tracks() {
+    let dir = tempdir("pids");
+    let file = dir.join("two-programs.ts");
+    // PIDs from 0x100 in map order: video 320x240 (0x100), video 640x360 (0x101),
+    // audio 48 kHz (0x102), audio 44.1 kHz (0x103).
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=44100"])
+        .args([
+            "-map", "0:v", "-map", "1:v", "-map", "2:a", "-map", "3:a", "-t", "15",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
+        .args(["-f", "mpegts"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let node = Node::start(
+        "pids",
+        "[streams.pick]\nvideo_pid = 0x101\naudio_pid = 0x103\n",
+    );
+    let _push = corpus::push(&file, node.srt, "pick", 15);
+    let mv = wait_ok(&node.url("/live/pick/index.m3u8"), Duration::from_secs(20)).await;
+    let inf = attrs(tag(&parse_playlist(&mv.text()), "EXT-X-STREAM-INF"));
+    assert_eq!(inf["RESOLUTION"], "640x360");
+    let alines = parse_playlist(&get(&node.url("/live/pick/audio/index.m3u8")).await.text());
+    let (_, _, auri) = segments(&alines).last().cloned().unwrap();
+    let init = get(&node.url("/live/pick/audio/init.mp4")).await;
+    let seg = get(&node.url(&format!("/live/pick/audio/{auri}"))).await;
+    let f = dir.join("audio.mp4");
+    std::fs::write(&f, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+    let rate = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=sample_rate",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rate.stdout).trim(), "44100");
+    assert!(node.log().contains("not the configured PID"));
+}

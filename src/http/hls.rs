@@ -28,8 +28,25 @@ fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
     r
 }
 
+/// Edge tier: a stream not published here is pulled from upstream first.
+async fn upstream(
+    state: &AppState,
+    stream: &str,
+    rendition: Option<&str>,
+) -> Result<(), Response<Body>> {
+    let Some(up) = &state.upstream else {
+        return Ok(());
+    };
+    up.ensure(stream, rendition)
+        .await
+        .map_err(|e| text(e.status(), &e.to_string()))
+}
+
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
 pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Response<Body> {
+    if let Err(r) = upstream(state, stream, None).await {
+        return r;
+    }
     let Some(entry) = state.store.stream(stream) else {
         return text(StatusCode::NOT_FOUND, "no such stream");
     };
@@ -104,6 +121,9 @@ pub(super) async fn media_playlist(
         Ok(d) => d,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
+    if let Err(r) = upstream(state, stream, Some(rendition)).await {
+        return r;
+    }
     let Some(mut rx) = state
         .store
         .stream(stream)
@@ -234,13 +254,17 @@ pub(super) async fn object(
     file: &str,
     range: Option<&str>,
 ) -> (&'static str, Response<Body>) {
-    let Some(parsed) = parse_file(file) else {
-        return ("other", text(StatusCode::NOT_FOUND, "not found"));
-    };
-    let route = match parsed {
-        File::Init => "init",
-        File::Segment => "segment",
-        File::Part => "part",
+    if let Err(r) = upstream(state, stream, Some(rendition)).await {
+        return ("object", r);
+    }
+    let (parsed, route) = match parse_file(file) {
+        Some(File::Init) => (File::Init, "init"),
+        Some(File::Segment) => (File::Segment, "segment"),
+        Some(File::Part) => (File::Part, "part"),
+        // An edge keeps a foreign origin's names: served from the store, or waited for
+        // like a part when it is the hinted one.
+        None if state.upstream.is_some() => (File::Part, "object"),
+        None => return ("other", text(StatusCode::NOT_FOUND, "not found")),
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {

@@ -65,6 +65,8 @@ pub struct AppState {
     pub rtmps_addr: Option<SocketAddr>,
     /// The interaction channel.
     pub interact: Arc<crate::interact::Interact>,
+    /// The edge tier, when `upstream.origins` or `upstream.redis` is set.
+    pub upstream: Option<crate::upstream::Upstream>,
     /// The drain switch: while on, `/readyz` answers 503 so balancers move new viewers.
     pub draining: crate::drain::Drain,
 }
@@ -382,6 +384,16 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
                 .map(BodyExt::boxed),
         ),
         [""] | ["watch", _] | ["static", ..] if is_get => ("web", web::page(state, &segs).await),
+        ["live", _, rest @ ..]
+            if is_get
+                && rest != ["events"]
+                && !crate::upstream::authorized(&state.cfg.upstream, req.headers()) =>
+        {
+            (
+                "unauthorized",
+                text(StatusCode::UNAUTHORIZED, "upstream secret required"),
+            )
+        }
         ["live", stream, "index.m3u8"] if is_get => {
             ("multivariant", hls::multivariant(state, stream).await)
         }

@@ -14,7 +14,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -69,6 +72,15 @@ pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
     } else {
         part_target
     }
+}
+
+/// The PID of a tsdemux pad (`video_0_0100` is PID 0x100); `None` for other demuxers.
+fn pad_pid(pad: &gst::Pad) -> Option<u16> {
+    let name = pad.name();
+    let hex = name.rsplit('_').next()?;
+    (hex.len() == 4)
+        .then(|| u16::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
@@ -170,6 +182,18 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
             })
         }
     };
+    // The configured PID, when the stream picks one; else the first track of each kind.
+    let wanted = if kind == "video" {
+        ctx.cfg.video_pid
+    } else {
+        ctx.cfg.audio_pid
+    };
+    if let (Some(want), Some(pid)) = (wanted, pad_pid(pad)) {
+        if want != pid {
+            tracing::info!(pad = %pad.name(), pid, want, "track ignored: not the configured PID");
+            return link_fakesink(&pipeline, pad);
+        }
+    }
     // One track of each kind: a second video or audio PID is dropped.
     let marker = format!("elementary-{kind}");
     if pipeline.by_name(&marker).is_some() {
@@ -207,11 +231,30 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
         pipeline.add(&tee).map_err(setup)?;
         capsfilter.link(&tee).map_err(setup)?;
         // Source changes are watched on the parsed stream whether or not it is passed on.
-        watch_track(ctx, &capsfilter, Arc::from(PASSTHROUGH), ladder.passthrough);
+        // A format browsers cannot decode is not passed through: the rungs carry it, or
+        // the stream is refused with what to change.
+        let pass_ok = Arc::new(AtomicBool::new(true));
+        watch_track_gated(
+            ctx,
+            &capsfilter,
+            Arc::from(PASSTHROUGH),
+            ladder.passthrough,
+            Some(pass_ok.clone()),
+        );
         if ladder.passthrough {
             let pq = queue(Duration::from_secs(2), false)?;
             pipeline.add(&pq).map_err(setup)?;
             tee.link(&pq).map_err(setup)?;
+            let gate = pass_ok.clone();
+            pq.static_pad("sink")
+                .expect("queue has a sink pad")
+                .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    if gate.load(Ordering::Relaxed) {
+                        gst::PadProbeReturn::Ok
+                    } else {
+                        gst::PadProbeReturn::Drop
+                    }
+                });
             let tail = sink_branch(
                 ctx,
                 &pipeline,
@@ -238,7 +281,8 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
                 if std::mem::replace(&mut done, true) {
                     return;
                 }
-                if let Err(e) = add_rungs(&ctx2, &dtee, caps, &arrivals) {
+                let passthrough = ctx2.cfg.ladder.passthrough && pass_ok.load(Ordering::Relaxed);
+                if let Err(e) = add_rungs(&ctx2, &dtee, caps, &arrivals, passthrough) {
                     let _ = ctx2.tx.send(MediaEvent::Error(e));
                 }
             });
@@ -349,6 +393,7 @@ fn add_rungs(
     dtee: &gst::Element,
     caps: &gst::CapsRef,
     arrivals: &Arrivals,
+    passthrough: bool,
 ) -> Result<(), MediaError> {
     let pipeline = ctx
         .pipeline
@@ -369,7 +414,7 @@ fn add_rungs(
         .iter()
         .filter_map(|r| rung_size(r, src, par).map(|d| (r, d)))
         .collect();
-    if rungs.is_empty() && !ladder.passthrough {
+    if rungs.is_empty() && !passthrough {
         // Every rung is taller than the source: make the smallest at the source's size.
         if let Some(r) = ladder.rungs.iter().min_by_key(|r| r.height) {
             let fitted = RungConfig {
@@ -407,6 +452,9 @@ fn add_rung(
         });
         None
     });
+    // 10-bit or 4:2:2/4:4:4 sources become 8-bit 4:2:0, which every browser decodes
+    // (passthrough, free, when the decoder already gives I420).
+    let convert = make("videoconvert", None)?;
     let scale = make("videoscale", None)?;
     let rate = make("videorate", None)?;
     rate.set_property("drop-only", true);
@@ -417,6 +465,7 @@ fn add_rung(
     raw.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
             .field("width", w as i32)
             .field("height", h as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
@@ -442,7 +491,7 @@ fn add_rung(
     }
     let out = make("capsfilter", None)?;
     out.set_property("caps", parsed_caps(rung.codec));
-    let chain = [&q, &scale, &rate, &raw, &enc, &parser, &out];
+    let chain = [&q, &convert, &scale, &rate, &raw, &enc, &parser, &out];
     add_and_link(pipeline, &chain)?;
     watch_track(ctx, &out, r.clone(), true);
     let tail = sink_branch(ctx, pipeline, r, true, arrivals)?;
@@ -476,6 +525,10 @@ fn sink_branch(
         .sync(false)
         .buffer_list(true)
         .build();
+    // No preroll: a sink that waits for its first buffer would take the whole live
+    // pipeline back to PAUSED, where appsrc pushes nothing (a passthrough closed for an
+    // unplayable format never gets one).
+    sink.set_property("async", false);
     pipeline
         .add_many([&mux, sink.upcast_ref()])
         .map_err(setup)?;
@@ -685,7 +738,42 @@ fn arrivals_of(
 /// Reports a rendition's track info from its parsed caps; on the source's own stream, a
 /// later change of size, rate or codec is reported as [`MediaError::SourceChanged`].
 fn watch_track(ctx: &Ctx, capsfilter: &gst::Element, rendition: Arc<str>, report: bool) {
+    watch_track_gated(ctx, capsfilter, rendition, report, None);
+}
+
+/// Why browsers cannot decode parsed video caps as they are (10-bit, 4:2:2, 4:4:4), if so.
+fn not_browser_safe(caps: &gst::CapsRef) -> Option<String> {
+    let s = caps.structure(0)?;
+    let chroma = s.get::<&str>("chroma-format").ok();
+    let depth = s.get::<u32>("bit-depth-luma").ok();
+    let bad = chroma.is_some_and(|c| c != "4:2:0") || depth.is_some_and(|d| d > 8);
+    bad.then(|| {
+        format!(
+            "{} {} ({} {}-bit)",
+            if s.name().as_str() == "video/x-h265" {
+                "HEVC"
+            } else {
+                "H.264"
+            },
+            s.get::<&str>("profile").unwrap_or("?"),
+            chroma.unwrap_or("?"),
+            depth.unwrap_or(8)
+        )
+    })
+}
+
+/// Like [`watch_track`]; with a `gate`, the passthrough is closed (and not reported)
+/// when its format is not browser-safe, and the stream fails with
+/// [`MediaError::UnplayableFormat`] when no rung can carry it instead.
+fn watch_track_gated(
+    ctx: &Ctx,
+    capsfilter: &gst::Element,
+    rendition: Arc<str>,
+    report: bool,
+    gate: Option<Arc<AtomicBool>>,
+) {
     let tx = ctx.tx.clone();
+    let has_rungs = !ctx.cfg.ladder.rungs.is_empty();
     let watch_changes = *rendition == *PASSTHROUGH || *rendition == *AUDIO;
     let mut last: Option<TrackInfo> = None;
     on_caps(capsfilter, move |caps| {
@@ -702,6 +790,15 @@ fn watch_track(ctx: &Ctx, capsfilter: &gst::Element, rendition: Arc<str>, report
             return;
         }
         last = Some(info.clone());
+        if let (Some(gate), true, Some(why)) = (&gate, report, not_browser_safe(caps)) {
+            gate.store(false, Ordering::Relaxed);
+            if has_rungs {
+                tracing::warn!(format = %why, "not passed through (browsers cannot decode it); the ladder carries it");
+            } else {
+                let _ = tx.send(MediaEvent::Error(MediaError::UnplayableFormat(why)));
+            }
+            return;
+        }
         if report {
             let _ = tx.send(MediaEvent::Track {
                 rendition: rendition.clone(),

@@ -40,9 +40,21 @@ pub enum MediaError {
         /// The caps name.
         caps: String,
     },
-    /// No video track showed up in time.
+    /// No video track showed up in time (the input has a program, but no video in it).
     #[error("no video track in the stream")]
     NoVideo,
+    /// The demuxer found no program at all in time: no PAT/PMT it could read, or not
+    /// MPEG-TS (or FLV) at all.
+    #[error("no program in the input: no readable PAT/PMT (is it MPEG-TS?)")]
+    NoProgram,
+    /// A video track exists but nothing decodable came on it in time (no parameter sets
+    /// or keyframe).
+    #[error("the video track carries nothing decodable (no SPS/PPS or keyframe)")]
+    UndecodableVideo,
+    /// The video cannot be passed through to browsers (10-bit, 4:2:2 or 4:4:4) and the
+    /// stream has no encoded rung to carry it instead.
+    #[error("{0} cannot be passed through to browsers: set the encoder to 8-bit 4:2:0 (H.264 High or Main, HEVC Main), or give the stream a ladder so the node transcodes it")]
+    UnplayableFormat(String),
     /// The source changed resolution, frame rate or codec mid-stream; the pipeline must
     /// be rebuilt (cmafmux cannot change its init segment).
     #[error("source changed: {0}")]
@@ -64,6 +76,9 @@ impl MediaError {
             MediaError::Setup(_) => "setup",
             MediaError::Unsupported { .. } => "unsupported_codec",
             MediaError::NoVideo => "no_video",
+            MediaError::NoProgram => "no_program",
+            MediaError::UnplayableFormat(_) => "unplayable_format",
+            MediaError::UndecodableVideo => "undecodable_video",
             MediaError::Pipeline { .. } => "pipeline_error",
             MediaError::SourceChanged(_) => "source_changed",
         }
@@ -113,6 +128,11 @@ pub enum MediaEvent {
         rendition: Arc<str>,
         /// Its description.
         info: TrackInfo,
+    },
+    /// The demuxer exposed an elementary stream (before it is used or ignored).
+    Stream {
+        /// Whether it is video.
+        video: bool,
     },
     /// A CMAF piece.
     Chunk {
@@ -172,6 +192,10 @@ pub struct MediaConfig {
     pub segment_target: Duration,
     /// Renditions to make.
     pub ladder: crate::config::LadderConfig,
+    /// The video track's PID, when the stream picks one (else the first video track).
+    pub video_pid: Option<u16>,
+    /// The audio track's PID, when the stream picks one (else the first audio track).
+    pub audio_pid: Option<u16>,
 }
 
 /// Initialises GStreamer and registers cmafmux statically, once per process.
@@ -213,6 +237,9 @@ pub fn init() -> Result<(), MediaError> {
 pub struct Pipeline {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
+    /// Set once the input ends or the pipeline stops: the demuxer then removes its pads,
+    /// which is no source change.
+    ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline {
@@ -257,8 +284,12 @@ impl Pipeline {
             tx: events.clone(),
             main_pads: Arc::default(),
         };
-        let (main_pads, removed_tx) = (ctx.main_pads.clone(), events.clone());
+        let ending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (main_pads, removed_tx, end) = (ctx.main_pads.clone(), events.clone(), ending.clone());
         demux.connect_pad_removed(move |_, pad| {
+            if end.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let name = pad.name();
             if main_pads
                 .lock()
@@ -275,6 +306,12 @@ impl Pipeline {
             let Some(pipeline) = ctx.pipeline.upgrade() else {
                 return;
             };
+            let video = pad
+                .current_caps()
+                .unwrap_or_else(|| pad.query_caps(None))
+                .structure(0)
+                .is_some_and(|s| s.name().starts_with("video/"));
+            let _ = ctx.tx.send(MediaEvent::Stream { video });
             if let Err(e) = branch::add(&ctx, pad) {
                 tracing::warn!(error = %e, "cannot handle elementary stream");
                 if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
@@ -322,7 +359,11 @@ impl Pipeline {
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| MediaError::Setup(format!("cannot start pipeline: {e}")))?;
-        Ok(Self { pipeline, src })
+        Ok(Self {
+            pipeline,
+            src,
+            ending,
+        })
     }
 
     /// Feeds input bytes (MPEG-TS or FLV, as started). Never blocks: appsrc queues (bounded, leaky).
@@ -333,11 +374,15 @@ impl Pipeline {
 
     /// Signals the end of input; remaining data drains and EOS is reported.
     pub fn end_of_stream(&self) {
+        self.ending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.src.end_of_stream();
     }
 
     /// Stops the pipeline off the async runtime (state changes join GStreamer threads).
     pub async fn stop(self) {
+        self.ending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let p = self.pipeline;
         let _ = tokio::task::spawn_blocking(move || {
             let _ = p.set_state(gst::State::Null);

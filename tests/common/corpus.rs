@@ -385,3 +385,32 @@ pub fn media_then_null(dir: &Path, secs_media: u32, secs_null: u32) -> PathBuf {
     std::fs::write(&out, bytes).unwrap();
     out
 }
+
+/// A contribution joined mid-GOP whose encoder sends one keyframe (with its SPS/PPS) per
+/// 100 s: `secs` seconds with no keyframe and no parameter sets at all.
+pub fn no_keyframe(dir: &Path, secs: u32) -> PathBuf {
+    let a = dir.join("long-gop.ts");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-t", &(secs + 2).to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "3000", "-keyint_min", "3000", "-sc_threshold", "0"])
+        .args(["-b:v", "800k", "-f", "mpegts"])
+        .arg(&a)
+        .stdin(Stdio::null());
+    assert!(cmd.status().expect("ffmpeg").success());
+    let bytes = std::fs::read(&a).unwrap();
+    // Skip the first two seconds (the only keyframe), on a packet boundary.
+    let skip = (bytes.len() * 2 / (secs as usize + 2)) / 188 * 188;
+    let out = dir.join("no-keyframe.ts");
+    std::fs::write(&out, &bytes[skip..]).unwrap();
+    out
+}

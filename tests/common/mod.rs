@@ -13,6 +13,7 @@ use std::{
 };
 
 pub mod corpus;
+pub mod impair;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
