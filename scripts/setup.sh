@@ -18,8 +18,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if [ "${1:-}" = "--test" ]; then
   # chromium runs the player tests; nginx, wrk and openssl serve as baselines and peers;
-  # varnish is the CDN cache in front of an edge.
-  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time varnish)
+  # varnish is the CDN cache in front of an edge. systemd: systemd-analyze (unit hardening
+  # score) and systemd-socket-activate; prometheus: promtool for the alert rules.
+  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time varnish systemd prometheus)
 fi
 
 missing=()

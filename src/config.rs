@@ -50,6 +50,8 @@ pub const DEFAULT_RTMP_MAX_CONNECTIONS: usize = 64;
 pub const DEFAULT_RTMP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default shutdown grace period.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default longest drain (`POST /admin/drain`, SIGUSR1) before the node exits anyway.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A configuration error; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,19 @@ pub struct Config {
     /// Shutdown grace period.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Longest drain: after it the node exits even with publishers or viewers left.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The operations API under `/admin`.
+    pub admin: AdminConfig,
+}
+
+/// The operations API (`/admin/...`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin` (16+ characters); empty turns the API off (404).
+    pub token: String,
 }
 
 impl Default for Config {
@@ -130,6 +145,8 @@ impl Default for Config {
             streams: BTreeMap::new(),
             allow_unknown_streams: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -593,6 +610,15 @@ impl Config {
                 "http.tls_cert",
                 "http.tls_cert and http.tls_key go together",
             ));
+        }
+        if !self.admin.token.is_empty() && self.admin.token.len() < 16 {
+            return Err(invalid(
+                "admin.token",
+                "must be empty (admin API off) or 16+ characters",
+            ));
+        }
+        if self.drain_timeout > Duration::from_secs(86_400) {
+            return Err(invalid("drain_timeout", "must be at most 24h"));
         }
         self.ladder.validate("ladder")?;
         self.interact.validate().map_err(|msg| {

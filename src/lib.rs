@@ -17,11 +17,14 @@
 //!   published here.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
+//! - [`drain`]: the drain switch (`POST /admin/drain`, SIGUSR1).
+//! - [`systemd`]: readiness, status and watchdog over `sd_notify`, socket activation.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod http;
 pub mod ingest;
 pub mod interact;
@@ -32,4 +35,5 @@ pub mod metrics;
 pub mod node;
 pub mod packager;
 pub mod store;
+pub mod systemd;
 pub mod upstream;

@@ -87,16 +87,30 @@ impl<'a> MakeWriter<'a> for LimitedStderr {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (the default; journald adds its own timestamps).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `span`,
+    /// `spans`), for log shippers such as Vector, Loki or Elasticsearch.
+    Json,
+}
+
 /// Installs the global subscriber (stderr, `RUST_LOG` or `info`) and returns the limiter,
-/// whose count [`report`] logs.
-pub fn init() -> Arc<RateLimit> {
+/// whose count [`report`] logs. The limit applies to both formats.
+pub fn init(format: LogFormat) -> Arc<RateLimit> {
     let limit = Arc::new(RateLimit::default());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(LimitedStderr(limit.clone()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LimitedStderr(limit.clone()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
     limit
 }
 

@@ -31,12 +31,27 @@ struct Cli {
     /// to this node as stream `demo`; watch it at /watch/demo.
     #[arg(long)]
     demo: bool,
+    /// Log line format: `text` or `json` (one object per line).
+    #[arg(
+        long,
+        env = "ESTUARY_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: estuary::logging::LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Validate a config file without starting anything: exit 0, or 64 with a message
+    /// naming the key.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Mint an interaction token (HS256) and print it.
     Token {
         /// `viewer`, `moderator` or `host`.
@@ -61,8 +76,28 @@ enum Command {
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let log_limit = estuary::logging::init();
     let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::load(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("estuary: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        };
+    }
+    let log_limit = estuary::logging::init(cli.log_format);
+    // Before any thread starts: taking the descriptors unsets LISTEN_FDS in the environment.
+    let inherited = match estuary::systemd::Inherited::from_env() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("estuary: socket activation: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let mut cfg = match &cli.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
@@ -137,31 +172,34 @@ fn main() -> ExitCode {
             cfg.interact.token_secret = random_hex(32);
         }
     }
-    rt.block_on(run(cfg, cli.demo, log_limit))
+    rt.block_on(run(cfg, cli.demo, log_limit, inherited))
 }
 
 async fn run(
     cfg: Config,
     demo: bool,
     log_limit: std::sync::Arc<estuary::logging::RateLimit>,
+    inherited: estuary::systemd::Inherited,
 ) -> ExitCode {
     let token = CancellationToken::new();
     tokio::spawn(estuary::logging::report(log_limit, token.clone()));
     let grace = cfg.shutdown_grace;
+    let drain_timeout = cfg.drain_timeout;
     let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
         srt: cfg.srt.listen,
         stream: "demo".into(),
         passphrase: cfg.streams.get("demo").and_then(|s| s.passphrase.clone()),
     };
-    let node = match Node::start(cfg, token.clone()).await {
+    let activated = inherited.any();
+    let node = match Node::start_with(cfg, token.clone(), inherited).await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("estuary: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, rtmp = ?node.rtmp_addr, rtmps = ?node.rtmps_addr, "estuary listening");
+    tracing::info!(http = %node.http_addr, srt = %node.srt_addr, rtmp = ?node.rtmp_addr, rtmps = ?node.rtmps_addr, socket_activated = activated, "estuary listening");
     // One machine-readable line, so tests and scripts can find ports bound as :0. RTMP and
     // RTMPS appear only when they listen.
     let optional =
@@ -173,6 +211,11 @@ async fn run(
         optional("rtmp", node.rtmp_addr),
         optional("rtmps", node.rtmps_addr),
     );
+    // Every listener is bound: tell systemd (Type=notify), then keep STATUS= current and
+    // feed the watchdog from a task that proves the runtime still schedules work.
+    let status = node.status_fn();
+    estuary::systemd::ready(&status());
+    tokio::spawn(estuary::systemd::supervise(status, token.clone()));
     if demo {
         let secret = &demo_cfg_secret;
         let host = mint_token(
@@ -204,7 +247,12 @@ async fn run(
         };
         tokio::spawn(estuary::demo::run(c, token.clone()))
     });
-    shutdown_signal().await;
+    let drain = node.drain();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = drained(&node, &drain, drain_timeout) => {}
+    }
+    estuary::systemd::stopping();
     tracing::info!(grace = ?grace, "shutting down");
     token.cancel();
     if let Some(t) = demo_task {
@@ -217,6 +265,37 @@ async fn run(
         tracing::warn!("components did not stop within the grace period");
     }
     ExitCode::SUCCESS
+}
+
+/// Waits for a drain to start (`POST /admin/drain` or SIGUSR1) and to finish: no
+/// publisher and no interaction viewer left, or `timeout`. SIGTERM still cuts it short.
+async fn drained(node: &Node, drain: &estuary::drain::Drain, timeout: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    tokio::select! {
+        () = drain.started() => {}
+        _ = usr1.recv() => {
+            drain.start();
+        }
+    }
+    let (publishers, viewers) = node.sessions();
+    tracing::warn!(publishers, viewers, timeout = ?timeout, "draining: refusing new publishers, /readyz is 503");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                let (publishers, viewers) = node.sessions();
+                tracing::warn!(publishers, viewers, "drain_timeout reached; stopping");
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if node.sessions() == (0, 0) {
+            tracing::info!("drained: no publisher or viewer left");
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

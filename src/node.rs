@@ -52,6 +52,7 @@ pub struct Node {
     /// Where RTMPS listens (`None` without a certificate).
     pub rtmps_addr: Option<SocketAddr>,
     tracker: TaskTracker,
+    state: Arc<AppState>,
 }
 
 impl Node {
@@ -60,6 +61,19 @@ impl Node {
     /// # Errors
     /// [`NodeError`] when a listener cannot bind or GStreamer is unusable.
     pub async fn start(cfg: Config, token: CancellationToken) -> Result<Self, NodeError> {
+        Self::start_with(cfg, token, crate::systemd::Inherited::default()).await
+    }
+
+    /// Like [`Node::start`], taking over the sockets systemd handed over (socket
+    /// activation) instead of binding `http.listen` / `srt.listen` where given.
+    ///
+    /// # Errors
+    /// [`NodeError`] when a listener cannot bind or GStreamer is unusable.
+    pub async fn start_with(
+        cfg: Config,
+        token: CancellationToken,
+        inherited: crate::systemd::Inherited,
+    ) -> Result<Self, NodeError> {
         crate::media::init()?;
         let cfg = Arc::new(cfg);
         let registry = prometheus::Registry::new();
@@ -67,8 +81,16 @@ impl Node {
         let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
-        let ingest = Ingest::bind(cfg.clone(), hub.clone(), metrics.clone()).await?;
-        let rtmp = RtmpIngest::bind(cfg.clone(), hub.clone(), metrics.clone(), &registry).await?;
+        let ingest =
+            Ingest::bind_with(cfg.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
+        let rtmp = RtmpIngest::bind_with(
+            cfg.clone(),
+            hub.clone(),
+            metrics.clone(),
+            &registry,
+            ingest.draining(),
+        )
+        .await?;
         let rtmp_addr = rtmp.as_ref().and_then(RtmpIngest::local_addr);
         let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
         let interact = Interact::start(
@@ -103,8 +125,9 @@ impl Node {
             rtmps_addr,
             interact: interact.clone(),
             upstream: upstream.clone(),
+            draining: ingest.draining(),
         });
-        let server = Server::bind(state).await?;
+        let server = Server::bind_with(state.clone(), inherited.http).await?;
         if let Some(up) = &upstream {
             up.register_streams(hub_for_directory, server.local_addr());
         }
@@ -129,6 +152,7 @@ impl Node {
             rtmp_addr,
             rtmps_addr,
             tracker,
+            state,
         })
     }
 
@@ -136,4 +160,48 @@ impl Node {
     pub async fn wait(self) {
         self.tracker.wait().await;
     }
+
+    /// The drain switch (`POST /admin/drain`, SIGUSR1).
+    pub fn drain(&self) -> crate::drain::Drain {
+        self.state.draining.clone()
+    }
+
+    /// Publishers connected and interaction viewers, for the drain to wait on.
+    pub fn sessions(&self) -> (i64, i64) {
+        sessions(&self.state)
+    }
+
+    /// One line for `systemctl status`: publishers connected and interaction viewers.
+    pub fn status_line(&self) -> String {
+        self.status_fn()()
+    }
+
+    /// A closure computing [`Node::status_line`], for a task that outlives a borrow.
+    pub fn status_fn(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let state = self.state.clone();
+        move || {
+            let (publishers, viewers) = sessions(&state);
+            let line = crate::systemd::status_line(publishers, viewers);
+            if state.draining.is_draining() {
+                format!("draining: {line}")
+            } else {
+                line
+            }
+        }
+    }
+}
+
+fn sessions(state: &AppState) -> (i64, i64) {
+    let viewers = state
+        .registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "estuary_interact_connections")
+        .and_then(|f| {
+            f.get_metric()
+                .first()
+                .map(|m| m.get_gauge().get_value() as i64)
+        })
+        .unwrap_or(0);
+    (state.metrics.publishers_active.get(), viewers)
 }

@@ -67,6 +67,8 @@ pub struct AppState {
     pub interact: Arc<crate::interact::Interact>,
     /// The edge tier, when `upstream.origins` or `upstream.redis` is set.
     pub upstream: Option<crate::upstream::Upstream>,
+    /// The drain switch: while on, `/readyz` answers 503 so balancers move new viewers.
+    pub draining: crate::drain::Drain,
 }
 
 impl AppState {
@@ -89,10 +91,26 @@ impl Server {
     /// # Errors
     /// [`HttpError`] when the address is taken or the certificate cannot be read.
     pub async fn bind(state: Arc<AppState>) -> Result<Self, HttpError> {
+        Self::bind_with(state, None).await
+    }
+
+    /// Like [`Server::bind`], on a listener inherited from systemd when one is given.
+    ///
+    /// # Errors
+    /// [`HttpError`] when the address is taken or the certificate cannot be read.
+    pub async fn bind_with(
+        state: Arc<AppState>,
+        inherited: Option<std::net::TcpListener>,
+    ) -> Result<Self, HttpError> {
         let addr = state.cfg.http.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| HttpError::Bind { addr, source })?;
+        let bind_err = |source| HttpError::Bind { addr, source };
+        let listener = match inherited {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(bind_err)?;
+                TcpListener::from_std(l).map_err(bind_err)?
+            }
+            None => TcpListener::bind(addr).await.map_err(bind_err)?,
+        };
         let tls = match (&state.cfg.http.tls_cert, &state.cfg.http.tls_key) {
             (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
             _ => None,
@@ -346,6 +364,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
+        ["admin", "drain"] if req.method() == Method::POST => ("admin", admin_drain(state, &req)),
+        ["readyz"] if state.draining.is_draining() => {
+            ("readyz", text(StatusCode::SERVICE_UNAVAILABLE, "draining"))
+        }
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
@@ -396,6 +418,49 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
+}
+
+/// `POST /admin/drain` with `Authorization: Bearer <admin.token>`: 202 and the drain
+/// starts (again: 202, nothing changes); 401 without the token; 404 when admin is off.
+/// Answers in the API's JSON shape (`{"error": code, "message": …}` on errors).
+fn admin_drain(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    use crate::interact::{error_response, json_response};
+    let want = &state.cfg.admin.token;
+    if want.is_empty() {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
+        let mut r = error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "POST /admin/drain needs Authorization: Bearer <admin.token>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r.map(BodyExt::boxed);
+    }
+    if state.draining.start() {
+        tracing::warn!("drain requested over /admin/drain");
+    }
+    json_response(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "draining": true, "drain_timeout_secs": state.cfg.drain_timeout.as_secs() })
+            .to_string(),
+    )
+    .map(BodyExt::boxed)
+}
+
+/// Compares without an early exit, so response timing does not leak the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn metrics(state: &AppState) -> Response<Body> {

@@ -44,6 +44,11 @@ pub struct Ingest {
     listener: SrtListener,
     incoming: srt_tokio::SrtIncoming,
     local: SocketAddr,
+    /// The socket systemd handed over, if any; a rebind takes a fresh duplicate of it
+    /// (the address stays held by the socket unit, so binding it anew would fail).
+    inherited: Option<std::net::UdpSocket>,
+    /// Set while the node drains: new publishers are refused at the handshake.
+    draining: crate::drain::Drain,
 }
 
 enum Decision {
@@ -61,7 +66,21 @@ impl Ingest {
         hub: Arc<Hub>,
         metrics: Metrics,
     ) -> Result<Self, IngestError> {
-        let (listener, incoming, local) = listen(cfg.srt.listen, cfg.srt.latency).await?;
+        Self::bind_with(cfg, hub, metrics, None).await
+    }
+
+    /// Like [`Ingest::bind`], on a UDP socket inherited from systemd when one is given.
+    ///
+    /// # Errors
+    /// [`IngestError::Bind`] when the address is taken or the socket unusable.
+    pub async fn bind_with(
+        cfg: Arc<Config>,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        inherited: Option<std::net::UdpSocket>,
+    ) -> Result<Self, IngestError> {
+        let (listener, incoming, local) =
+            listen(cfg.srt.listen, cfg.srt.latency, inherited.as_ref()).await?;
         Ok(Self {
             cfg,
             hub,
@@ -69,7 +88,14 @@ impl Ingest {
             listener,
             incoming,
             local,
+            inherited,
+            draining: crate::drain::Drain::default(),
         })
+    }
+
+    /// The drain switch: while it is on, new publishers are refused.
+    pub fn draining(&self) -> crate::drain::Drain {
+        self.draining.clone()
     }
 
     /// The bound address.
@@ -188,7 +214,7 @@ impl Ingest {
     /// sessions still hold the port. Returns false when cancelled or out of tries.
     async fn rebind(&mut self, token: &CancellationToken) -> bool {
         for _ in 0..60 {
-            match listen(self.local, self.cfg.srt.latency).await {
+            match listen(self.local, self.cfg.srt.latency, self.inherited.as_ref()).await {
                 Ok((listener, incoming, _)) => {
                     self.listener = listener;
                     self.incoming = incoming;
@@ -207,6 +233,9 @@ impl Ingest {
     }
 
     fn decide(&self, name: &str, caller_key: KeySize) -> Decision {
+        if self.draining.is_draining() {
+            return Decision::Reject("draining", ServerRejectReason::Down);
+        }
         let Some(stream) = self.cfg.streams.get(name) else {
             if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified {
                 return Decision::Accept(None);
@@ -251,9 +280,17 @@ impl Ingest {
 async fn listen(
     addr: SocketAddr,
     latency: Duration,
+    inherited: Option<&std::net::UdpSocket>,
 ) -> Result<(SrtListener, srt_tokio::SrtIncoming, SocketAddr), IngestError> {
     let bind_err = |source| IngestError::Bind { addr, source };
-    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
+    let udp = match inherited {
+        Some(s) => {
+            let s = s.try_clone().map_err(bind_err)?;
+            s.set_nonblocking(true).map_err(bind_err)?;
+            tokio::net::UdpSocket::from_std(s).map_err(bind_err)?
+        }
+        None => tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?,
+    };
     let local = udp.local_addr().map_err(bind_err)?;
     let (listener, incoming) = SrtListener::builder()
         .latency(latency)

@@ -82,6 +82,8 @@ struct Shared {
     hub: Arc<Hub>,
     metrics: Metrics,
     rejected: IntCounterVec,
+    /// While on, new publishers are refused (reason `draining`).
+    draining: crate::drain::Drain,
 }
 
 impl RtmpIngest {
@@ -96,6 +98,20 @@ impl RtmpIngest {
         hub: Arc<Hub>,
         metrics: Metrics,
         registry: &Registry,
+    ) -> Result<Option<Self>, RtmpError> {
+        Self::bind_with(cfg, hub, metrics, registry, crate::drain::Drain::default()).await
+    }
+
+    /// Like [`RtmpIngest::bind`], refusing new publishers while `draining` is on.
+    ///
+    /// # Errors
+    /// As [`RtmpIngest::bind`].
+    pub async fn bind_with(
+        cfg: Arc<Config>,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        registry: &Registry,
+        draining: crate::drain::Drain,
     ) -> Result<Option<Self>, RtmpError> {
         if !cfg.rtmp.enabled {
             return Ok(None);
@@ -126,6 +142,7 @@ impl RtmpIngest {
                 hub,
                 metrics,
                 rejected,
+                draining,
             }),
             plain,
             tls,
@@ -245,6 +262,9 @@ impl Shared {
 
     /// Whether `name` may publish over RTMP with `key` (the `?key=` of the stream key).
     fn authorize(&self, name: &str, key: Option<&str>) -> Result<(), &'static str> {
+        if self.draining.is_draining() {
+            return Err("draining");
+        }
         authorize(&self.cfg, name, key)?;
         // Checked again when the session claims the stream; this only spares a pipeline.
         if self.hub.is_live(name) {

@@ -63,6 +63,11 @@ impl Node {
 
     /// Like [`Node::start`], with extra command-line arguments.
     pub fn start_with_args(tag: &str, extra: &str, args: &[&str]) -> Node {
+        Self::start_with_env(tag, extra, args, &[])
+    }
+
+    /// Like [`Node::start_with_args`], with extra environment variables.
+    pub fn start_with_env(tag: &str, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
         // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` / `rtmp.*` keys
@@ -77,6 +82,7 @@ impl Node {
             .arg(&cfg)
             .args(args)
             .env("RUST_LOG", "info,estuary=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -110,6 +116,26 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal (`"USR1"`, `"TERM"`, …) to the node.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits up to `limit` for the node to exit on its own; `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Sends SIGTERM and waits for the exit status.
