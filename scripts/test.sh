@@ -23,7 +23,7 @@ cargo build --locked --manifest-path scripts/ws_load/Cargo.toml
 # Integration tests run real encoders; two at a time fits a 2-core machine. (An env var,
 # not --test-threads: criterion's bench harness, run here in test mode, has no such flag.)
 export RUST_TEST_THREADS=2
-cargo test --locked --all-targets
+cargo test --locked --all-targets --no-fail-fast
 # The Debian package: built, inspected, unpacked, its config checked by its own binary.
 bash scripts/package-test.sh
 # Alert rules parse, type-check and fire as their unit tests expect (the metric names
