@@ -55,6 +55,36 @@ pub struct Progress {
     pub input_bytes: AtomicU64,
     /// Media chunks (parts) published, over every rendition.
     pub chunks: AtomicU64,
+    /// When the session started (monotonic, and wall clock for the API).
+    pub started: OnceLock<(Instant, SystemTime)>,
+    /// Who publishes, set by the ingest that accepted them.
+    pub publisher: OnceLock<PublisherMeta>,
+    /// SRT link statistics (zero for other protocols).
+    pub srt: SrtStats,
+}
+
+/// The publisher of a session.
+#[derive(Debug, Clone)]
+pub struct PublisherMeta {
+    /// `srt`, `rtmp` or `rtmps`.
+    pub protocol: &'static str,
+    /// Remote address.
+    pub remote: std::net::SocketAddr,
+}
+
+/// An SRT publisher's link, as its socket reports it.
+#[derive(Debug, Default)]
+pub struct SrtStats {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: AtomicU64,
+    /// Packets lost on the way (receiver side).
+    pub lost: AtomicU64,
+    /// Retransmitted packets received.
+    pub retransmitted: AtomicU64,
+    /// Packets dropped as too late.
+    pub dropped: AtomicU64,
+    /// Negotiated receive latency, milliseconds.
+    pub latency_ms: AtomicU64,
 }
 
 /// At most this many pipeline rebuilds in [`REBUILD_WINDOW`]; past that the source is
@@ -71,6 +101,8 @@ pub struct Hub {
     store: Store,
     metrics: Metrics,
     slots: Mutex<HashMap<String, Slot>>,
+    /// The live sessions' progress, for the stream API.
+    sessions: Mutex<HashMap<String, Arc<Progress>>>,
     dateranges: Arc<OnceLock<DateRangeSource>>,
 }
 
@@ -82,6 +114,7 @@ impl Hub {
             store,
             metrics,
             slots: Mutex::default(),
+            sessions: Mutex::default(),
             dateranges: Arc::default(),
         })
     }
@@ -133,6 +166,7 @@ impl Hub {
             }
         };
         let progress = Arc::new(Progress::default());
+        let _ = progress.started.set((Instant::now(), SystemTime::now()));
         let run = match self.start_run(name, input, stream, progress.clone()) {
             Ok(r) => r,
             Err((e, stream)) => {
@@ -141,6 +175,10 @@ impl Hub {
             }
         };
         self.metrics.publishers_active.inc();
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned(), progress.clone());
         Ok(Session {
             name: name.to_owned(),
             hub: self.clone(),
@@ -191,7 +229,17 @@ impl Hub {
         })
     }
 
+    /// The live session of `name`, if it has one: its publisher and progress.
+    pub fn session(&self, name: &str) -> Option<Arc<Progress>> {
+        self.sessions
+            .lock()
+            .expect("not poisoned")
+            .get(name)
+            .cloned()
+    }
+
     fn release(&self, name: &str, stream: Box<LiveStream>) {
+        self.sessions.lock().expect("not poisoned").remove(name);
         self.slots
             .lock()
             .expect("not poisoned")
@@ -233,6 +281,14 @@ impl Session {
     /// What the session has done so far.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// Records who publishes (shown by `/api/streams/{stream}`).
+    pub fn describe(&self, protocol: &'static str, remote: std::net::SocketAddr) {
+        let _ = self
+            .progress
+            .publisher
+            .set(PublisherMeta { protocol, remote });
     }
 
     /// Cancelled when the media side has failed (or must be rebuilt).

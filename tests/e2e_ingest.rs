@@ -515,3 +515,40 @@ async fn junk_udp_does_not_flood_the_log() {
     let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 10, 30);
     wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
 }
+
+/// `/api/streams/{stream}` shows the live publisher: protocol, remote address, uptime,
+/// bytes and bit rate, and for SRT the link (RTT, loss, drops, negotiated latency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_api_shows_the_publisher_and_its_link() {
+    let node = Node::start("pubstats", &config());
+    let idle: serde_json::Value =
+        serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
+    assert_eq!(idle["live"], false);
+    assert!(idle["publisher"].is_null());
+    let missing = get(&node.url("/api/streams/nosuch")).await;
+    assert_eq!(missing.status, 404);
+    let err: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
+    assert_eq!(err["error"]["code"], "no_stream");
+
+    let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 15, 30);
+    wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
+    assert_eq!(v["live"], true, "{v}");
+    let p = &v["publisher"];
+    assert_eq!(p["protocol"], "srt", "{v}");
+    assert!(
+        p["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{v}"
+    );
+    assert!(p["uptime_s"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(p["bytes"].as_u64().unwrap() > 100_000, "{v}");
+    // ffmpeg's test pattern at -b:v 2M with 128k audio: roughly 2 Mbit/s.
+    let kbps = p["bitrate_kbps"].as_f64().unwrap();
+    assert!((300.0..20_000.0).contains(&kbps), "{v}");
+    // The node's srt.latency (120 ms) or the caller's, whichever is larger.
+    assert!(p["srt"]["latency_ms"].as_u64().unwrap() >= 120, "{v}");
+    assert!(p["srt"]["rtt_ms"].as_f64().is_some(), "{v}");
+    assert_eq!(p["srt"]["dropped"], 0, "{v}");
+}

@@ -123,6 +123,15 @@ async fn ffmpeg_publishes_over_rtmp() {
     assert_eq!(demo["obs_rtmp"]["stream_key"], "demo");
     assert!(demo["rtmps_url"].is_null());
     assert!(demo["live"].as_bool().unwrap());
+    // The stream API names the RTMP publisher.
+    let detail: serde_json::Value =
+        serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
+    assert_eq!(detail["publisher"]["protocol"], "rtmp", "{detail}");
+    assert!(
+        detail["publisher"]["bytes"].as_u64().unwrap() > 0,
+        "{detail}"
+    );
+    assert!(detail["publisher"]["srt"].is_null(), "{detail}");
     let keyed = find("keyed");
     assert_eq!(keyed["obs_rtmp"]["stream_key"], "keyed?key=YOUR_RTMP_KEY");
     assert_eq!(keyed["rtmp_key_required"], true);

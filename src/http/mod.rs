@@ -371,6 +371,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
+        ["api", "streams", name] if is_get => ("api_stream", web::stream_detail(state, name)),
         ["live", stream, "events"] => (
             "events",
             state.interact.handle_ws(stream, req).map(BodyExt::boxed),

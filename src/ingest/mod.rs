@@ -194,6 +194,11 @@ impl Ingest {
                             return;
                         }
                     };
+                    session.describe("srt", socket.settings().remote);
+                    session.progress().srt.latency_ms.store(
+                        socket.settings().recv_tsbpd_latency.as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     tracing::info!(stream = %name, "publisher connected");
                     publish(socket, &name, &mut session, &cfg, &metrics, token).await;
                     if let Some(e) = session.finish().await {
@@ -374,6 +379,12 @@ async fn publish(
                 inc(&metrics.srt_lost_packets, &mut lost, s.rx_loss_data);
                 inc(&metrics.srt_retransmits, &mut retrans, s.rx_retransmit_data);
                 inc(&metrics.srt_dropped_packets, &mut dropped, s.rx_dropped_data);
+                let link = &session.progress().srt;
+                let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, std::sync::atomic::Ordering::Relaxed);
+                set(&link.rtt_us, s.rx_average_rtt.as_micros() as u64);
+                set(&link.lost, s.rx_loss_data);
+                set(&link.retransmitted, s.rx_retransmit_data);
+                set(&link.dropped, s.rx_dropped_data);
             }
         }
     }

@@ -194,10 +194,12 @@ impl RtmpIngest {
                     let _permit = permit;
                     let deadline = Instant::now() + shared.cfg.rtmp.handshake_timeout;
                     match tls {
-                        None => serve(tcp, &shared, deadline, token).await,
+                        None => serve(tcp, &shared, deadline, token, ("rtmp", remote)).await,
                         Some(acceptor) => {
                             match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                                Ok(Ok(io)) => serve(io, &shared, deadline, token).await,
+                                Ok(Ok(io)) => {
+                                    serve(io, &shared, deadline, token, ("rtmps", remote)).await
+                                }
                                 Ok(Err(e)) => tracing::info!(error = %e, "TLS handshake failed"),
                                 Err(_) => {
                                     shared.refused("timeout", "no TLS handshake in time");
@@ -436,8 +438,13 @@ struct Accepted {
 
 /// Serves one connection: handshake, `connect`, `publish` (all before `deadline`), then
 /// media until the publisher leaves.
-async fn serve<S>(io: S, sh: &Shared, deadline: Instant, token: CancellationToken)
-where
+async fn serve<S>(
+    io: S,
+    sh: &Shared,
+    deadline: Instant,
+    token: CancellationToken,
+    (protocol, remote): (&'static str, std::net::SocketAddr),
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut conn, events) = match tokio::time::timeout_at(deadline, Conn::handshake(io)).await {
@@ -474,6 +481,7 @@ where
         conn.close().await;
         return;
     };
+    session.describe(protocol, remote);
     tracing::info!(stream = %name, "publisher connected");
     let mut p = Publishing::new(&name, sh);
     session.push(flv::header());

@@ -107,7 +107,7 @@ impl Node {
         std::fs::write(
             &cfg,
             format!(
-                "allow_unknown_streams = true\n[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[interact]\n{section}\n"
+                "allow_unknown_streams = true\n[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[interact]\n{section}\n"
             ),
         )?;
         let mut child = tokio::process::Command::new(bin)
