@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::packager::ChunkKind;
 
-mod adts;
+pub(crate) mod adts;
 mod branch;
 
 /// Rendition names used for the passthrough copy and the shared audio group.
