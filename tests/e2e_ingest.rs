@@ -185,14 +185,7 @@ async fn passphrase_interop_with_callers_defaults() {
         }
         src.wait_exit(Duration::from_secs(20));
         drop(slt);
-        wait_metric_until(
-            &node,
-            "estuary_publishers_active",
-            "",
-            |v| v == 0.0,
-            Duration::from_secs(15),
-        )
-        .await;
+        wait_publishers(&node, 0.0, Duration::from_secs(15)).await;
         parts = parts_of(&node, "secret").await;
     }
 
@@ -354,14 +347,7 @@ async fn bad_input_is_torn_down_without_disturbing_other_streams() {
     assert!(!log.contains("panicked"));
     assert_eq!(get(&node.url("/live/other/index.m3u8")).await.status, 200);
     // The torn-down publishers are released (after their SRT close), the good one stays.
-    wait_metric_until(
-        &node,
-        "estuary_publishers_active",
-        "",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_publishers(&node, 1.0, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,14 +263,7 @@ async fn reconnect_gives_discontinuity_and_monotonic_msn() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let last_before = before.last().unwrap().0;
-    wait_metric_until(
-        &node,
-        "estuary_publishers_active",
-        "",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_publishers(&node, 0.0, Duration::from_secs(10)).await;
 
     let _second = ffmpeg_rtmp(&format!("rtmp://{addr}/live/demo"), 30);
     let deadline = Instant::now() + Duration::from_secs(25);
@@ -323,14 +316,7 @@ async fn frozen_publisher_is_dropped_after_idle_timeout() {
         Duration::from_secs(15),
     )
     .await;
-    wait_metric_until(
-        &node,
-        "estuary_publishers_active",
-        "",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_publishers(&node, 0.0, Duration::from_secs(10)).await;
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
 }
 
@@ -501,14 +487,7 @@ async fn enhanced_rtmp_hevc_is_refused_clearly() {
     assert!(closed, "connection still open");
     assert!(node.log().contains("Enhanced RTMP"));
     assert_eq!(parts_of(&node, "demo").await, 0.0);
-    wait_metric_until(
-        &node,
-        "estuary_publishers_active",
-        "",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_publishers(&node, 0.0, Duration::from_secs(10)).await;
 }
 
 /// `rtmp.max_connections` caps connections (the next is closed at once and counted), and

@@ -242,6 +242,11 @@ pub async fn wait_metric_until(
     }
 }
 
+/// Waits until exactly `n` publishers are connected (sessions wind down after a close).
+pub async fn wait_publishers(node: &Node, n: f64, limit: Duration) {
+    wait_metric_until(node, "estuary_publishers_active", "", |v| v == n, limit).await;
+}
+
 /// Polls a metric until it reaches at least `min`.
 pub async fn wait_metric(node: &Node, name: &str, labels: &str, min: f64, limit: Duration) {
     wait_metric_until(node, name, labels, |v| v >= min, limit).await;
@@ -318,16 +323,7 @@ async fn request(url: &str, h2: bool) -> Resp {
         .await
         .expect("request timed out")
         .expect("request failed");
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-        version,
-    }
+    into_resp(resp).await
 }
 
 /// Polls `url` until it answers 200, for at most `limit`.
@@ -513,4 +509,18 @@ pub async fn metric(node: &Node, name: &str, labels: &str) -> f64 {
         })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()
+}
+
+/// Reads a client response whole into a [`Resp`].
+pub async fn into_resp(resp: hyper::Response<hyper::body::Incoming>) -> Resp {
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+        version,
+    }
 }

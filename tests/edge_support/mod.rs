@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 use crate::common::*;
@@ -43,16 +43,7 @@ pub async fn get_auth(url: &str, secret: &str) -> Resp {
         .await
         .expect("request timed out")
         .expect("request failed");
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-        version,
-    }
+    into_resp(resp).await
 }
 
 /// The part after the newest listed one: (MSN, part index), read from the playlist.
@@ -200,7 +191,7 @@ pub fn ffmpeg_hls(dir: &Path, secs: u32) -> Publisher {
 /// A hostile HTTP/1.1 upstream on a raw socket: a good multivariant playlist whose media
 /// playlists answer 500, a truncated body, garbage, or nothing at all.
 pub async fn hostile_server() -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -209,23 +200,9 @@ pub async fn hostile_server() -> SocketAddr {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                    match tcp.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let path = req
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or("")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
+                let Some(path) = read_request_path(&mut tcp).await else {
+                    return;
+                };
                 let ok = |body: &str| {
                     format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -446,7 +423,7 @@ pub type Script = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Stri
 /// An HTTP/1.1 origin on a raw socket that serves whatever `script` holds (404 else),
 /// standing in for a foreign HLS origin whose every answer the test decides.
 pub async fn scripted_server(script: Script) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -456,23 +433,9 @@ pub async fn scripted_server(script: Script) -> SocketAddr {
             };
             let script = script.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-                    match tcp.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => n += k,
-                    }
-                }
-                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let path = req
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or("")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
+                let Some(path) = read_request_path(&mut tcp).await else {
+                    return;
+                };
                 let body = script.lock().unwrap().get(&path).cloned();
                 let mut resp = match &body {
                     Some(b) => format!(
@@ -604,4 +567,21 @@ pub async fn start_nginx_mtls(dir: &Path, www: &Path, pki: &Path) -> Nginx {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     n
+}
+
+/// Reads one request's head from `tcp` and returns its path without the query; `None`
+/// when the peer closes first.
+async fn read_request_path(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+        match tcp.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => n += k,
+        }
+    }
+    let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let path = req.split(' ').nth(1)?.split('?').next()?;
+    Some(path.to_owned())
 }
