@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -196,7 +196,7 @@ impl Hub {
         stream: Box<LiveStream>,
         progress: Arc<Progress>,
     ) -> Result<Run, (MediaError, Box<LiveStream>)> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::media::events::channel();
         let media_cfg = MediaConfig {
             part_target: self.cfg.hls.part_target,
             segment_target: self.cfg.hls.segment_target,
@@ -470,7 +470,7 @@ impl LiveStream {
 
     async fn run(
         mut self: Box<Self>,
-        mut rx: mpsc::UnboundedReceiver<MediaEvent>,
+        mut rx: crate::media::EventRx,
         failed: CancellationToken,
         stop: CancellationToken,
         no_video_timeout: Duration,
@@ -487,9 +487,10 @@ impl LiveStream {
         // Video that stops while input keeps arriving (a PMT or PID change, a new program,
         // a codec switch the demuxer does not announce) is rebuilt, not left silent.
         let stall_after = (self.pkg.segment_target * 2).max(Duration::from_millis(1500));
-        // (when, input bytes then) of the run's latest video chunk; the stall check starts
-        // with the first one (encoders take a while to start).
+        // (when, input bytes then) of the latest video chunk the pipeline produced; the
+        // stall check starts with the first one (encoders take a while to start).
         let mut last_video: Option<(Instant, u64)> = None;
+        let mut video_produced = 0;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -504,11 +505,11 @@ impl LiveStream {
                     Some(MediaEvent::Chunk { rendition, chunk }) if error.is_none() => {
                         if chunk.kind != ChunkKind::Init {
                             progress.chunks.fetch_add(1, Ordering::Relaxed);
-                            if *rendition != *AUDIO {
-                                last_video = Some((Instant::now(), progress.input_bytes.load(Ordering::Relaxed)));
-                            }
                         }
-                        self.on_chunk(&rendition, chunk)
+                        self.on_chunk(&rendition, chunk);
+                        if let Some(d) = slow_packager() {
+                            tokio::time::sleep(d).await;
+                        }
                     }
                     Some(MediaEvent::Chunk { .. }) => {}
                     Some(MediaEvent::Stream { video }) => {
@@ -526,6 +527,7 @@ impl LiveStream {
                             failed.cancel();
                         }
                     }
+                    Some(MediaEvent::Gap { rendition, dropped }) => self.on_gap(&rendition, dropped),
                     Some(MediaEvent::Eos) | None => break,
                 },
                 () = &mut no_video, if !video_seen && error.is_none() => {
@@ -543,8 +545,18 @@ impl LiveStream {
                     });
                     failed.cancel();
                 }
-                _ = check.tick(), if last_video.is_some() && error.is_none() => {
-                    let (at, bytes) = last_video.expect("checked");
+                _ = check.tick() => {
+                    self.count_dropped(&rx);
+                    // Video the pipeline produced but this task has not taken yet (or
+                    // dropped) is progress too: a packager behind is no stalled pipeline.
+                    let produced = rx.video_produced();
+                    if produced != video_produced {
+                        video_produced = produced;
+                        last_video = Some((Instant::now(), progress.input_bytes.load(Ordering::Relaxed)));
+                    }
+                    let Some((at, bytes)) = last_video.filter(|_| error.is_none()) else {
+                        continue;
+                    };
                     let flowing = progress.input_bytes.load(Ordering::Relaxed) > bytes + 64 * 1024;
                     if at.elapsed() > stall_after && flowing {
                         let e = MediaError::SourceChanged(format!(
@@ -559,6 +571,7 @@ impl LiveStream {
                 () = stop.cancelled() => break,
             }
         }
+        self.count_dropped(&rx);
         for name in self.renditions.keys().cloned().collect::<Vec<_>>() {
             let r = self.renditions.get_mut(&name).expect("listed");
             if let Some(out) = r.seg.end_session() {
@@ -571,6 +584,30 @@ impl LiveStream {
         }
         self.publish_multivariant();
         (self, error)
+    }
+
+    fn count_dropped(&self, rx: &crate::media::EventRx) {
+        for (rendition, n) in rx.take_dropped() {
+            self.metrics
+                .chunks_dropped
+                .with_label_values(&[self.name.as_str(), &rendition])
+                .inc_by(n);
+        }
+    }
+
+    /// The pipeline dropped `dropped` chunks of `name` because this task fell behind
+    /// (counted by the check tick): the open segment ends with what it has and the next one starts after a
+    /// discontinuity (its timeline jumps).
+    fn on_gap(&mut self, name: &Arc<str>, dropped: u64) {
+        tracing::warn!(rendition = %name, dropped, "packager fell behind: media dropped, next segment is a discontinuity");
+        let Some(r) = self.renditions.get_mut(name) else {
+            return;
+        };
+        if let Some(out) = r.seg.end_session() {
+            let prefix = r.key_prefix.clone();
+            self.store_output(&prefix, name, out);
+        }
+        self.publish_view(name, true);
     }
 
     fn rendition(&mut self, name: &Arc<str>) -> &mut Rendition {
@@ -825,4 +862,35 @@ fn track_speed(r: &mut Rendition, metrics: &Metrics, stream: &str, name: &str, d
             "rendition is falling behind real time; frames are being dropped"
         );
     }
+}
+
+/// Env var that, in debug builds only, makes the packager wait `MS` milliseconds after
+/// each chunk, for `SECS` seconds from its first chunk (`MS` or `MS:SECS`), so tests can
+/// hold it back and see the bounded queue drop and the stream resume.
+#[cfg(debug_assertions)]
+pub const DEBUG_SLOW_PACKAGER: &str = "ESTUARY_DEBUG_SLOW_PACKAGER_MS";
+
+#[cfg(debug_assertions)]
+fn slow_packager() -> Option<Duration> {
+    type Slow = Option<(Duration, Option<Instant>)>;
+    static SLOW: std::sync::OnceLock<Slow> = std::sync::OnceLock::new();
+    let (pause, until) = SLOW
+        .get_or_init(|| {
+            let v = std::env::var(DEBUG_SLOW_PACKAGER).ok()?;
+            let (ms, secs) = v
+                .split_once(':')
+                .map_or((v.as_str(), None), |(a, b)| (a, Some(b)));
+            let until = secs.and_then(|s| s.parse().ok());
+            Some((
+                Duration::from_millis(ms.parse().ok()?),
+                until.map(|s| Instant::now() + Duration::from_secs(s)),
+            ))
+        })
+        .as_ref()?;
+    until.is_none_or(|u| Instant::now() < u).then_some(*pause)
+}
+
+#[cfg(not(debug_assertions))]
+fn slow_packager() -> Option<Duration> {
+    None
 }

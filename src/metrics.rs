@@ -35,6 +35,9 @@ pub struct Metrics {
     pub realtime_factor: GaugeVec,
     /// Frames a rung dropped because its encoder fell behind.
     pub frames_dropped: IntCounterVec,
+    /// CMAF chunks dropped between a pipeline and its packager because the packager fell
+    /// behind (the queue between them is bounded).
+    pub chunks_dropped: IntCounterVec,
     /// Segments cut at `hls.max_segment` because no keyframe came in time (a GOP longer
     /// than the bound, or none at all), by stream and rendition.
     pub segments_cut: IntCounterVec,
@@ -149,6 +152,11 @@ impl Metrics {
             frames_dropped: cv(
                 "estuary_frames_dropped_total",
                 "Frames dropped before an encoder that fell behind",
+                &["stream", "rendition"],
+            ),
+            chunks_dropped: cv(
+                "estuary_media_chunks_dropped_total",
+                "CMAF chunks dropped because the packager fell behind (bounded queue)",
                 &["stream", "rendition"],
             ),
             segments_cut: cv(

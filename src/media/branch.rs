@@ -23,7 +23,6 @@ use std::{
 
 use bytes::BytesMut;
 use gst::prelude::*;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::{MediaChunk, MediaConfig, MediaError, MediaEvent, TrackInfo, AUDIO, PASSTHROUGH};
 use crate::{
@@ -39,7 +38,7 @@ use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watc
 pub(super) struct Ctx {
     pub pipeline: gst::glib::WeakRef<gst::Pipeline>,
     pub cfg: Arc<MediaConfig>,
-    pub tx: UnboundedSender<MediaEvent>,
+    pub tx: super::EventTx,
     /// Names of the demuxer pads that feed the video and audio branches: when one goes
     /// away mid-stream (a PMT, PID, program or codec change), the pipeline is rebuilt.
     pub main_pads: Arc<Mutex<Vec<String>>>,
@@ -536,7 +535,7 @@ fn sink_branch(
         .add_many([&mux, sink.upcast_ref()])
         .map_err(setup)?;
     mux.link(&sink).map_err(setup)?;
-    let tx = ctx.tx.clone();
+    let tx = super::events::RenditionTx::new(ctx.tx.clone(), rendition.clone());
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -561,11 +560,7 @@ fn sink_branch(
                         (chunk.first_input, chunk.last_input) =
                             arrivals_of(&arrivals, pts, pts + chunk.duration);
                     }
-                    let ev = MediaEvent::Chunk {
-                        rendition: rendition.clone(),
-                        chunk,
-                    };
-                    if tx.send(ev).is_err() {
+                    if tx.send(chunk).is_err() {
                         return Err(gst::FlowError::Flushing);
                     }
                 }

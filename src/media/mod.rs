@@ -3,8 +3,10 @@
 //! One pipeline per publish session:
 //! `appsrc ! tsdemux` (or `appsrc ! flvdemux`), then per elementary stream
 //! `queue ! {h264,h265,aac}parse ! capsfilter ! cmafmux ! appsink`.
-//! GStreamer runs on its own threads; appsink callbacks hand chunks to tokio over an
-//! unbounded channel and never block. Bus errors and EOS arrive on the same channel.
+//! GStreamer runs on its own threads; appsink callbacks hand chunks to tokio over a
+//! bounded channel ([`events`]) and never block: a packager that falls behind costs
+//! dropped media and a discontinuity, never memory. Bus errors and EOS arrive on the
+//! same channel.
 
 use std::{
     sync::{Arc, Once},
@@ -14,12 +16,14 @@ use std::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use gst::prelude::*;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::packager::ChunkKind;
 
 pub(crate) mod adts;
 mod branch;
+pub mod events;
+
+pub use events::{EventRx, EventTx};
 
 /// Rendition names used for the passthrough copy and the shared audio group.
 pub const PASSTHROUGH: &str = "source";
@@ -148,6 +152,14 @@ pub enum MediaEvent {
         /// Rendition name.
         rendition: Arc<str>,
     },
+    /// The packager fell behind and a rendition's chunks were dropped up to here; its
+    /// next segment starts after a gap.
+    Gap {
+        /// Rendition name.
+        rendition: Arc<str>,
+        /// How many chunks were dropped.
+        dropped: u64,
+    },
     /// The input ended and everything was drained.
     Eos,
 }
@@ -251,7 +263,7 @@ impl Pipeline {
         stream: &str,
         cfg: MediaConfig,
         input: Input,
-        events: UnboundedSender<MediaEvent>,
+        events: EventTx,
     ) -> Result<Self, MediaError> {
         init()?;
         let pipeline = gst::Pipeline::with_name(&format!("ingest-{stream}"));
