@@ -389,6 +389,9 @@ pub struct StreamConfig {
     pub video_pid: Option<u16>,
     /// MPEG-TS PID of the audio track to use; without it, the first audio track.
     pub audio_pid: Option<u16>,
+    /// ISO 639 language of the audio track to use (`en`, `eng`, `fra`...), from the
+    /// PMT's language descriptor; when no track has it, the first audio track.
+    pub audio_language: Option<String>,
 }
 
 /// Video codec of a ladder rung.
@@ -651,6 +654,18 @@ impl Config {
                     ));
                 }
             }
+            if let Some(l) = &s.audio_language {
+                let key = format!("streams.{name}.audio_language");
+                if !(2..=3).contains(&l.len()) || !l.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(invalid(
+                        key,
+                        "an ISO 639 code of 2 or 3 letters, e.g. \"en\" or \"eng\"",
+                    ));
+                }
+                if s.audio_pid.is_some() {
+                    return Err(invalid(key, "set audio_pid or audio_language, not both"));
+                }
+            }
             if let Some(p) = &s.passphrase {
                 if !(10..=79).contains(&p.len()) {
                     return Err(invalid(
@@ -813,6 +828,10 @@ mod tests {
         assert!(e.to_string().contains("ladder.rungs[0].name"), "{e}");
         let e = Config::from_toml("[streams.x.ladder]\npassthrough = false").unwrap_err();
         assert!(e.to_string().contains("streams.x.ladder"), "{e}");
+        for bad in ["\"english\"", "\"e1\"", "\"en\"\naudio_pid = 257"] {
+            let e = Config::from_toml(&format!("[streams.x]\naudio_language = {bad}")).unwrap_err();
+            assert!(e.to_string().contains("streams.x.audio_language"), "{e}");
+        }
         let e = Config::from_toml("[streams.x]\nrtmp_key = \"a&b\"").unwrap_err();
         assert!(e.to_string().contains("streams.x.rtmp_key"), "{e}");
         let e = Config::from_toml("[rtmp]\ntls_cert = \"/c.pem\"").unwrap_err();

@@ -203,6 +203,11 @@ impl Hub {
             ladder: self.cfg.ladder_for(name).clone(),
             video_pid: self.cfg.streams.get(name).and_then(|s| s.video_pid),
             audio_pid: self.cfg.streams.get(name).and_then(|s| s.audio_pid),
+            audio_language: self
+                .cfg
+                .streams
+                .get(name)
+                .and_then(|s| s.audio_language.clone()),
         };
         let pipeline = match Pipeline::start(name, media_cfg, input, tx) {
             Ok(p) => p,

@@ -279,24 +279,86 @@ async fn configured_pids_pick_the_tracks() {
     let mv = wait_ok(&node.url("/live/pick/index.m3u8"), Duration::from_secs(20)).await;
     let inf = attrs(tag(&parse_playlist(&mv.text()), "EXT-X-STREAM-INF"));
     assert_eq!(inf["RESOLUTION"], "640x360");
-    let alines = parse_playlist(&get(&node.url("/live/pick/audio/index.m3u8")).await.text());
+    assert_eq!(audio_rate(&node, "pick", &dir).await, "44100");
+    assert!(node.log().contains("not the configured PID"));
+}
+
+/// The sample rate of the latest audio segment `stream` lists.
+async fn audio_rate(node: &Node, stream: &str, dir: &std::path::Path) -> String {
+    let alines = parse_playlist(
+        &get(&node.url(&format!("/live/{stream}/audio/index.m3u8")))
+            .await
+            .text(),
+    );
     let (_, _, auri) = segments(&alines).last().cloned().unwrap();
-    let init = get(&node.url("/live/pick/audio/init.mp4")).await;
-    let seg = get(&node.url(&format!("/live/pick/audio/{auri}"))).await;
-    let f = dir.join("audio.mp4");
+    let init = get(&node.url(&format!("/live/{stream}/audio/init.mp4"))).await;
+    let seg = get(&node.url(&format!("/live/{stream}/audio/{auri}"))).await;
+    let f = dir.join(format!("{stream}-audio.mp4"));
     std::fs::write(&f, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
     let rate = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=sample_rate",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-show_entries", "stream=sample_rate"])
+        .args(["-of", "csv=p=0"])
         .arg(&f)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&rate.stdout).trim(), "44100");
-    assert!(node.log().contains("not the configured PID"));
+    String::from_utf8_lossy(&rate.stdout).trim().to_owned()
+}
+
+/// `audio_language` picks the audio track by the PMT's ISO 639 descriptor, in any of
+/// its code forms; when no track has the language, the first audio track plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_language_picks_the_track_or_falls_back_to_the_first() {
+    let dir = tempdir("lang");
+    let file = dir.join("two-languages.ts");
+    // French at 48 kHz first, English at 44.1 kHz second.
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=44100:frequency=880"])
+        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-t", "15"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
+        .args([
+            "-metadata:s:a:0",
+            "language=fra",
+            "-metadata:s:a:1",
+            "language=eng",
+        ])
+        .args(["-f", "mpegts"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let node = Node::start(
+        "lang",
+        "[streams.english]\naudio_language = \"en\"\n\
+         [streams.german]\naudio_language = \"deu\"\n",
+    );
+    let _en = corpus::push(&file, node.srt, "english", 15);
+    let _de = corpus::push(&file, node.srt, "german", 15);
+    for s in ["english", "german"] {
+        // The multivariant playlist appears with the first complete segment.
+        wait_ok(
+            &node.url(&format!("/live/{s}/index.m3u8")),
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    assert_eq!(audio_rate(&node, "english", &dir).await, "44100");
+    assert_eq!(audio_rate(&node, "german", &dir).await, "48000");
+    let log = node.log();
+    assert!(log.contains("not the configured language"), "{log}");
+    assert!(
+        log.contains("no audio track in the configured language: using the first audio track"),
+        "{log}"
+    );
 }

@@ -31,7 +31,9 @@ use crate::{
 };
 
 mod probes;
+mod select;
 use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
+pub(super) use select::{take_fallback, Fallback};
 
 /// What every branch builder needs.
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub(super) struct Ctx {
     /// Names of the demuxer pads that feed the video and audio branches: when one goes
     /// away mid-stream (a PMT, PID, program or codec change), the pipeline is rebuilt.
     pub main_pads: Arc<Mutex<Vec<String>>>,
+    /// An audio track set aside for not being in the configured language.
+    pub audio_fallback: Fallback,
 }
 
 /// When each frame left the demuxer, by PTS (bounded; shared by every rendition made
@@ -74,15 +78,6 @@ pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
     } else {
         part_target
     }
-}
-
-/// The PID of a tsdemux pad (`video_0_0100` is PID 0x100); `None` for other demuxers.
-fn pad_pid(pad: &gst::Pad) -> Option<u16> {
-    let name = pad.name();
-    let hex = name.rsplit('_').next()?;
-    (hex.len() == 4)
-        .then(|| u16::from_str_radix(hex, 16).ok())
-        .flatten()
 }
 
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
@@ -144,8 +139,17 @@ fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static
         });
 }
 
-/// Builds the branch for one demuxed pad.
+/// Builds the branch for one demuxed pad, if it is a track the stream uses.
 pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
+    add_track(ctx, pad, false)
+}
+
+/// Builds the branch for an audio pad set aside for its language, after all.
+fn add_forced(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
+    add_track(ctx, pad, true)
+}
+
+fn add_track(ctx: &Ctx, pad: &gst::Pad, forced: bool) -> Result<(), MediaError> {
     let pipeline = ctx
         .pipeline
         .upgrade()
@@ -184,25 +188,11 @@ pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
             })
         }
     };
-    // The configured PID, when the stream picks one; else the first track of each kind.
-    let wanted = if kind == "video" {
-        ctx.cfg.video_pid
-    } else {
-        ctx.cfg.audio_pid
-    };
-    if let (Some(want), Some(pid)) = (wanted, pad_pid(pad)) {
-        if want != pid {
-            tracing::info!(pad = %pad.name(), pid, want, "track ignored: not the configured PID");
-            return link_fakesink(&pipeline, pad);
-        }
-    }
-    // One track of each kind: a second video or audio PID is dropped.
-    let marker = format!("elementary-{kind}");
-    if pipeline.by_name(&marker).is_some() {
-        return link_fakesink(&pipeline, pad);
+    if let select::Choice::Ignored = select::choose(ctx, &pipeline, pad, kind, forced)? {
+        return Ok(());
     }
     let q = queue(Duration::from_secs(2), false)?;
-    q.set_property("name", &marker);
+    q.set_property("name", select::marker(kind));
     let capsfilter = make("capsfilter", None)?;
     capsfilter.set_property("caps", &filter);
     let parse = if parser == "decodebin" {

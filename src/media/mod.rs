@@ -208,6 +208,9 @@ pub struct MediaConfig {
     pub video_pid: Option<u16>,
     /// The audio track's PID, when the stream picks one (else the first audio track).
     pub audio_pid: Option<u16>,
+    /// The audio track's ISO 639 language, when the stream picks one (else, or when no
+    /// track has it, the first audio track).
+    pub audio_language: Option<String>,
 }
 
 /// Initialises GStreamer and registers cmafmux statically, once per process.
@@ -295,6 +298,7 @@ impl Pipeline {
             cfg: Arc::new(cfg),
             tx: events.clone(),
             main_pads: Arc::default(),
+            audio_fallback: Arc::default(),
         };
         let ending = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (main_pads, removed_tx, end) = (ctx.main_pads.clone(), events.clone(), ending.clone());
@@ -314,6 +318,8 @@ impl Pipeline {
                 ))));
             }
         });
+        let fallback_ctx = ctx.clone();
+        demux.connect_no_more_pads(move |_| branch::take_fallback(&fallback_ctx));
         demux.connect_pad_added(move |_, pad| {
             let Some(pipeline) = ctx.pipeline.upgrade() else {
                 return;
