@@ -8,10 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
-    },
+    sync::{atomic::Ordering, Arc, Mutex, OnceLock},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -19,6 +16,11 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+mod kick;
+mod progress;
+
+pub use progress::{Progress, PublisherMeta, SrtStats};
 
 use crate::{
     config::Config,
@@ -47,46 +49,6 @@ enum Slot {
     Live,
 }
 
-/// What a publish session has done so far, shared by its ingest loop and its packaging
-/// task (across pipeline rebuilds).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes pushed into the pipeline.
-    pub input_bytes: AtomicU64,
-    /// Media chunks (parts) published, over every rendition.
-    pub chunks: AtomicU64,
-    /// When the session started (monotonic, and wall clock for the API).
-    pub started: OnceLock<(Instant, SystemTime)>,
-    /// Who publishes, set by the ingest that accepted them.
-    pub publisher: OnceLock<PublisherMeta>,
-    /// SRT link statistics (zero for other protocols).
-    pub srt: SrtStats,
-}
-
-/// The publisher of a session.
-#[derive(Debug, Clone)]
-pub struct PublisherMeta {
-    /// `srt`, `rtmp` or `rtmps`.
-    pub protocol: &'static str,
-    /// Remote address.
-    pub remote: std::net::SocketAddr,
-}
-
-/// An SRT publisher's link, as its socket reports it.
-#[derive(Debug, Default)]
-pub struct SrtStats {
-    /// Smoothed round-trip time, microseconds.
-    pub rtt_us: AtomicU64,
-    /// Packets lost on the way (receiver side).
-    pub lost: AtomicU64,
-    /// Retransmitted packets received.
-    pub retransmitted: AtomicU64,
-    /// Packets dropped as too late.
-    pub dropped: AtomicU64,
-    /// Negotiated receive latency, milliseconds.
-    pub latency_ms: AtomicU64,
-}
-
 /// At most this many pipeline rebuilds in [`REBUILD_WINDOW`]; past that the source is
 /// considered broken and the session ends, so a flapping input cannot spin for ever.
 const MAX_REBUILDS: usize = 8;
@@ -104,6 +66,8 @@ pub struct Hub {
     /// The live sessions' progress, for the stream API.
     sessions: Mutex<HashMap<String, Arc<Progress>>>,
     dateranges: Arc<OnceLock<DateRangeSource>>,
+    /// Streams refusing publishers for a while after a kick.
+    bans: kick::Bans,
 }
 
 impl Hub {
@@ -116,6 +80,7 @@ impl Hub {
             slots: Mutex::default(),
             sessions: Mutex::default(),
             dateranges: Arc::default(),
+            bans: kick::Bans::default(),
         })
     }
 
