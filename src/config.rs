@@ -127,7 +127,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Bearer token for `/admin` (16+ characters); empty turns the API off (404).
+    /// Bearer token for the admin API under `/admin` (16+ characters); empty turns it off (404).
     pub token: String,
 }
 

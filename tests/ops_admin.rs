@@ -64,7 +64,11 @@ async fn admin_ok(node: &Node, args: &[&str]) -> Run {
     let mut all = vec!["--url", url.as_str(), "--token", TOKEN];
     all.extend_from_slice(args);
     let r = estuary_admin(&all, &[]).await;
-    assert_eq!(r.code, 0, "estuary admin {args:?}: {}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "estuary admin {args:?}: {}{}",
+        r.stdout, r.stderr
+    );
     r
 }
 
@@ -78,7 +82,15 @@ async fn admin_json(node: &Node, args: &[&str]) -> Value {
 /// curl `method url` with an optional bearer token: (status, body).
 fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
     let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "--max-time", "10", "-X", method, "-w", "\n%{http_code}"]);
+    cmd.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
@@ -151,12 +163,25 @@ async fn refusals_and_the_redacted_config() {
     // error (64); an unreachable node is 69.
     let r = estuary_admin(&["--url", &url, "--token", "wrong", "publishers"], &[]).await;
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("401") && r.stderr.contains("unauthorized"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("401") && r.stderr.contains("unauthorized"),
+        "{}",
+        r.stderr
+    );
     let r = estuary_admin(&["--url", &url, "publishers"], &[]).await;
     assert_eq!(r.code, 64, "{}", r.stderr);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let r = estuary_admin(
-        &["--url", &format!("http://{closed}"), "--token", TOKEN, "cache"],
+        &[
+            "--url",
+            &format!("http://{closed}"),
+            "--token",
+            TOKEN,
+            "cache",
+        ],
         &[],
     )
     .await;
@@ -169,7 +194,13 @@ async fn refusals_and_the_redacted_config() {
     )
     .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for secret in [TOKEN, PASSPHRASE, RTMP_KEY, INTERACT_SECRET, UPSTREAM_SECRET] {
+    for secret in [
+        TOKEN,
+        PASSPHRASE,
+        RTMP_KEY,
+        INTERACT_SECRET,
+        UPSTREAM_SECRET,
+    ] {
         assert!(!r.stdout.contains(secret), "{secret} shown:\n{}", r.stdout);
     }
     let cfg = r.json();
@@ -222,38 +253,76 @@ async fn publishers_listed_then_kicked_over_srt_and_rtmp() {
     let list = admin_json(&node, &["publishers"]).await;
     let a = publisher(&list, "a").unwrap_or_else(|| panic!("{list}"));
     assert_eq!(a["protocol"], "srt", "{a}");
-    assert!(a["remote"].as_str().unwrap().starts_with("127.0.0.1:"), "{a}");
+    assert!(
+        a["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{a}"
+    );
     assert!(a["bytes"].as_u64().unwrap() > 0, "{a}");
     assert!(a["bitrate_kbps"].as_f64().unwrap() > 0.0, "{a}");
     assert!(a["uptime_s"].as_f64().unwrap() > 0.0, "{a}");
     assert!(a["srt"]["latency_ms"].as_u64().unwrap() > 0, "{a}");
-    assert!(a["srt"]["rtt_ms"].is_number() && a["srt"]["lost"].is_number(), "{a}");
+    assert!(
+        a["srt"]["rtt_ms"].is_number() && a["srt"]["lost"].is_number(),
+        "{a}"
+    );
     let b = publisher(&list, "b").unwrap_or_else(|| panic!("{list}"));
     assert_eq!(b["protocol"], "rtmp", "{b}");
     assert!(b["srt"].is_null(), "{b}");
     let table = admin_ok(&node, &["publishers"]).await.stdout;
     assert!(table.starts_with("STREAM"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("srt")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("b ") && l.contains("rtmp")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains("srt")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains("rtmp")),
+        "{table}"
+    );
 
     // Kick the SRT publisher with a ban: its connection closes, the RTMP one stays.
     let kicked = admin_ok(&node, &["kick", "a", "--ban", "60s"]).await.stdout;
-    assert!(kicked.starts_with("kicked a (srt from 127.0.0.1:"), "{kicked}");
+    assert!(
+        kicked.starts_with("kicked a (srt from 127.0.0.1:"),
+        "{kicked}"
+    );
     assert!(kicked.contains("refused for 60s"), "{kicked}");
     wait_publishers(&node, 1.0, Duration::from_secs(10)).await;
-    assert!(srt.wait_exit(Duration::from_secs(15)).is_some(), "ffmpeg SRT kept running");
-    assert_eq!(metric(&node, "estuary_publishers_kicked_total", "protocol=\"srt\"").await, 1.0);
+    assert!(
+        srt.wait_exit(Duration::from_secs(15)).is_some(),
+        "ffmpeg SRT kept running"
+    );
+    assert_eq!(
+        metric(&node, "estuary_publishers_kicked_total", "protocol=\"srt\"").await,
+        1.0
+    );
     let list = admin_json(&node, &["publishers"]).await;
     assert!(publisher(&list, "a").is_none(), "{list}");
     let b_bytes = publisher(&list, "b").unwrap()["bytes"].as_u64().unwrap();
     assert_eq!(list["bans"][0]["stream"], "a", "{list}");
-    assert!(node.log().contains("publisher kicked"), "no log line of the kick");
+    assert!(
+        node.log().contains("publisher kicked"),
+        "no log line of the kick"
+    );
     // The kicked stream's playlist stays valid.
-    assert_eq!(get(&node.url("/live/a/source/index.m3u8")).await.status, 200);
+    assert_eq!(
+        get(&node.url("/live/a/source/index.m3u8")).await.status,
+        200
+    );
 
     // While banned, the encoder's reconnect is refused at the SRT handshake.
     let _refused = ffmpeg_publish(&srt_url(&node, "a", None), 30, 30);
-    wait_metric(&node, "estuary_srt_rejected_total", "reason=\"banned\"", 1.0, Duration::from_secs(15)).await;
+    wait_metric(
+        &node,
+        "estuary_srt_rejected_total",
+        "reason=\"banned\"",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
     let r = admin_ok(&node, &["unban", "a"]).await;
     assert!(r.stdout.contains("ban lifted"), "{}", r.stdout);
     drop(_refused);
@@ -271,27 +340,48 @@ async fn publishers_listed_then_kicked_over_srt_and_rtmp() {
         {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "playlist did not continue:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "playlist did not continue:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     // The RTMP publisher is undisturbed, then kicked too (no ban).
     let list = admin_json(&node, &["publishers"]).await;
-    assert!(publisher(&list, "b").unwrap()["bytes"].as_u64().unwrap() > b_bytes, "{list}");
+    assert!(
+        publisher(&list, "b").unwrap()["bytes"].as_u64().unwrap() > b_bytes,
+        "{list}"
+    );
     let kicked = admin_json(&node, &["kick", "b"]).await;
     assert_eq!(kicked["protocol"], "rtmp", "{kicked}");
     assert_eq!(kicked["closed"], true, "{kicked}");
     assert_eq!(kicked["ban_s"], 0, "{kicked}");
     wait_publishers(&node, 1.0, Duration::from_secs(10)).await;
-    assert!(rtmp.wait_exit(Duration::from_secs(15)).is_some(), "ffmpeg RTMP kept running");
-    assert_eq!(metric(&node, "estuary_publishers_kicked_total", "protocol=\"rtmp\"").await, 1.0);
+    assert!(
+        rtmp.wait_exit(Duration::from_secs(15)).is_some(),
+        "ffmpeg RTMP kept running"
+    );
+    assert_eq!(
+        metric(
+            &node,
+            "estuary_publishers_kicked_total",
+            "protocol=\"rtmp\""
+        )
+        .await,
+        1.0
+    );
     let list = admin_json(&node, &["publishers"]).await;
     assert!(publisher(&list, "b").is_none(), "{list}");
     assert_eq!(publisher(&list, "a").unwrap()["protocol"], "srt", "{list}");
     assert!(list["bans"].as_array().unwrap().is_empty(), "{list}");
 
     // Nothing to kick.
-    let r = estuary_admin(&["--url", &node.url(""), "--token", TOKEN, "kick", "b"], &[]).await;
+    let r = estuary_admin(
+        &["--url", &node.url(""), "--token", TOKEN, "kick", "b"],
+        &[],
+    )
+    .await;
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("no_publisher"), "{}", r.stderr);
 }
@@ -306,17 +396,36 @@ async fn viewers_cache_and_drain() {
     // Two HLS clients (curl, and ffprobe playing the stream) and a WebSocket viewer.
     for _ in 0..3 {
         let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &media])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                &media,
+            ])
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     }
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(node.url("/live/a/index.m3u8"))
         .output()
         .expect("ffprobe");
-    assert!(String::from_utf8_lossy(&probe.stdout).contains("h264"), "{probe:?}");
+    assert!(
+        String::from_utf8_lossy(&probe.stdout).contains("h264"),
+        "{probe:?}"
+    );
     let ws_url = format!("ws://{}/live/a/events", node.http);
     let _ws = interact_support::Client::connect(&ws_url).await.unwrap();
 
@@ -340,14 +449,22 @@ async fn viewers_cache_and_drain() {
     assert_eq!(a["websocket"], 1, "{v}");
     assert_eq!(v["window_s"], 15, "{v}");
     let table = admin_ok(&node, &["viewers"]).await.stdout;
-    assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("source=")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains("source=")),
+        "{table}"
+    );
 
     // The cache holds the stream's media.
     let c = admin_json(&node, &["cache"]).await;
     assert!(c["total"]["entries"].as_u64().unwrap() > 0, "{c}");
     assert!(c["total"]["bytes"].as_u64().unwrap() > 0, "{c}");
     assert!(c["streams"]["a"]["bytes"].as_u64().unwrap() > 0, "{c}");
-    assert!(c["max_bytes"].as_u64().unwrap() >= c["total"]["bytes"].as_u64().unwrap(), "{c}");
+    assert!(
+        c["max_bytes"].as_u64().unwrap() >= c["total"]["bytes"].as_u64().unwrap(),
+        "{c}"
+    );
     let table = admin_ok(&node, &["cache"]).await.stdout;
     assert!(table.lines().any(|l| l.starts_with("a ")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("(total)")), "{table}");

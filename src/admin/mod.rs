@@ -56,6 +56,10 @@ impl Admin {
         .expect("valid metric");
         // Registered once per registry; a duplicate only happens in tests sharing one.
         let _ = registry.register(Box::new(kicked.clone()));
+        // Exported at 0 from the start, so dashboards and alerts find the series.
+        for protocol in ["srt", "rtmp", "rtmps"] {
+            kicked.with_label_values(&[protocol]);
+        }
         Self {
             viewers: Viewers::default(),
             kicked,
