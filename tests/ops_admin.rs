@@ -325,6 +325,17 @@ async fn publishers_listed_then_kicked_over_srt_and_rtmp() {
         Duration::from_secs(15),
     )
     .await;
+    // The ban is the stream's, whatever the protocol: RTMP refuses it too.
+    let _refused_rtmp = ffmpeg_rtmp(&format!("rtmp://{}/live/a", node.rtmp.unwrap()), 30);
+    wait_metric(
+        &node,
+        "estuary_rtmp_rejected_total",
+        "reason=\"banned\"",
+        1.0,
+        Duration::from_secs(15),
+    )
+    .await;
+    drop(_refused_rtmp);
     let r = admin_ok(&node, &["unban", "a"]).await;
     assert!(r.stdout.contains("ban lifted"), "{}", r.stdout);
     drop(_refused);

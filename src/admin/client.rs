@@ -239,7 +239,7 @@ fn render(cmd: &AdminCommand, v: &Value) -> String {
                         s(&p["protocol"]),
                         s(&p["remote"]),
                         format!("{}s", s(&p["uptime_s"])),
-                        format!("{} kb/s", s(&p["bitrate_kbps"])),
+                        p["bitrate_kbps"].as_f64().map_or("-".into(), |b| format!("{b:.0} kb/s")),
                         s(&p["bytes"]),
                         srt["rtt_ms"].as_f64().map_or("-".into(), |r| format!("{r:.1} ms")),
                         s(&srt["lost"]),

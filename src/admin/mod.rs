@@ -97,7 +97,8 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     }
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').skip(1).collect();
-    let (get, post) = (req.method() == Method::GET, req.method() == Method::POST);
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let post = req.method() == Method::POST;
     match segs.as_slice() {
         ["drain"] if post => drain(state),
         ["publishers"] if get => publishers(state),
@@ -141,7 +142,7 @@ fn publishers(state: &AppState) -> Response<Body> {
         .hub
         .bans()
         .into_iter()
-        .map(|(stream, left)| json!({ "stream": stream, "remaining_s": left.as_secs_f64().ceil() }))
+        .map(|(stream, left)| json!({ "stream": stream, "remaining_s": left.as_secs_f64().ceil() as u64 }))
         .collect();
     ok(&json!({ "publishers": list, "bans": bans }))
 }
