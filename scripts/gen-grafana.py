@@ -31,9 +31,10 @@ line([
    (f'sum by (stream) (rate(estuary_srt_lost_packets_total{{{I}}}[$__rate_interval]))',"lost {{stream}}"),
    (f'sum by (stream) (rate(estuary_srt_retransmitted_packets_total{{{I}}}[$__rate_interval]))',"retransmitted {{stream}}"),
    (f'sum by (stream) (rate(estuary_srt_dropped_packets_total{{{I}}}[$__rate_interval]))',"dropped {{stream}}")],"pps"),
- ("Refused publishers",[
+ ("Refused and kicked publishers",[
    (f'sum by (reason) (rate(estuary_srt_rejected_total{{{I}}}[$__rate_interval]))',"srt {{reason}}"),
-   (f'sum by (reason) (rate(estuary_rtmp_rejected_total{{{I}}}[$__rate_interval]))',"rtmp {{reason}}")],"ops"),
+   (f'sum by (reason) (rate(estuary_rtmp_rejected_total{{{I}}}[$__rate_interval]))',"rtmp {{reason}}"),
+   (f'sum by (protocol) (rate(estuary_publishers_kicked_total{{{I}}}[$__rate_interval]))',"kicked {{protocol}}")],"ops"),
  ("Stream errors",[(f'sum by (reason) (rate(estuary_stream_errors_total{{{I}}}[$__rate_interval]))',"{{reason}}")],"ops"),
 ])
 row("Transcode and packaging")

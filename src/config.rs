@@ -90,7 +90,7 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// SRT ingest.
@@ -124,10 +124,10 @@ pub struct Config {
 }
 
 /// The operations API (`/admin/...`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Bearer token for `/admin` (16+ characters); empty turns the API off (404).
+    /// Bearer token for the admin API under `/admin` (16+ characters); empty turns it off (404).
     pub token: String,
 }
 
@@ -152,7 +152,7 @@ impl Default for Config {
 }
 
 /// SRT ingest settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SrtConfig {
     /// UDP address the SRT listener binds.
@@ -183,7 +183,7 @@ impl Default for SrtConfig {
 }
 
 /// RTMP ingest settings (OBS: Server `rtmp://HOST/live`, Stream key `NAME`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
     /// Run the RTMP listener (and the RTMPS one when a certificate is set).
@@ -267,7 +267,7 @@ impl RtmpConfig {
 }
 
 /// HTTP settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// TCP address the HTTP server binds (HTTP/1.1 and h2c, or h2 + HTTP/1.1 over TLS).
@@ -312,7 +312,7 @@ impl Default for HttpConfig {
 }
 
 /// LL-HLS packaging settings. The part target is fixed for the life of a stream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HlsConfig {
     /// Part target duration (`EXT-X-PART-INF:PART-TARGET`).
@@ -357,7 +357,7 @@ impl HlsConfig {
 }
 
 /// Cache settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Upper bound of the media cache, in bytes.
@@ -373,7 +373,7 @@ impl Default for CacheConfig {
 }
 
 /// One configured stream.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
     /// SRT passphrase (10–79 characters). Without it the stream takes unencrypted publishers.
@@ -395,7 +395,7 @@ pub struct StreamConfig {
 }
 
 /// Video codec of a ladder rung.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RungCodec {
     /// H.264 with x264enc.
@@ -427,7 +427,7 @@ pub const TUNES: &[&str] = &[
 ];
 
 /// A transcoding ladder.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LadderConfig {
     /// Keep the publisher's own video as the `source` rendition.
@@ -447,7 +447,7 @@ impl Default for LadderConfig {
 
 /// One encoded rendition. Its size is a bounding box: the source's aspect ratio is kept,
 /// and a rung taller than the source is left out (never upscaled).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RungConfig {
     /// Name used in URLs (`/live/{stream}/{name}/index.m3u8`).

@@ -17,11 +17,14 @@
 //!   published here.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
+//! - [`admin`]: the admin API under `/admin` (publishers, kick, viewers, cache, config,
+//!   drain) and the `estuary admin` client.
 //! - [`drain`]: the drain switch (`POST /admin/drain`, SIGUSR1).
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`, socket activation.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod drain;

@@ -8,17 +8,21 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
-    },
+    sync::{atomic::Ordering, Arc, Mutex, OnceLock},
     time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+mod kick;
+mod progress;
+mod session;
+
+pub use progress::{Progress, PublisherMeta, SrtStats};
+use session::Run;
+pub use session::Session;
 
 use crate::{
     config::Config,
@@ -47,46 +51,6 @@ enum Slot {
     Live,
 }
 
-/// What a publish session has done so far, shared by its ingest loop and its packaging
-/// task (across pipeline rebuilds).
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes pushed into the pipeline.
-    pub input_bytes: AtomicU64,
-    /// Media chunks (parts) published, over every rendition.
-    pub chunks: AtomicU64,
-    /// When the session started (monotonic, and wall clock for the API).
-    pub started: OnceLock<(Instant, SystemTime)>,
-    /// Who publishes, set by the ingest that accepted them.
-    pub publisher: OnceLock<PublisherMeta>,
-    /// SRT link statistics (zero for other protocols).
-    pub srt: SrtStats,
-}
-
-/// The publisher of a session.
-#[derive(Debug, Clone)]
-pub struct PublisherMeta {
-    /// `srt`, `rtmp` or `rtmps`.
-    pub protocol: &'static str,
-    /// Remote address.
-    pub remote: std::net::SocketAddr,
-}
-
-/// An SRT publisher's link, as its socket reports it.
-#[derive(Debug, Default)]
-pub struct SrtStats {
-    /// Smoothed round-trip time, microseconds.
-    pub rtt_us: AtomicU64,
-    /// Packets lost on the way (receiver side).
-    pub lost: AtomicU64,
-    /// Retransmitted packets received.
-    pub retransmitted: AtomicU64,
-    /// Packets dropped as too late.
-    pub dropped: AtomicU64,
-    /// Negotiated receive latency, milliseconds.
-    pub latency_ms: AtomicU64,
-}
-
 /// At most this many pipeline rebuilds in [`REBUILD_WINDOW`]; past that the source is
 /// considered broken and the session ends, so a flapping input cannot spin for ever.
 const MAX_REBUILDS: usize = 8;
@@ -104,6 +68,8 @@ pub struct Hub {
     /// The live sessions' progress, for the stream API.
     sessions: Mutex<HashMap<String, Arc<Progress>>>,
     dateranges: Arc<OnceLock<DateRangeSource>>,
+    /// Streams refusing publishers for a while after a kick.
+    bans: kick::Bans,
 }
 
 impl Hub {
@@ -116,6 +82,7 @@ impl Hub {
             slots: Mutex::default(),
             sessions: Mutex::default(),
             dateranges: Arc::default(),
+            bans: kick::Bans::default(),
         })
     }
 
@@ -249,146 +216,6 @@ impl Hub {
             .lock()
             .expect("not poisoned")
             .insert(name.to_owned(), Slot::Idle(stream));
-    }
-}
-
-/// One pipeline run inside a session.
-struct Run {
-    pipeline: Pipeline,
-    failed: CancellationToken,
-    stop: CancellationToken,
-    task: JoinHandle<(Box<LiveStream>, Option<MediaError>)>,
-}
-
-/// One publisher's session. Always end it with [`Session::finish`].
-pub struct Session {
-    name: String,
-    hub: Arc<Hub>,
-    /// The container the publisher sends; a rebuilt pipeline keeps it.
-    input: Input,
-    run: Option<Run>,
-    progress: Arc<Progress>,
-    /// When the pipeline was rebuilt lately, for the rebuild limit.
-    rebuilds: VecDeque<Instant>,
-}
-
-impl Session {
-    /// Feeds bytes (in the session's [`Input`] container) to the pipeline; never blocks.
-    pub fn push(&self, data: Bytes) {
-        if let Some(r) = &self.run {
-            self.progress
-                .input_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            r.pipeline.push(data);
-        }
-    }
-
-    /// What the session has done so far.
-    pub fn progress(&self) -> &Progress {
-        &self.progress
-    }
-
-    /// Records who publishes (shown by `/api/streams/{stream}`).
-    pub fn describe(&self, protocol: &'static str, remote: std::net::SocketAddr) {
-        let _ = self
-            .progress
-            .publisher
-            .set(PublisherMeta { protocol, remote });
-    }
-
-    /// Cancelled when the media side has failed (or must be rebuilt).
-    pub fn failed(&self) -> CancellationToken {
-        self.run
-            .as_ref()
-            .map_or_else(CancellationToken::new, |r| r.failed.clone())
-    }
-
-    /// Stops the current run. `drain` sends EOS first so cmafmux flushes its last chunk.
-    async fn stop_run(&mut self, drain: bool) -> Option<(Box<LiveStream>, Option<MediaError>)> {
-        let Run {
-            pipeline,
-            failed,
-            stop,
-            mut task,
-        } = self.run.take()?;
-        if drain && !failed.is_cancelled() {
-            pipeline.end_of_stream();
-        }
-        // Do not wait long on a pipeline that will not drain.
-        let joined = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
-        pipeline.stop().await;
-        stop.cancel();
-        let result = match joined {
-            Ok(r) => r,
-            Err(_) => task.await,
-        };
-        match result {
-            Ok(r) => Some(r),
-            Err(e) => {
-                // The packaging task panicked: start the stream afresh next time.
-                tracing::error!(stream = %self.name, error = %e, "packaging task failed");
-                self.hub
-                    .slots
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&self.name);
-                None
-            }
-        }
-    }
-
-    /// After [`Session::failed`] fired: when the source changed mid-stream (codec, size,
-    /// PIDs, sample rate, a timestamp jump) or an element failed on what arrived, rebuilds
-    /// the pipeline under the same publisher (the next segment gets a discontinuity and
-    /// the MSN keeps counting) and returns `Ok` with the cause. Returns the error that
-    /// ends the session when it cannot be recovered, or after too many rebuilds.
-    pub async fn recover(&mut self) -> Result<MediaError, Option<MediaError>> {
-        let Some((stream, err)) = self.stop_run(false).await else {
-            return Err(None);
-        };
-        let now = Instant::now();
-        while self
-            .rebuilds
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > REBUILD_WINDOW)
-        {
-            self.rebuilds.pop_front();
-        }
-        let recoverable = matches!(
-            err,
-            Some(MediaError::SourceChanged(_) | MediaError::Pipeline { .. })
-        ) && self.rebuilds.len() < MAX_REBUILDS;
-        let cause = match err {
-            Some(cause) if recoverable => cause,
-            other => {
-                self.hub.release(&self.name, stream);
-                return Err(other);
-            }
-        };
-        self.rebuilds.push_back(now);
-        match self
-            .hub
-            .start_run(&self.name, self.input, stream, self.progress.clone())
-        {
-            Ok(run) => {
-                self.run = Some(run);
-                Ok(cause)
-            }
-            Err((e, stream)) => {
-                self.hub.release(&self.name, stream);
-                Err(Some(e))
-            }
-        }
-    }
-
-    /// Ends the session: drains the pipeline briefly, stops it, closes the open segment
-    /// with a discontinuity to follow, and parks the stream state for a reconnect.
-    /// Returns the media error that ended it, if any.
-    pub async fn finish(mut self) -> Option<MediaError> {
-        self.hub.metrics.publishers_active.dec();
-        let (stream, err) = self.stop_run(true).await?;
-        self.hub.release(&self.name, stream);
-        err
     }
 }
 

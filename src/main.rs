@@ -70,6 +70,9 @@ enum Command {
         #[arg(long, env = "ESTUARY_TOKEN_SECRET")]
         secret: Option<String>,
     },
+    /// Call a running node's admin API (`[admin] token`): publishers, kick, viewers,
+    /// cache, config, drain.
+    Admin(estuary::admin::client::AdminArgs),
 }
 
 /// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
@@ -88,6 +91,17 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         };
+    }
+    if let Some(Command::Admin(args)) = &cli.command {
+        // The config is optional here: it only supplies the URL and token defaults.
+        let cfg = match cli.config.as_deref().map(Config::load).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("estuary: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        return ExitCode::from(estuary::admin::client::run(args, cfg.as_ref()));
     }
     let log_limit = estuary::logging::init(cli.log_format);
     // Before any thread starts: taking the descriptors unsets LISTEN_FDS in the environment.

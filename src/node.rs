@@ -113,6 +113,7 @@ impl Node {
             )?)
         };
         let hub_for_directory = hub.clone();
+        let admin = crate::admin::Admin::register(&registry);
         let state = Arc::new(AppState {
             cfg: cfg.clone(),
             store,
@@ -126,6 +127,7 @@ impl Node {
             interact: interact.clone(),
             upstream: upstream.clone(),
             draining: ingest.draining(),
+            admin,
         });
         let server = Server::bind_with(state.clone(), inherited.http).await?;
         if let Some(up) = &upstream {

@@ -69,6 +69,8 @@ pub struct AppState {
     pub upstream: Option<crate::upstream::Upstream>,
     /// The drain switch: while on, `/readyz` answers 503 so balancers move new viewers.
     pub draining: crate::drain::Drain,
+    /// The admin API's state (viewer tracker, kick counter).
+    pub admin: crate::admin::Admin,
 }
 
 impl AppState {
@@ -196,7 +198,8 @@ impl Server {
             let closed = self.state.metrics.http_closed.clone();
             let state = self.state.clone();
             let act = reg.act.clone();
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(crate::admin::PeerAddr(remote));
                 let state = state.clone();
                 let guard = act.request();
                 async move {
@@ -315,6 +318,10 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let head = req.method() == Method::HEAD;
+    // Media playlist fetches count HLS viewers (see admin::viewers).
+    let client = path
+        .ends_with("/index.m3u8")
+        .then(|| state.admin.viewers.client(&req));
     // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
     // message that lacks a Host header field" (RFC 9112 §3.2).
     let (route, mut resp) =
@@ -326,6 +333,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
         } else {
             route(&state, req).await
         };
+    if let Some(c) = client.filter(|_| route == "media_playlist" && resp.status() == StatusCode::OK)
+    {
+        state.admin.viewers.seen(&path, c);
+    }
     state
         .metrics
         .http_requests
@@ -364,7 +375,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
-        ["admin", "drain"] if req.method() == Method::POST => ("admin", admin_drain(state, &req)),
+        ["admin", ..] => ("admin", crate::admin::handle(state, req).await),
         ["readyz"] if state.draining.is_draining() => {
             ("readyz", text(StatusCode::SERVICE_UNAVAILABLE, "draining"))
         }
@@ -419,49 +430,6 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
         }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
     }
-}
-
-/// `POST /admin/drain` with `Authorization: Bearer <admin.token>`: 202 and the drain
-/// starts (again: 202, nothing changes); 401 without the token; 404 when admin is off.
-/// Answers in the API's JSON shape (`{"error": code, "message": …}` on errors).
-fn admin_drain(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
-    use crate::interact::{error_response, json_response};
-    let want = &state.cfg.admin.token;
-    if want.is_empty() {
-        return text(StatusCode::NOT_FOUND, "not found");
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
-        let mut r = error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "POST /admin/drain needs Authorization: Bearer <admin.token>",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r.map(BodyExt::boxed);
-    }
-    if state.draining.start() {
-        tracing::warn!("drain requested over /admin/drain");
-    }
-    json_response(
-        StatusCode::ACCEPTED,
-        serde_json::json!({ "draining": true, "drain_timeout_secs": state.cfg.drain_timeout.as_secs() })
-            .to_string(),
-    )
-    .map(BodyExt::boxed)
-}
-
-/// Compares without an early exit, so response timing does not leak the token's prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn metrics(state: &AppState) -> Response<Body> {

@@ -152,40 +152,12 @@ pub(super) fn streams(
 /// protocol, remote address, uptime, bytes and average bit rate, and for SRT the link's
 /// round-trip time, loss, retransmissions, drops and negotiated latency.
 pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
-    use std::sync::atomic::Ordering::Relaxed;
     let known = state.cfg.streams.contains_key(name) || state.store.stream(name).is_some();
     let session = state.hub.session(name);
     if !known && session.is_none() {
         return json_error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     }
-    let publisher = session.map(|p| {
-        let (t0, since) = p.started.get().copied().unwrap_or((
-            std::time::Instant::now(),
-            std::time::SystemTime::now(),
-        ));
-        let uptime = t0.elapsed().as_secs_f64();
-        let bytes = p.input_bytes.load(Relaxed);
-        let meta = p.publisher.get();
-        let mut v = serde_json::json!({
-            "protocol": meta.map(|m| m.protocol),
-            "remote": meta.map(|m| m.remote.to_string()),
-            "since": humantime::format_rfc3339_millis(since).to_string(),
-            "uptime_s": (uptime * 10.0).round() / 10.0,
-            "bytes": bytes,
-            "bitrate_kbps": if uptime > 0.0 { (bytes as f64 * 8.0 / uptime / 1000.0).round() } else { 0.0 },
-            "parts": p.chunks.load(Relaxed),
-        });
-        if meta.is_some_and(|m| m.protocol == "srt") {
-            v["srt"] = serde_json::json!({
-                "rtt_ms": p.srt.rtt_us.load(Relaxed) as f64 / 1000.0,
-                "lost": p.srt.lost.load(Relaxed),
-                "retransmitted": p.srt.retransmitted.load(Relaxed),
-                "dropped": p.srt.dropped.load(Relaxed),
-                "latency_ms": p.srt.latency_ms.load(Relaxed),
-            });
-        }
-        v
-    });
+    let publisher = session.map(|p| p.stats_json());
     let body = serde_json::json!({
         "name": name,
         "live": publisher.is_some(),

@@ -241,6 +241,9 @@ impl Ingest {
         if self.draining.is_draining() {
             return Decision::Reject("draining", ServerRejectReason::Down);
         }
+        if self.hub.banned(name).is_some() {
+            return Decision::Reject("banned", ServerRejectReason::Forbidden);
+        }
         let Some(stream) = self.cfg.streams.get(name) else {
             if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified {
                 return Decision::Accept(None);
@@ -324,9 +327,14 @@ async fn publish(
     // keep the socket busy without producing a single part.
     let mut media = (std::time::Instant::now(), 0u64);
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+    let kicked = session.progress().kick.clone();
     loop {
         tokio::select! {
             () = token.cancelled() => break,
+            () = kicked.cancelled() => {
+                tracing::warn!(stream = %name, "publisher kicked by the admin API, closing");
+                break;
+            }
             () = failed.cancelled() => match session.recover().await {
                 Ok(why) => {
                     metrics.stream_errors.with_label_values(&[why.reason()]).inc();

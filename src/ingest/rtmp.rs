@@ -267,6 +267,9 @@ impl Shared {
         if self.draining.is_draining() {
             return Err("draining");
         }
+        if self.hub.banned(name).is_some() {
+            return Err("banned");
+        }
         authorize(&self.cfg, name, key)?;
         // Checked again when the session claims the stream; this only spares a pipeline.
         if self.hub.is_live(name) {
@@ -613,6 +616,7 @@ impl<'a> Publishing<'a> {
         let mut media = (std::time::Instant::now(), 0u64);
         let mut idle_check = tokio::time::interval(Duration::from_secs(1));
         let mut events = pending;
+        let kicked = session.progress().kick.clone();
         loop {
             for ev in std::mem::take(&mut events) {
                 match self.on_event(ev, session) {
@@ -626,6 +630,10 @@ impl<'a> Publishing<'a> {
             }
             tokio::select! {
                 () = token.cancelled() => return None,
+                () = kicked.cancelled() => {
+                    tracing::warn!(stream = %self.name, "publisher kicked by the admin API, closing");
+                    return None;
+                }
                 () = failed.cancelled() => match session.recover().await {
                     Ok(why) => {
                         metrics.stream_errors.with_label_values(&[why.reason()]).inc();

@@ -63,7 +63,7 @@ pub const DEFAULT_TIP_MAX_MINOR: u64 = 100_000_000;
 pub const DEFAULT_MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Config section `[interact]` of `config/estuary.toml`: the WebSocket interaction channel.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InteractConfig {
     /// Event bus: `"memory"` (in-process, one node) or a `redis://host:port[/db]` URL

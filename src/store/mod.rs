@@ -16,6 +16,16 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+mod occupancy;
+
+pub use occupancy::{Occupancy, Usage};
+
+/// What an entry weighs against `cache.max_bytes`: its object, its key, and a fixed
+/// allowance for the cache's own bookkeeping.
+fn weight(key: &str, obj: &Object) -> u32 {
+    u32::try_from(obj.len() + key.len() as u64 + 64).unwrap_or(u32::MAX)
+}
+
 /// What kind of object, which sets its content type and lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
@@ -83,9 +93,7 @@ impl MemoryStore {
         let m = metrics.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &String, v: &Object| {
-                u32::try_from(v.len() + k.len() as u64 + 64).unwrap_or(u32::MAX)
-            })
+            .weigher(|k: &String, v: &Object| weight(k, v))
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(PerObjectTtl)
             .eviction_listener(move |_k, _v, cause| {

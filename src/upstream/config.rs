@@ -17,7 +17,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Upstream (edge tier) settings. With no `origins` the node only serves what is
 /// published to it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Ordered base URLs of origins (another Estuary node, an edge, or any LL-HLS

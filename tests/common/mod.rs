@@ -298,6 +298,17 @@ pub fn ffmpeg_publish_with(url: &str, secs: u32, vcodec: &[&str], size: &str) ->
     Publisher(cmd.spawn().expect("ffmpeg"))
 }
 
+/// ffmpeg pushing a 640x360 H.264 + AAC test pattern over RTMP(S) in real time, as OBS.
+pub fn ffmpeg_rtmp(url: &str, secs: u32) -> Publisher {
+    let mut cmd = ffmpeg_source("640x360", secs, true);
+    cmd.args(x264_args(30))
+        .args([
+            "-pix_fmt", "yuv420p", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k",
+        ])
+        .args(["-f", "flv", url]);
+    Publisher(cmd.spawn().expect("ffmpeg"))
+}
+
 /// An HTTP response.
 pub struct Resp {
     pub status: u16,
