@@ -70,6 +70,25 @@ enum Command {
         #[arg(long, env = "ESTUARY_TOKEN_SECRET")]
         secret: Option<String>,
     },
+    /// Mint a signed playback token (Akamai EdgeAuth, ACL `/live/NAME/*`) with the key
+    /// from the config, and print it.
+    Sign {
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Valid from this Unix time (written as `st`); without it, valid at once.
+        #[arg(long)]
+        start: Option<u64>,
+        /// Bind the token to this client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Session id (`id`), e.g. the order or viewer id; the play webhook sees it.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 /// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
@@ -139,6 +158,26 @@ fn main() -> ExitCode {
                 mint_token(&secret, role, user, name, *ttl).map_err(|e| e.to_string())
             });
         return match minted {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("estuary: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        };
+    }
+    if let Some(Command::Sign {
+        stream,
+        ttl,
+        start,
+        ip,
+        id,
+    }) = &cli.command
+    {
+        let ip = ip.map(|i| i.to_string());
+        return match estuary::auth::mint_for(&cfg, stream, *ttl, *start, ip, id.clone()) {
             Ok(t) => {
                 println!("{t}");
                 ExitCode::SUCCESS
