@@ -142,7 +142,7 @@ pub fn resolve(base: &str, uri: &str) -> String {
 }
 
 /// What the scripted webhook answers: a delay, a status and a JSON body.
-pub type Script = Arc<dyn Fn(&Value) -> (Duration, u16, Value) + Send + Sync>;
+pub type HookScript = Arc<dyn Fn(&Value) -> (Duration, u16, Value) + Send + Sync>;
 
 /// A webhook server: records every call's JSON body (and its `Authorization`) and
 /// answers what `script` says.
@@ -152,7 +152,7 @@ pub struct HookServer {
 }
 
 impl HookServer {
-    pub async fn start(script: Script) -> HookServer {
+    pub async fn start(script: HookScript) -> HookServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let calls: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
