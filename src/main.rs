@@ -157,16 +157,7 @@ fn main() -> ExitCode {
             .and_then(|role| {
                 mint_token(&secret, role, user, name, *ttl).map_err(|e| e.to_string())
             });
-        return match minted {
-            Ok(t) => {
-                println!("{t}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("estuary: {e}");
-                ExitCode::from(EX_USAGE)
-            }
-        };
+        return print_minted(minted);
     }
     if let Some(Command::Sign {
         stream,
@@ -177,16 +168,14 @@ fn main() -> ExitCode {
     }) = &cli.command
     {
         let ip = ip.map(|i| i.to_string());
-        return match estuary::auth::mint_for(&cfg, stream, *ttl, *start, ip, id.clone()) {
-            Ok(t) => {
-                println!("{t}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("estuary: {e}");
-                ExitCode::from(EX_USAGE)
-            }
-        };
+        return print_minted(estuary::auth::mint_for(
+            &cfg,
+            stream,
+            *ttl,
+            *start,
+            ip,
+            id.clone(),
+        ));
     }
     if let Some(a) = cli.http_listen {
         cfg.http.listen = a;
@@ -212,6 +201,20 @@ fn main() -> ExitCode {
         }
     }
     rt.block_on(run(cfg, cli.demo, log_limit, inherited))
+}
+
+/// Prints a minted token (exit 0) or the error (exit 64).
+fn print_minted(minted: Result<String, String>) -> ExitCode {
+    match minted {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("estuary: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
 }
 
 async fn run(

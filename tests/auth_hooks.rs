@@ -66,16 +66,6 @@ fn hook_cfg(hooks: &HookServer, fail_open: bool, ttl: &str) -> String {
     )
 }
 
-fn ffmpeg_rtmp(url: &str, secs: u32) -> Publisher {
-    let mut cmd = ffmpeg_source("640x360", secs, true);
-    cmd.args(x264_args(30))
-        .args([
-            "-pix_fmt", "yuv420p", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k",
-        ])
-        .args(["-f", "flv", url]);
-    Publisher(cmd.spawn().expect("ffmpeg"))
-}
-
 async fn refused(node: &Node, family: &str, reason: &str, n: f64) {
     wait_metric(node, family, &format!("reason=\"{reason}\""), n, WAIT).await;
 }

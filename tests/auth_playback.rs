@@ -260,25 +260,7 @@ async fn the_token_on_the_first_url_reaches_every_uri_and_players_play() {
         "{kinds}{}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i", &first])
-            .args(["-t", "3", "-map", "0:v:0", "-f", "framemd5", "-"])
-            .output(),
-    )
-    .await
-    .expect("ffmpeg hung")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count();
+    let frames = hls_frames(&first, 3).await;
     assert!(frames >= 60, "3 s at 30 fps, got {frames} frames");
     // Without the token ffmpeg gets nowhere.
     let denied = tokio::process::Command::new("ffprobe")

@@ -18,22 +18,11 @@ use edge_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hlsjs_plays_a_signed_stream_with_the_token_in_the_page_url_only() {
-    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    for m in ["playwright-core/package.json", "hls.js/dist/hls.min.js"] {
-        assert!(
-            web.join("node_modules").join(m).exists(),
-            "web/node_modules/{m} is missing: run `npm ci` in web/ (scripts/setup.sh --test)"
-        );
-    }
+    let (_, pages) = browser::web_pages();
     let node = Node::start(
         "auth-browser",
         &format!(
-            "http.web_root = {:?}\nhttp.hlsjs = {:?}\n[auth]\nplayback_key = \"{KEY}\"\n\
-             [streams.paid]\nplayback = \"signed\"\n",
-            web.display().to_string(),
-            web.join("node_modules/hls.js/dist/hls.min.js")
-                .display()
-                .to_string()
+            "{pages}[auth]\nplayback_key = \"{KEY}\"\n[streams.paid]\nplayback = \"signed\"\n"
         ),
     );
     let _pub = small_publish(&node, "paid", 90);
@@ -46,58 +35,25 @@ async fn hlsjs_plays_a_signed_stream_with_the_token_in_the_page_url_only() {
         Duration::from_secs(30),
     )
     .await;
-    let parts_before = metric(
-        &node,
-        "estuary_http_requests_total",
-        "route=\"part\",status=\"200\"",
-    )
-    .await;
-    let out = tokio::time::timeout(
-        Duration::from_secs(150),
-        tokio::process::Command::new("node")
-            .arg(web.join("tests/latency.mjs"))
-            .current_dir(&web)
-            .args([
-                "--url",
-                &node.url(&format!("/watch/paid?q=source&__token__={}", q(&token))),
-            ])
-            .args(["--secs", "10", "--settle", "2", "--label", "signed"])
-            .output(),
-    )
-    .await
-    .expect("latency.mjs did not finish")
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}\nnode log in {}",
-        String::from_utf8_lossy(&out.stderr),
-        node.dir.display()
-    );
-    let result = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT: {text}"));
-    let v: serde_json::Value = serde_json::from_str(result).unwrap();
-    println!("{result}");
-    assert_eq!(v["fatal_errors"], 0, "{result}");
-    assert!(v["parts_loaded"].as_u64().unwrap() >= 20, "{result}");
+    let served_parts = || {
+        metric(
+            &node,
+            "estuary_http_requests_total",
+            "route=\"part\",status=\"200\"",
+        )
+    };
+    let parts_before = served_parts().await;
+    let page = node.url(&format!("/watch/paid?q=source&__token__={}", q(&token)));
+    let v = browser::play(&page, 10, 2, "signed").await;
+    assert_eq!(v["fatal_errors"], 0, "{v}");
+    assert!(v["parts_loaded"].as_u64().unwrap() >= 20, "{v}");
     let rate = v["playback_rate_ok"].as_f64().unwrap();
-    assert!((0.8..1.3).contains(&rate), "{result}");
+    assert!((0.8..1.3).contains(&rate), "{v}");
     // Every media request the browser made carried the token: none was refused, and
     // the parts it played were served.
     assert_eq!(
         metric(&node, "estuary_playback_refused_total", "").await,
         0.0
     );
-    assert!(
-        metric(
-            &node,
-            "estuary_http_requests_total",
-            "route=\"part\",status=\"200\""
-        )
-        .await
-            - parts_before
-            >= 20.0
-    );
+    assert!(served_parts().await - parts_before >= 20.0);
 }

@@ -26,17 +26,6 @@ fn rtmp(node: &Node) -> SocketAddr {
     node.rtmp.expect("RTMP listens")
 }
 
-/// ffmpeg pushing a 640x360 H.264 + AAC test pattern over RTMP(S) in real time, as OBS.
-fn ffmpeg_rtmp(url: &str, secs: u32) -> Publisher {
-    let mut cmd = ffmpeg_source("640x360", secs, true);
-    cmd.args(x264_args(30))
-        .args([
-            "-pix_fmt", "yuv420p", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k",
-        ])
-        .args(["-f", "flv", url]);
-    Publisher(cmd.spawn().expect("ffmpeg"))
-}
-
 async fn parts_of(node: &Node, stream: &str) -> f64 {
     metric(
         node,

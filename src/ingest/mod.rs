@@ -167,7 +167,7 @@ impl Ingest {
             let hook = self.hooks.clone();
             let mut key = None;
             if hook.is_none() {
-                match self.decide(&name, req.key_size(), None) {
+                match self.decider().decide(&name, req.key_size(), None) {
                     Decision::Accept(k) => key = k,
                     Decision::Reject(why, code) => {
                         refuse(&self.metrics, req, why, code, &span);
@@ -183,10 +183,7 @@ impl Ingest {
                     continue;
                 }
             }
-            let decider = Decider {
-                cfg: self.cfg.clone(),
-                draining: self.draining.clone(),
-            };
+            let decider = self.decider();
             let (cfg, metrics, token) = (self.cfg.clone(), self.metrics.clone(), token.clone());
             let hub = self.hub.clone();
             tracker.spawn(
@@ -286,17 +283,12 @@ impl Ingest {
         false
     }
 
-    fn decide(
-        &self,
-        name: &str,
-        caller_key: KeySize,
-        verdict: Option<crate::auth::PublishVerdict>,
-    ) -> Decision {
+    /// The publish decision, detached from the listener (it moves into a task).
+    fn decider(&self) -> Decider {
         Decider {
             cfg: self.cfg.clone(),
             draining: self.draining.clone(),
         }
-        .decide(name, caller_key, verdict)
     }
 }
 
