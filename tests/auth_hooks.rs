@@ -236,3 +236,38 @@ fn hooks_with_token(hooks: &HookServer) -> usize {
         .filter(|(v, _)| v["action"] == "play" && v["token"].is_string())
         .count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hooks_speak_http2_over_rustls_to_a_trusted_https_server() {
+    let pki = tempdir("hooks-pki");
+    let (ca, cert, key) = test_pki(&pki);
+    let hooks = HookServer::start_tls(script(), &cert, &key).await;
+    let url = hooks.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let trusting = Node::start(
+        "hooks-tls",
+        &format!(
+            "[auth]\nplay_url = \"{url}\"\nhook_ca_file = {:?}\n",
+            ca.display().to_string()
+        ),
+    );
+    // Allowed by the hook; 404 only because nothing is published.
+    let r = get(&trusting.url("/live/any/index.m3u8?__token__=ok-tls")).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(hooks.count("play", Some("any")), 1);
+    assert_eq!(
+        hooks.versions.lock().unwrap().as_slice(),
+        [hyper::Version::HTTP_2]
+    );
+    assert_refused(
+        &get(&trusting.url("/live/any/index.m3u8?__token__=no")).await,
+        "denied",
+    );
+    // A node that does not trust the hook's CA never gets an answer: fail closed.
+    let wary = Node::start("hooks-tls-wary", &format!("[auth]\nplay_url = \"{url}\"\n"));
+    assert_refused(
+        &get(&wary.url("/live/any/index.m3u8?__token__=ok-tls")).await,
+        "hook_failed",
+    );
+    assert_eq!(hooks.count("play", Some("any")), 2);
+}

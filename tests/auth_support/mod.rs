@@ -7,6 +7,7 @@ use std::{
     convert::Infallible,
     io::Write,
     net::{IpAddr, SocketAddr},
+    path::Path,
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -149,23 +150,58 @@ pub type HookScript = Arc<dyn Fn(&Value) -> (Duration, u16, Value) + Send + Sync
 pub struct HookServer {
     pub addr: SocketAddr,
     pub calls: Arc<Mutex<Vec<(Value, String)>>>,
+    /// The HTTP version of each call.
+    pub versions: Arc<Mutex<Vec<hyper::Version>>>,
+    tls: bool,
 }
 
 impl HookServer {
     pub async fn start(script: HookScript) -> HookServer {
+        Self::start_with(script, None).await
+    }
+
+    /// Over TLS with `cert.pem` / `key.pem`, offering h2 and http/1.1 by ALPN.
+    pub async fn start_tls(script: HookScript, cert: &Path, key: &Path) -> HookServer {
+        use tokio_rustls::rustls;
+        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+            std::fs::File::open(cert).unwrap(),
+        ))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+        let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+            std::fs::File::open(key).unwrap(),
+        ))
+        .unwrap()
+        .unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_with(script, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(script: HookScript, tls: Option<tokio_rustls::TlsAcceptor>) -> HookServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let calls: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
-        let rec = calls.clone();
+        let versions: Arc<Mutex<Vec<hyper::Version>>> = Arc::default();
+        let (rec, vrec) = (calls.clone(), versions.clone());
+        let is_tls = tls.is_some();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (script, rec) = (script.clone(), rec.clone());
+                let (script, rec, vrec) = (script.clone(), rec.clone(), vrec.clone());
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let (script, rec) = (script.clone(), rec.clone());
+                        vrec.lock().unwrap().push(req.version());
                         async move {
                             let auth = req
                                 .headers()
@@ -186,18 +222,31 @@ impl HookServer {
                         }
                     },
                 );
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => builder.serve_connection(TokioIo::new(tcp), svc).await,
+                        Some(acc) => match acc.accept(tcp).await {
+                            Ok(io) => builder.serve_connection(TokioIo::new(io), svc).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
-        HookServer { addr, calls }
+        HookServer {
+            addr,
+            calls,
+            versions,
+            tls: is_tls,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/hook", self.addr)
     }
 
     /// Calls so far with `"action": action` (and `"stream": stream` when given).
