@@ -121,6 +121,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The operations API under `/admin`.
     pub admin: AdminConfig,
+    /// Signed playback URLs and the publish/play webhooks.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// The operations API (`/admin/...`).
@@ -147,6 +149,7 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             admin: AdminConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -392,6 +395,10 @@ pub struct StreamConfig {
     /// ISO 639 language of the audio track to use (`en`, `eng`, `fra`...), from the
     /// PMT's language descriptor; when no track has it, the first audio track.
     pub audio_language: Option<String>,
+    /// Who may play: `public` or `signed` (a token is needed); default `auth.playback`.
+    pub playback: Option<crate::auth::Playback>,
+    /// This stream's hex token key, replacing `auth.playback_key`.
+    pub playback_key: Option<String>,
 }
 
 /// Video codec of a ladder rung.
@@ -631,6 +638,9 @@ impl Config {
         })?;
         self.upstream
             .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        self.auth
+            .validate(&self.streams)
             .map_err(|(key, reason)| invalid(key, reason))?;
         for (name, s) in &self.streams {
             if let Some(l) = &s.ladder {

@@ -3,6 +3,7 @@
 //! An edge node for interactive low-latency live streaming: SRT or RTMP in, CMAF LL-HLS out.
 //!
 //! # Layout
+//! - [`auth`]: signed playback URLs (EdgeAuth tokens) and the publish/play webhooks.
 //! - [`config`]: typed TOML configuration with defaults and `validate()`.
 //! - [`ingest`]: the SRT and RTMP/RTMPS listeners, streamid parsing and publish authorisation.
 //! - [`media`]: GStreamer pipelines (tsdemux or flvdemux, parsers, cmafmux) producing CMAF chunks.
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod drain;

@@ -73,6 +73,25 @@ enum Command {
     /// Call a running node's admin API (`[admin] token`): publishers, kick, viewers,
     /// cache, config, drain.
     Admin(estuary::admin::client::AdminArgs),
+    /// Mint a signed playback token (Akamai EdgeAuth, ACL `/live/NAME/*`) with the key
+    /// from the config, and print it.
+    Sign {
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// Lifetime, e.g. `1h`, `30m`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Valid from this Unix time (written as `st`); without it, valid at once.
+        #[arg(long)]
+        start: Option<u64>,
+        /// Bind the token to this client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Session id (`id`), e.g. the order or viewer id; the play webhook sees it.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 /// Exit status for a bad config (EX_USAGE), as sysexits.h has it.
@@ -152,16 +171,25 @@ fn main() -> ExitCode {
             .and_then(|role| {
                 mint_token(&secret, role, user, name, *ttl).map_err(|e| e.to_string())
             });
-        return match minted {
-            Ok(t) => {
-                println!("{t}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("estuary: {e}");
-                ExitCode::from(EX_USAGE)
-            }
-        };
+        return print_minted(minted);
+    }
+    if let Some(Command::Sign {
+        stream,
+        ttl,
+        start,
+        ip,
+        id,
+    }) = &cli.command
+    {
+        let ip = ip.map(|i| i.to_string());
+        return print_minted(estuary::auth::mint_for(
+            &cfg,
+            stream,
+            *ttl,
+            *start,
+            ip,
+            id.clone(),
+        ));
     }
     if let Some(a) = cli.http_listen {
         cfg.http.listen = a;
@@ -187,6 +215,20 @@ fn main() -> ExitCode {
         }
     }
     rt.block_on(run(cfg, cli.demo, log_limit, inherited))
+}
+
+/// Prints a minted token (exit 0) or the error (exit 64).
+fn print_minted(minted: Result<String, String>) -> ExitCode {
+    match minted {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("estuary: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
 }
 
 async fn run(

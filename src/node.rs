@@ -39,6 +39,9 @@ pub enum NodeError {
     /// The upstream client could not be built (CA file).
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    /// The webhook client could not be built.
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// A started node.
@@ -81,8 +84,11 @@ impl Node {
         let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
-        let ingest =
+        let auth =
+            Arc::new(crate::auth::Auth::new(cfg.clone(), &registry).map_err(NodeError::Auth)?);
+        let mut ingest =
             Ingest::bind_with(cfg.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
+        ingest.set_hooks(auth.hooks().clone());
         let rtmp = RtmpIngest::bind_with(
             cfg.clone(),
             hub.clone(),
@@ -90,7 +96,8 @@ impl Node {
             &registry,
             ingest.draining(),
         )
-        .await?;
+        .await?
+        .map(|r| r.with_hooks(auth.hooks().clone()));
         let rtmp_addr = rtmp.as_ref().and_then(RtmpIngest::local_addr);
         let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
         let interact = Interact::start(
@@ -128,6 +135,7 @@ impl Node {
             upstream: upstream.clone(),
             draining: ingest.draining(),
             admin,
+            auth,
         });
         let server = Server::bind_with(state.clone(), inherited.http).await?;
         if let Some(up) = &upstream {

@@ -15,22 +15,7 @@ use edge_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hlsjs_in_chromium_plays_ll_hls_from_the_edge() {
-    // Needs /usr/bin/chromium, node and `npm ci` in web/ (scripts/setup.sh --test), like
-    // e2e_browser: a missing prerequisite is a failure, not a skip.
-    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    for m in ["playwright-core/package.json", "hls.js/dist/hls.min.js"] {
-        assert!(
-            web.join("node_modules").join(m).exists(),
-            "web/node_modules/{m} is missing: run `npm ci` in web/ (scripts/setup.sh --test)"
-        );
-    }
-    let pages = format!(
-        "http.web_root = {:?}\nhttp.hlsjs = {:?}\n",
-        web.display().to_string(),
-        web.join("node_modules/hls.js/dist/hls.min.js")
-            .display()
-            .to_string()
-    );
+    let (_, pages) = browser::web_pages();
     let origin = Node::start("hlsjs-origin", "[streams.demo]\n");
     let edge = Node::start(
         "hlsjs-edge",
@@ -42,30 +27,8 @@ async fn hlsjs_in_chromium_plays_ll_hls_from_the_edge() {
         Duration::from_secs(30),
     )
     .await;
-    let out = tokio::time::timeout(
-        Duration::from_secs(150),
-        tokio::process::Command::new("node")
-            .arg(web.join("tests/latency.mjs"))
-            .current_dir(&web)
-            .args(["--url", &edge.url("/watch/demo?q=source")])
-            .args(["--secs", "15", "--settle", "3", "--label", "edge"])
-            .output(),
-    )
-    .await
-    .expect("latency.mjs did not finish")
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT: {text}"));
-    let v: serde_json::Value = serde_json::from_str(result).unwrap();
-    println!("{result}");
+    let v = browser::play(&edge.url("/watch/demo?q=source"), 15, 3, "edge").await;
+    let result = v.to_string();
     assert_eq!(v["fatal_errors"], 0, "{result}");
     assert_eq!(v["stalls"], 0, "{result}");
     // LL-HLS: hls.js loaded parts (not whole segments) at the edge, at real speed.

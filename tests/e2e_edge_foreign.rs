@@ -69,22 +69,7 @@ async fn plain_hls_origin_plays_through_the_edge_and_followers_stop_when_idle() 
         .any(|s| s.0 == msn + 1));
     assert!(t0.elapsed() < Duration::from_secs(5));
     // ffmpeg's HLS demuxer plays the edge's playlist.
-    let out = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(edge.url("/live/plain/index.m3u8"))
-        .args(["-t", "2", "-map", "0:v:0", "-f", "framemd5", "-"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count();
+    let frames = hls_frames(&edge.url("/live/plain/index.m3u8"), 2).await;
     assert!(frames >= 50, "2 s at 30 fps, got {frames} frames");
 
     // Nobody watches: the follower stops after upstream.idle; a new viewer restarts it.

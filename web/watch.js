@@ -5,7 +5,8 @@
 //
 // Query parameters: ?token=… (viewer, moderator or host token), role=host (show host
 // controls; the server checks the token's role), q=RENDITION (start on a rendition, e.g.
-// q=source), player=native|hlsjs (force an engine).
+// q=source), player=native|hlsjs (force an engine), __token__=… (a signed playback token:
+// passed on to the multivariant playlist; the node carries it into every URI after that).
 // window.estuary exposes the player state for tests and benchmarks.
 "use strict";
 
@@ -15,7 +16,10 @@
   const stream = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop() || "");
   const token = params.get("token") || "";
   const wantHost = params.get("role") === "host";
-  const manifest = `/live/${encodeURIComponent(stream)}/index.m3u8`;
+  const playback = params.get("__token__");
+  const manifest =
+    `/live/${encodeURIComponent(stream)}/index.m3u8` +
+    (playback ? `?__token__=${encodeURIComponent(playback)}` : "");
   const POLL_CLASS = "com.estuary.poll";
   const CLOSED_POLL_SHOW_MS = 15000; // final results stay on the video this long
   const DEFAULT_REACTIONS = ["❤️", "👍", "😂", "😮", "👏", "🔥"];

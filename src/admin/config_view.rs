@@ -2,7 +2,7 @@
 //!
 //! Redaction goes by key name, so a secret added to the config later is covered without
 //! a list to keep up to date: a string under a key whose last `_` word is `passphrase`,
-//! `secret`, `token`, `password`, `key`, `keys` or `credentials` (`streams.*.passphrase`,
+//! `secret`, `token`, `password`, `key`, `keys`, `credentials` or `salt` (`streams.*.passphrase`,
 //! `streams.*.rtmp_key`, `admin.token`, `interact.token_secret`, `upstream.secret`, …)
 //! becomes `"<redacted>"`; an empty one (unset) stays empty, and booleans and numbers stay.
 //! File names of TLS keys are not secrets and are shown. Any URL's user information
@@ -23,6 +23,7 @@ const SECRET_WORDS: &[&str] = &[
     "key",
     "keys",
     "credentials",
+    "salt",
 ];
 /// Keys matching the rule that hold file names, not key material.
 const PATH_KEYS: &[&str] = &["tls_key", "client_key"];

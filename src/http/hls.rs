@@ -14,7 +14,61 @@ use crate::store::{ObjectKind, RenditionView};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
-fn playlist_response(body: Bytes, blocking: bool) -> Response<Body> {
+/// `GET /live/{stream}/…` (playlists and media): the upstream secret when an origin
+/// requires one, then access control, then the route. `at` is the path without a
+/// path-prefix token, that token, and the client's address.
+pub(super) async fn live(
+    state: &Arc<AppState>,
+    req: &hyper::Request<hyper::body::Incoming>,
+    stream: &str,
+    rest: &[&str],
+    (path, path_token, remote): (&str, Option<String>, std::net::SocketAddr),
+) -> (&'static str, Response<Body>) {
+    if !crate::upstream::authorized(&state.cfg.upstream, req.headers()) {
+        return (
+            "unauthorized",
+            text(StatusCode::UNAUTHORIZED, "upstream secret required"),
+        );
+    }
+    let viewer = crate::auth::Viewer {
+        stream,
+        path,
+        query: req.uri().query(),
+        headers: req.headers(),
+        path_token,
+        remote,
+    };
+    let carry = match state.auth.admit(viewer).await {
+        Ok(a) => a.carry,
+        Err(r) => return ("refused", r.map(BodyExt::boxed)),
+    };
+    let carry = carry.as_deref();
+    match rest {
+        ["index.m3u8"] => ("multivariant", multivariant(state, stream, carry).await),
+        [rendition, "index.m3u8"] => (
+            "media_playlist",
+            media_playlist(state, stream, rendition, req.uri().query(), carry).await,
+        ),
+        [rendition, file] => {
+            let range = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok());
+            object(state, stream, rendition, file, range).await
+        }
+        _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+/// A playlist answer; `carry` (`name=token`) is appended to every URI in it.
+fn playlist_response(body: Bytes, blocking: bool, carry: Option<&str>) -> Response<Body> {
+    let body = match carry {
+        Some(pair) => Bytes::from(crate::auth::carry::carry(
+            &String::from_utf8_lossy(&body),
+            pair,
+        )),
+        None => body,
+    };
     let mut r = full(StatusCode::OK, PLAYLIST_TYPE, body);
     // A blocking request names a future playlist; any answer to it stays valid briefly,
     // so caches between us and players may hold it (Apple's LL-HLS guidance). One second:
@@ -45,7 +99,7 @@ async fn upstream(
 }
 
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
-pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Response<Body> {
+async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) -> Response<Body> {
     if let Err(r) = upstream(state, stream, None).await {
         return r;
     }
@@ -59,7 +113,7 @@ pub(super) async fn multivariant(state: &Arc<AppState>, stream: &str) -> Respons
         _ => None,
     };
     match text_now {
-        Some(t) => playlist_response(t, false),
+        Some(t) => playlist_response(t, false, carry),
         None => text(StatusCode::NOT_FOUND, "stream has no media yet"),
     }
 }
@@ -113,11 +167,12 @@ pub fn parse_delivery(query: Option<&str>) -> Result<Delivery, &'static str> {
 }
 
 /// `GET /live/{stream}/{rendition}/index.m3u8[?_HLS_msn=&_HLS_part=&_HLS_skip=]`.
-pub(super) async fn media_playlist(
+async fn media_playlist(
     state: &Arc<AppState>,
     stream: &str,
     rendition: &str,
     query: Option<&str>,
+    carry: Option<&str>,
 ) -> Response<Body> {
     let d = match parse_delivery(query) {
         Ok(d) => d,
@@ -142,7 +197,7 @@ pub(super) async fn media_playlist(
     };
     let Some(msn) = d.msn else {
         let v = rx.borrow().clone();
-        return playlist_response(pick(&v), false);
+        return playlist_response(pick(&v), false, carry);
     };
     let view = rx.borrow().clone();
     // "If the _HLS_msn is greater than the Media Sequence Number of the last Media Segment
@@ -157,7 +212,7 @@ pub(super) async fn media_playlist(
         return text(StatusCode::BAD_REQUEST, "_HLS_part is out of range");
     }
     if view.has(msn, d.part) {
-        return playlist_response(pick(&view), true);
+        return playlist_response(pick(&view), true, carry);
     }
     // "the server SHOULD hold the request ... for up to three times the Target Duration";
     // past that it answers 503.
@@ -174,7 +229,7 @@ pub(super) async fn media_playlist(
         .with_label_values(&["playlist"])
         .observe(started.elapsed().as_secs_f64());
     match r {
-        Ok(Ok(v)) => playlist_response(pick(&v), true),
+        Ok(Ok(v)) => playlist_response(pick(&v), true, carry),
         _ => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the requested segment or part did not appear in time",
@@ -249,7 +304,7 @@ fn object_response(
 }
 
 /// `GET /live/{stream}/{rendition}/{init.mp4 | N.m4s | pN.m4s}`.
-pub(super) async fn object(
+async fn object(
     state: &Arc<AppState>,
     stream: &str,
     rendition: &str,

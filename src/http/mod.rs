@@ -71,6 +71,8 @@ pub struct AppState {
     pub draining: crate::drain::Drain,
     /// The admin API's state (viewer tracker, kick counter).
     pub admin: crate::admin::Admin,
+    /// Playback tokens and the play webhook.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {
@@ -203,7 +205,7 @@ impl Server {
                 let state = state.clone();
                 let guard = act.request();
                 async move {
-                    let r = handle(state, req).await;
+                    let r = handle(state, req, remote).await;
                     drop(guard);
                     Ok::<_, Infallible>(r)
                 }
@@ -315,7 +317,11 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let head = req.method() == Method::HEAD;
     // Media playlist fetches count HLS viewers (see admin::viewers).
@@ -331,7 +337,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
                 text(StatusCode::BAD_REQUEST, "missing Host header"),
             )
         } else {
-            route(&state, req).await
+            route(&state, req, remote).await
         };
     if let Some(c) = client.filter(|_| route == "media_playlist" && resp.status() == StatusCode::OK)
     {
@@ -356,7 +362,11 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> 
     resp
 }
 
-async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> (&'static str, Response<Body>) {
     if req.method() == Method::OPTIONS {
         let r = Response::builder()
             .status(StatusCode::NO_CONTENT)
@@ -370,7 +380,11 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
             .expect("valid");
         return ("preflight", r);
     }
-    let path = req.uri().path().to_owned();
+    // `/token/{token}/live/…`: a playback token as a path prefix (see `auth::carry`).
+    let (path, path_token) = match crate::auth::carry::split_path(req.uri().path()) {
+        Some((tok, rest)) => (rest.to_owned(), Some(tok)),
+        None => (req.uri().path().to_owned(), None),
+    };
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let is_get = matches!(*req.method(), Method::GET | Method::HEAD);
     match segs.as_slice() {
@@ -396,29 +410,8 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> (&'static str, 
                 .map(BodyExt::boxed),
         ),
         [""] | ["watch", _] | ["static", ..] if is_get => ("web", web::page(state, &segs).await),
-        ["live", _, rest @ ..]
-            if is_get
-                && rest != ["events"]
-                && !crate::upstream::authorized(&state.cfg.upstream, req.headers()) =>
-        {
-            (
-                "unauthorized",
-                text(StatusCode::UNAUTHORIZED, "upstream secret required"),
-            )
-        }
-        ["live", stream, "index.m3u8"] if is_get => {
-            ("multivariant", hls::multivariant(state, stream).await)
-        }
-        ["live", stream, rendition, "index.m3u8"] if is_get => (
-            "media_playlist",
-            hls::media_playlist(state, stream, rendition, req.uri().query()).await,
-        ),
-        ["live", stream, rendition, file] if is_get => {
-            let range = req
-                .headers()
-                .get(header::RANGE)
-                .and_then(|v| v.to_str().ok());
-            hls::object(state, stream, rendition, file, range).await
+        ["live", stream, rest @ ..] if is_get => {
+            hls::live(state, &req, stream, rest, (&path, path_token, remote)).await
         }
         _ if !is_get => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");

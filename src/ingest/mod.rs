@@ -49,6 +49,8 @@ pub struct Ingest {
     inherited: Option<std::net::UdpSocket>,
     /// Set while the node drains: new publishers are refused at the handshake.
     draining: crate::drain::Drain,
+    /// The publish webhook, asked during the handshake when `auth.publish_url` is set.
+    hooks: Option<crate::auth::Hooks>,
 }
 
 enum Decision {
@@ -90,7 +92,13 @@ impl Ingest {
             local,
             inherited,
             draining: crate::drain::Drain::default(),
+            hooks: None,
         })
+    }
+
+    /// Asks `hooks`' publish webhook (when one is configured) about each caller.
+    pub fn set_hooks(&mut self, hooks: crate::auth::Hooks) {
+        self.hooks = Some(hooks).filter(crate::auth::Hooks::publishing);
     }
 
     /// The drain switch: while it is on, new publishers are refused.
@@ -130,41 +138,79 @@ impl Ingest {
             let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
             let span = tracing::info_span!("publisher", %remote, streamid = %sid);
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                self.refuse(req, "overload", ServerRejectReason::Overload, &span);
+                refuse(
+                    &self.metrics,
+                    req,
+                    "overload",
+                    ServerRejectReason::Overload,
+                    &span,
+                );
                 continue;
             };
             let name = match streamid::parse(&sid) {
                 Ok(r) => r.name,
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "bad streamid"));
-                    self.refuse(req, "bad_streamid", ServerRejectReason::BadRequest, &span);
+                    refuse(
+                        &self.metrics,
+                        req,
+                        "bad_streamid",
+                        ServerRejectReason::BadRequest,
+                        &span,
+                    );
                     continue;
                 }
             };
-            let key = match self.decide(&name, req.key_size()) {
-                Decision::Accept(k) => k,
-                Decision::Reject(why, code) => {
-                    self.refuse(req, why, code, &span);
+            // Without a webhook the decision is immediate; with one it waits for the
+            // hook in the connection's task, while the caller's handshake is held
+            // (srt-protocol ignores its retransmitted conclusions meanwhile).
+            let hook = self.hooks.clone();
+            let mut key = None;
+            if hook.is_none() {
+                match self.decider().decide(&name, req.key_size(), None) {
+                    Decision::Accept(k) => key = k,
+                    Decision::Reject(why, code) => {
+                        refuse(&self.metrics, req, why, code, &span);
+                        continue;
+                    }
+                }
+                // A live stream refuses a second publisher at the handshake. The stream
+                // is claimed only once the handshake succeeds, so a caller with a wrong
+                // passphrase never holds it, even briefly.
+                if self.hub.is_live(&name) {
+                    let why = ServerRejectReason::Conflict;
+                    refuse(&self.metrics, req, "already_publishing", why, &span);
                     continue;
                 }
-            };
-            // A live stream refuses a second publisher at the handshake. The stream is
-            // claimed only once the handshake succeeds, so a caller with a wrong passphrase
-            // never holds it, even briefly.
-            if self.hub.is_live(&name) {
-                self.refuse(
-                    req,
-                    "already_publishing",
-                    ServerRejectReason::Conflict,
-                    &span,
-                );
-                continue;
             }
+            let decider = self.decider();
             let (cfg, metrics, token) = (self.cfg.clone(), self.metrics.clone(), token.clone());
             let hub = self.hub.clone();
             tracker.spawn(
                 async move {
                     let _permit = permit;
+                    if let Some(hook) = hook {
+                        let call = crate::auth::PublishCall {
+                            action: "publish",
+                            protocol: "srt",
+                            stream: &name,
+                            streamid: Some(&sid),
+                            key: None,
+                            remote_addr: remote,
+                        };
+                        let verdict = hook.publish(&call).await;
+                        let span = tracing::Span::current();
+                        match decider.decide(&name, req.key_size(), verdict) {
+                            Decision::Accept(k) if !hub.is_live(&name) => key = k,
+                            Decision::Accept(_) => {
+                                let why = ServerRejectReason::Conflict;
+                                return refuse(&metrics, req, "already_publishing", why, &span);
+                            }
+                            Decision::Reject(why, code) => {
+                                return refuse(&metrics, req, why, code, &span);
+                            }
+                        }
+                    }
                     let mut socket = match req.accept(key).await {
                         Ok(s) => s,
                         Err(e) => {
@@ -237,20 +283,58 @@ impl Ingest {
         false
     }
 
-    fn decide(&self, name: &str, caller_key: KeySize) -> Decision {
+    /// The publish decision, detached from the listener (it moves into a task).
+    fn decider(&self) -> Decider {
+        Decider {
+            cfg: self.cfg.clone(),
+            draining: self.draining.clone(),
+            hub: self.hub.clone(),
+        }
+    }
+}
+
+/// The publish decision at the handshake, movable into a connection's task.
+struct Decider {
+    cfg: Arc<Config>,
+    draining: crate::drain::Drain,
+    /// For the admin API's bans.
+    hub: Arc<Hub>,
+}
+
+impl Decider {
+    /// `verdict` is the publish webhook's answer, when one is configured: its deny
+    /// refuses; its allow admits a stream even when it is not configured, with the
+    /// hook's passphrase, else the configured one.
+    fn decide(
+        &self,
+        name: &str,
+        caller_key: KeySize,
+        verdict: Option<crate::auth::PublishVerdict>,
+    ) -> Decision {
+        use crate::auth::PublishVerdict;
         if self.draining.is_draining() {
             return Decision::Reject("draining", ServerRejectReason::Down);
         }
         if self.hub.banned(name).is_some() {
             return Decision::Reject("banned", ServerRejectReason::Forbidden);
         }
-        let Some(stream) = self.cfg.streams.get(name) else {
-            if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified {
-                return Decision::Accept(None);
+        let configured = self.cfg.streams.get(name);
+        let passphrase = match verdict {
+            Some(PublishVerdict::Deny(why)) => {
+                return Decision::Reject(why, ServerRejectReason::Forbidden)
             }
-            return Decision::Reject("unknown_stream", ServerRejectReason::Notfound);
+            Some(PublishVerdict::Allow { passphrase, .. }) => {
+                passphrase.or_else(|| configured.and_then(|s| s.passphrase.clone()))
+            }
+            None => match configured {
+                Some(s) => s.passphrase.clone(),
+                None if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified => {
+                    return Decision::Accept(None)
+                }
+                None => return Decision::Reject("unknown_stream", ServerRejectReason::Notfound),
+            },
         };
-        match (&stream.passphrase, caller_key) {
+        match (passphrase, caller_key) {
             (None, KeySize::Unspecified) => Decision::Accept(None),
             // srt-protocol panics when a caller sends key material that the listener did not
             // expect, so an encrypted caller on an open stream is refused here.
@@ -259,7 +343,7 @@ impl Ingest {
             // 0 by default and announce no key size, yet send AES-128 key material. Accept
             // them with the stream's passphrase and let the key exchange decide: a wrong or
             // missing passphrase then fails the handshake (BADSECRET / UNSECURE).
-            (Some(p), size) => match Passphrase::try_from(p.clone()) {
+            (Some(p), size) => match Passphrase::try_from(p) {
                 Ok(passphrase) => Decision::Accept(Some(KeySettings {
                     key_size: size,
                     passphrase,
@@ -268,20 +352,21 @@ impl Ingest {
             },
         }
     }
+}
 
-    fn refuse(
-        &self,
-        req: ConnectionRequest,
-        why: &'static str,
-        code: ServerRejectReason,
-        span: &tracing::Span,
-    ) {
-        span.in_scope(|| tracing::warn!(reason = why, "publisher refused"));
-        self.metrics.srt_rejected.with_label_values(&[why]).inc();
-        tokio::spawn(async move {
-            let _ = req.reject(RejectReason::Server(code)).await;
-        });
-    }
+/// Refuses a caller at the handshake, with a log line and a metric.
+fn refuse(
+    metrics: &Metrics,
+    req: ConnectionRequest,
+    why: &'static str,
+    code: ServerRejectReason,
+    span: &tracing::Span,
+) {
+    span.in_scope(|| tracing::warn!(reason = why, "publisher refused"));
+    metrics.srt_rejected.with_label_values(&[why]).inc();
+    tokio::spawn(async move {
+        let _ = req.reject(RejectReason::Server(code)).await;
+    });
 }
 
 /// Binds the UDP socket and the SRT listener on it.

@@ -10,6 +10,8 @@
 //! with an error, closes the connection, logs a line and counts
 //! `estuary_rtmp_rejected_total{reason}`.
 
+mod access;
+use access::target;
 mod flv;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -84,6 +86,8 @@ struct Shared {
     rejected: IntCounterVec,
     /// While on, new publishers are refused (reason `draining`).
     draining: crate::drain::Drain,
+    /// The publish webhook, when `auth.publish_url` is set.
+    hooks: Option<crate::auth::Hooks>,
 }
 
 impl RtmpIngest {
@@ -143,10 +147,19 @@ impl RtmpIngest {
                 metrics,
                 rejected,
                 draining,
+                hooks: None,
             }),
             plain,
             tls,
         }))
+    }
+
+    /// Asks `hooks`' publish webhook (when one is configured) at each `publish`.
+    pub fn with_hooks(mut self, hooks: crate::auth::Hooks) -> Self {
+        if let Some(sh) = Arc::get_mut(&mut self.shared) {
+            sh.hooks = Some(hooks).filter(crate::auth::Hooks::publishing);
+        }
+        self
     }
 
     /// Where RTMP listens.
@@ -254,75 +267,6 @@ fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor
     .with_single_cert(certs, key)
     .map_err(|e| RtmpError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(cfg)))
-}
-
-impl Shared {
-    fn refused(&self, reason: &'static str, detail: &str) {
-        tracing::warn!(reason, detail, "publisher refused");
-        self.rejected.with_label_values(&[reason]).inc();
-    }
-
-    /// Whether `name` may publish over RTMP with `key` (the `?key=` of the stream key).
-    fn authorize(&self, name: &str, key: Option<&str>) -> Result<(), &'static str> {
-        if self.draining.is_draining() {
-            return Err("draining");
-        }
-        if self.hub.banned(name).is_some() {
-            return Err("banned");
-        }
-        authorize(&self.cfg, name, key)?;
-        // Checked again when the session claims the stream; this only spares a pipeline.
-        if self.hub.is_live(name) {
-            return Err("already_publishing");
-        }
-        Ok(())
-    }
-}
-
-/// The stream name and key in a publish request: app `live` with stream key
-/// `NAME[?key=KEY]` (OBS's Server and Stream key fields, ffmpeg's `.../live/NAME`), or
-/// app `live/NAME` with an empty stream key.
-fn target(app: &str, stream_key: &str) -> Result<(String, Option<String>), &'static str> {
-    let app = app.split('?').next().unwrap_or_default().trim_matches('/');
-    let (path, query) = match stream_key.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (stream_key, ""),
-    };
-    let name = match app.split_once('/') {
-        None if app == APP => path,
-        Some((a, n)) if a == APP && path.is_empty() => n,
-        _ => return Err("bad_app"),
-    };
-    if crate::ingest::streamid::validate_name(name).is_err() {
-        return Err("bad_stream_key");
-    }
-    let key = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "key")
-        .map(|(_, v)| v.into_owned());
-    Ok((name.to_owned(), key))
-}
-
-/// The allow-list and per-stream key. A stream with an SRT passphrase but no
-/// `rtmp_key` is closed to RTMP, so RTMP never opens what SRT protects.
-fn authorize(cfg: &Config, name: &str, key: Option<&str>) -> Result<(), &'static str> {
-    let Some(stream) = cfg.streams.get(name) else {
-        return if cfg.allow_unknown_streams {
-            Ok(())
-        } else {
-            Err("unknown_stream")
-        };
-    };
-    match (&stream.rtmp_key, key) {
-        (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => Ok(()),
-        (Some(_), _) => Err("bad_key"),
-        (None, _) if stream.passphrase.is_some() => Err("rtmp_not_allowed"),
-        (None, _) => Ok(()),
-    }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One RTMP connection: the byte stream and the protocol state on it.
@@ -463,7 +407,7 @@ async fn serve<S>(
     };
     let accepted = tokio::select! {
         () = token.cancelled() => None,
-        r = tokio::time::timeout_at(deadline, negotiate(&mut conn, sh, events)) => match r {
+        r = tokio::time::timeout_at(deadline, negotiate(&mut conn, sh, events, (protocol, remote))) => match r {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "RTMP client left before publishing");
@@ -509,6 +453,7 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     sh: &Shared,
     mut events: Vec<ServerSessionEvent>,
+    peer: (&'static str, SocketAddr),
 ) -> Result<Option<Accepted>, ConnError> {
     let span = tracing::Span::current();
     loop {
@@ -538,7 +483,8 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     };
                     span.record("stream", name.as_str());
-                    let claimed = sh.authorize(&name, key.as_deref()).and_then(|()| {
+                    let allowed = sh.authorize(&name, key.as_deref(), peer).await;
+                    let claimed = allowed.and_then(|()| {
                         sh.hub.publish(&name, Input::Flv).map_err(|e| match e {
                             PublishError::AlreadyLive(_) => "already_publishing",
                             PublishError::Media(e) => {
@@ -737,55 +683,5 @@ impl<'a> Publishing<'a> {
             session.push(tag);
         }
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        assert_eq!(target("live", "demo"), Ok(("demo".into(), None)));
-        assert_eq!(
-            target("live", "demo?key=s3cr%2Bet"),
-            Ok(("demo".into(), Some("s3cr+et".into())))
-        );
-        assert_eq!(target("live/", "demo"), Ok(("demo".into(), None)));
-        assert_eq!(target("live/demo", ""), Ok(("demo".into(), None)));
-        assert_eq!(target("other", "demo"), Err("bad_app"));
-        assert_eq!(target("live/demo", "x"), Err("bad_app"));
-        assert_eq!(target("live", ""), Err("bad_stream_key"));
-        assert_eq!(target("live", "a b"), Err("bad_stream_key"));
-    }
-
-    #[test]
-    fn authorization() {
-        let cfg = Config::from_toml(
-            r#"
-            [streams.open]
-            [streams.keyed]
-            rtmp_key = "right-key-1"
-            [streams.srt_only]
-            passphrase = "0123456789abc"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(authorize(&cfg, "open", None), Ok(()));
-        assert_eq!(authorize(&cfg, "open", Some("anything")), Ok(()));
-        assert_eq!(authorize(&cfg, "keyed", Some("right-key-1")), Ok(()));
-        assert_eq!(
-            authorize(&cfg, "keyed", Some("wrong-key-1")),
-            Err("bad_key")
-        );
-        assert_eq!(authorize(&cfg, "keyed", None), Err("bad_key"));
-        assert_eq!(authorize(&cfg, "srt_only", None), Err("rtmp_not_allowed"));
-        assert_eq!(authorize(&cfg, "nope", None), Err("unknown_stream"));
-        let mut open = cfg.clone();
-        open.allow_unknown_streams = true;
-        assert_eq!(authorize(&open, "nope", None), Ok(()));
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -86,39 +86,12 @@ impl Client {
             .http2_only(cfg.cleartext_http2)
             .build(http.clone());
 
-        use tokio_rustls::rustls;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
-        if let Some(path) = &cfg.ca_file {
-            let setup = |e: String| UpstreamError::Setup(format!("{}: {e}", path.display()));
-            let f = std::fs::File::open(path).map_err(|e| setup(e.to_string()))?;
-            let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(f))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| setup(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(setup("no certificate".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| setup(e.to_string()))?;
-            }
-        }
-        let tls_builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| UpstreamError::Setup(e.to_string()))?
-        .with_root_certificates(roots);
-        let tls_cfg = match (&cfg.client_cert, &cfg.client_key) {
-            (Some(cert), Some(key)) => {
-                let (chain, key) = client_identity(cert, key)?;
-                tls_builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| UpstreamError::Setup(format!("upstream.client_cert: {e}")))?
-            }
-            _ => tls_builder.with_no_client_auth(),
+        let identity = match (&cfg.client_cert, &cfg.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
         };
+        let tls_cfg =
+            tls_client_config(cfg.ca_file.as_deref(), identity).map_err(UpstreamError::Setup)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_cfg)
             .https_or_http()
@@ -206,6 +179,51 @@ impl Client {
             .await
             .map_err(|e| UpstreamError::Body(e.to_string()))?;
         Ok(body.to_bytes())
+    }
+}
+
+/// A rustls client config trusting the system's roots plus `ca_file`, presenting
+/// `identity` (certificate chain, key) to servers that ask for one. Shared by the
+/// upstream client and the auth webhooks.
+///
+/// # Errors
+/// A message naming the file that cannot be used.
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(path) = ca_file {
+        let setup = |e: String| format!("{}: {e}", path.display());
+        let f = std::fs::File::open(path).map_err(|e| setup(e.to_string()))?;
+        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(setup("no certificate".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| setup(e.to_string()))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    match identity {
+        Some((cert, key)) => {
+            let (chain, key) = client_identity(cert, key).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("upstream.client_cert: {e}"))
+        }
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 

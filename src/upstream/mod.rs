@@ -37,6 +37,7 @@ use hyper::{header, HeaderMap, StatusCode};
 use tokio::sync::{watch, OnceCell};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use client::tls_client_config;
 pub use config::UpstreamConfig;
 
 use crate::{config::Config, store::Store};
@@ -99,9 +100,13 @@ impl UpstreamError {
 
 /// Origin side: whether a request carries the upstream secret, when it is required.
 pub fn authorized(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
-    if !cfg.require_secret {
-        return true;
-    }
+    !cfg.require_secret || credentialed(cfg, headers)
+}
+
+/// Whether the request carries this node's `upstream.secret`: another node of the
+/// tier pulling on its own credential, which a signed stream lets in without a viewer
+/// token (the edge checks its viewers' tokens itself).
+pub fn credentialed(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
     let Some(secret) = &cfg.secret else {
         return false;
     };

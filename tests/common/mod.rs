@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod browser;
 pub mod corpus;
 pub mod impair;
 
@@ -545,4 +546,36 @@ pub async fn into_resp(resp: hyper::Response<hyper::body::Incoming>) -> Resp {
         body,
         version,
     }
+}
+
+/// ffmpeg's HLS demuxer (what ffplay uses) reads `secs` of the first video track from
+/// `url` frame by frame; returns the number of frames. Fails when ffmpeg does.
+pub async fn hls_frames(url: &str, secs: u32) -> usize {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60 + u64::from(secs)),
+        tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-i", url])
+            .args([
+                "-t",
+                &secs.to_string(),
+                "-map",
+                "0:v:0",
+                "-f",
+                "framemd5",
+                "-",
+            ])
+            .output(),
+    )
+    .await
+    .expect("ffmpeg hung")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count()
 }
