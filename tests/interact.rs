@@ -551,6 +551,7 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
                 role: Role::Host,
                 exp,
                 iat,
+                stream: Some("bidi".into()),
             },
             &EncodingKey::from_secret(interact_support::SECRET.as_bytes()),
         )

@@ -109,14 +109,19 @@ pub(super) fn handle(
     let conn_id = hub.next_conn_id();
     let actor = match bearer(&req) {
         Some(t) => match verify_token(&cfg.token_secret, &t, cfg.max_token_ttl) {
-            Ok(c) => Actor {
-                user: UserInfo {
-                    id: c.sub,
-                    name: c.name,
-                    role: c.role,
-                },
-                anonymous: false,
-            },
+            Ok(c) => {
+                if let Err(e) = c.check_stream(stream, cfg.unscoped_tokens) {
+                    return refuse(StatusCode::FORBIDDEN, e.code(), e.message());
+                }
+                Actor {
+                    user: UserInfo {
+                        id: c.sub,
+                        name: c.name,
+                        role: c.role,
+                    },
+                    anonymous: false,
+                }
+            }
             Err(e) => {
                 return refuse(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string());
             }
@@ -153,6 +158,9 @@ pub(super) fn handle(
                 "too_many_rooms",
                 "too many rooms",
             )
+        }
+        Err(e @ InteractError::UnknownStream) => {
+            return refuse(StatusCode::NOT_FOUND, "unknown_stream", &e.to_string())
         }
         Err(_) => {
             return refuse(

@@ -29,17 +29,29 @@ pub const SECRET: &str = "test-secret-0123456789";
 /// Longest wait for any one expected frame.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Mints a token for the test secret.
+/// Mints a token for the test secret, good for every stream (`*`).
 pub fn token(role: Role, id: &str) -> String {
+    token_for(role, id, Some("*"))
+}
+
+/// Mints a token for the test secret scoped to `stream` (a name or glob; `None`: unscoped).
+pub fn token_for(role: Role, id: &str, stream: Option<&str>) -> String {
     mint_token(
         SECRET,
         role,
         id,
         &format!("{id}-name"),
+        stream,
         Duration::from_secs(600),
     )
     .unwrap()
 }
+
+/// Streams every binary test node configures (`[streams.NAME]`): a room exists only for a
+/// configured or live stream, and the tests use these names without publishing.
+pub const STREAMS: &[&str] = &[
+    "bad", "bidi", "demo", "perm", "ping", "poll", "qa", "react", "rl", "room1", "show", "slow",
+];
 
 /// How the node runs.
 enum Kind {
@@ -104,10 +116,11 @@ impl Node {
         std::fs::create_dir_all(&dir)?;
         let dir = tempdir::Dir(dir);
         let cfg = dir.0.join("estuary.toml");
+        let streams: String = STREAMS.iter().map(|s| format!("[streams.{s}]\n")).collect();
         std::fs::write(
             &cfg,
             format!(
-                "allow_unknown_streams = true\n[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[interact]\n{section}\n"
+                "allow_unknown_streams = true\n{streams}[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[interact]\n{section}\n"
             ),
         )?;
         let mut child = tokio::process::Command::new(bin)

@@ -18,6 +18,7 @@ use crate::interact::{
 impl Room {
     /// Runs the room until `token` is cancelled.
     pub async fn run(mut self, token: CancellationToken) {
+        self.shared.touch();
         self.load().await;
         let mut reactions = tokio::time::interval(self.cfg.reaction_interval);
         reactions.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -32,9 +33,15 @@ impl Room {
             tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
-                Some(p) = self.bus_rx.recv() => self.on_bus(p),
+                Some(p) = self.bus_rx.recv() => {
+                    self.shared.touch();
+                    self.on_bus(p);
+                }
                 cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.on_cmd(cmd).await,
+                    Some(cmd) => {
+                        self.shared.touch();
+                        self.on_cmd(cmd).await;
+                    }
                     None => break,
                 },
                 _ = reactions.tick() => self.flush_reactions().await,

@@ -43,6 +43,7 @@ use tokio::{
     time::Instant,
 };
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     config::InteractConfig,
@@ -101,6 +102,19 @@ struct Shared {
     reactions: Vec<AtomicU64>,
     dateranges: watch::Receiver<Arc<Vec<DateRange>>>,
     metrics: Metrics,
+    /// Stops this room (cancelled on shutdown or eviction).
+    token: CancellationToken,
+    /// When the room was made; `active_ms` counts from here.
+    born: Instant,
+    /// Last command, bus event or hand-out, in milliseconds since `born`.
+    active_ms: AtomicU64,
+}
+
+impl Shared {
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.active_ms.fetch_max(ms, Ordering::Relaxed);
+    }
 }
 
 /// A cheap handle to a room.
@@ -126,12 +140,32 @@ impl RoomHandle {
         ViewerGuard(self.0.clone())
     }
 
+    #[cfg(test)]
     pub fn dateranges(&self) -> Vec<DateRange> {
         self.0.dateranges.borrow().as_ref().clone()
     }
 
     pub fn is_closed(&self) -> bool {
-        self.0.tx.is_closed()
+        self.0.tx.is_closed() || self.0.token.is_cancelled()
+    }
+
+    /// The room's own token (a child of the hub's).
+    pub fn token(&self) -> CancellationToken {
+        self.0.token.clone()
+    }
+
+    /// Marks the room active now.
+    pub fn touch(&self) {
+        self.0.touch();
+    }
+
+    /// Whether the room has had no connection, no activity and no poll in the playlists
+    /// for `timeout`.
+    pub fn idle_for(&self, timeout: Duration) -> bool {
+        let idle = self.0.born.elapsed().saturating_sub(Duration::from_millis(
+            self.0.active_ms.load(Ordering::Relaxed),
+        ));
+        self.viewers() == 0 && idle >= timeout && self.0.dateranges.borrow().is_empty()
     }
 
     /// Adds one reaction (index into `cfg.reactions`) to the current batch.
@@ -266,11 +300,15 @@ impl Room {
         timeline: Arc<dyn Timeline>,
         metrics: Metrics,
         redis: Option<RedisBus>,
+        dateranges: watch::Sender<Arc<Vec<DateRange>>>,
+        token: CancellationToken,
     ) -> (RoomHandle, Self) {
         let (tx, rx) = mpsc::channel(INBOX);
         let (bus_tx, bus_rx) = mpsc::channel(BUS_INBOX);
         let (out, _) = broadcast::channel(cfg.send_queue);
-        let (dateranges, dr_rx) = watch::channel(Arc::new(Vec::new()));
+        // A new room starts with no polls (a Redis load brings them back).
+        dateranges.send_replace(Arc::new(Vec::new()));
+        let dr_rx = dateranges.subscribe();
         let shared = Arc::new(Shared {
             tx,
             bus_tx,
@@ -278,6 +316,9 @@ impl Room {
             reactions: cfg.reactions.iter().map(|_| AtomicU64::new(0)).collect(),
             dateranges: dr_rx,
             metrics: metrics.clone(),
+            token,
+            born: Instant::now(),
+            active_ms: AtomicU64::new(0),
         });
         let quota = Quota::with_period(Duration::from_secs(60) / cfg.chat_rate_per_min.max(1))
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN))

@@ -32,8 +32,10 @@ fn start(cfg: InteractConfig) -> (RoomHandle, CancellationToken) {
         Arc::new(WallClock),
         metrics,
         None,
+        tokio::sync::watch::channel(Arc::new(Vec::new())).0,
+        CancellationToken::new(),
     );
-    let token = CancellationToken::new();
+    let token = h.token();
     tokio::spawn(room.run(token.clone()));
     (h, token)
 }
