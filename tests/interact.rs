@@ -1,6 +1,7 @@
 //! Interaction channel against a real node with real WebSocket clients (tokio-tungstenite):
 //! chat order and resume, rate limits, the permission matrix, polls, Q&A, reactions,
-//! bad frames, slow consumers and dead clients.
+//! bad frames, slow consumers and dead clients, stream-scoped tokens, and votes counted once
+//! per user id.
 
 mod interact_support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use estuary::interact::Role;
-use interact_support::{token, Client, Node};
+use interact_support::{refused, token, token_for, Client, Node};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -573,5 +574,159 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
         .connect("bidi", Some(&forge(now, now + 3600)))
         .await
         .is_ok());
+    Ok(())
+}
+
+/// A host token for one stream is refused in another, on the WebSocket and the server API
+/// alike; a glob token works on every stream it matches; an unscoped host token is refused
+/// and an unscoped viewer token works (`unscoped_tokens = "viewer"`, the default).
+#[tokio::test]
+async fn tokens_are_scoped_to_their_stream() -> Result<()> {
+    let node = Node::start("").await?;
+    let poll = r#"{"question":"Q?","options":["a","b"],"duration_secs":60}"#;
+    let api = |stream: &str| format!("/api/streams/{stream}/polls");
+    let ws = |stream: &str, t: &str| node.ws_url(stream, &format!("?token={t}"));
+
+    let host_perm = token_for(Role::Host, "h", Some("perm"));
+    let mut c = Client::connect(&ws("perm", &host_perm)).await?;
+    assert_eq!(c.welcome["user"]["role"], "host");
+    let r = c.request(json!({"type":"ban","user":"x"}), "b").await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    assert_eq!(
+        refused(&ws("poll", &host_perm)).await?,
+        (403, "wrong_stream".into())
+    );
+    let (status, body) = node
+        .http("POST", &api("perm"), Some(&host_perm), poll)
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = node
+        .http("POST", &api("poll"), Some(&host_perm), poll)
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?["error"],
+        "wrong_stream"
+    );
+    // The same for a moderator token.
+    let mod_perm = token_for(Role::Moderator, "m", Some("perm"));
+    assert_eq!(
+        refused(&ws("qa", &mod_perm)).await?,
+        (403, "wrong_stream".into())
+    );
+
+    // A glob: `p*` (also written `live/p*`) matches perm and poll, not qa.
+    for pattern in ["p*", "live/p*"] {
+        let glob = token_for(Role::Host, "g", Some(pattern));
+        for stream in ["perm", "poll"] {
+            let c = Client::connect(&ws(stream, &glob)).await?;
+            assert_eq!(c.welcome["user"]["role"], "host", "{pattern} on {stream}");
+            let (status, body) = node.http("POST", &api(stream), Some(&glob), poll).await?;
+            assert_eq!(status, 201, "{pattern} on {stream}: {body}");
+        }
+        assert_eq!(
+            refused(&ws("qa", &glob)).await?,
+            (403, "wrong_stream".into())
+        );
+        let (status, _) = node.http("POST", &api("qa"), Some(&glob), poll).await?;
+        assert_eq!(status, 403);
+    }
+
+    // Tokens without a stream claim: host refused, viewer accepted.
+    let unscoped_host = token_for(Role::Host, "old", None);
+    assert_eq!(
+        refused(&ws("perm", &unscoped_host)).await?,
+        (403, "token_not_scoped".into())
+    );
+    let (status, body) = node
+        .http("POST", &api("perm"), Some(&unscoped_host), poll)
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?["error"],
+        "token_not_scoped"
+    );
+    let unscoped_viewer = token_for(Role::Viewer, "fan", None);
+    let mut v = Client::connect(&ws("qa", &unscoped_viewer)).await?;
+    let r = v.request(json!({"type":"chat","text":"hi"}), "c").await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    Ok(())
+}
+
+/// One user id counts once in a poll and in a question's upvotes, however many connections
+/// it opens, whether the vote may change or not.
+#[tokio::test]
+async fn votes_and_upvotes_count_once_per_user() -> Result<()> {
+    for change in [false, true] {
+        let node = Node::start(&format!("poll_vote_change = {change}")).await?;
+        let host = token(Role::Host, "h");
+        let (status, body) = node
+            .http(
+                "POST",
+                "/api/streams/poll/polls",
+                Some(&host),
+                r#"{"question":"Q?","options":["a","b"],"duration_secs":60}"#,
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<Value>(&body)?["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dup = token(Role::Viewer, "dup");
+        let mut one = node.connect("poll", Some(&dup)).await?;
+        let mut two = node.connect("poll", Some(&dup)).await?;
+        // Both connections vote before either reads its reply.
+        one.send(json!({"v":1,"type":"vote","poll": id, "option": 0, "ref": "a"}))
+            .await?;
+        two.send(json!({"v":1,"type":"vote","poll": id, "option": 1, "ref": "b"}))
+            .await?;
+        let reply = |r: &'static str| {
+            move |f: &Value| (f["type"] == "ack" || f["type"] == "error") && f["ref"] == r
+        };
+        let a = one.expect_where("reply a", reply("a")).await?;
+        let b = two.expect_where("reply b", reply("b")).await?;
+        let acks = [&a, &b].iter().filter(|f| f["type"] == "ack").count();
+        if change {
+            assert_eq!(acks, 2, "{a} {b}");
+        } else {
+            assert_eq!(acks, 1, "{a} {b}");
+            let refusal = if a["type"] == "error" { &a } else { &b };
+            assert_eq!(refusal["code"], "duplicate");
+        }
+        // The tally counts the user once.
+        let t = one
+            .expect_where("tally", |f| f["type"] == "poll_tally")
+            .await?;
+        assert_eq!(tallies(&t).iter().sum::<u64>(), 1, "{t}");
+
+        let q = one
+            .request(json!({"type":"ask","text":"Once?"}), "q")
+            .await?;
+        let qid = q["id"].as_str().unwrap().to_owned();
+        let mut fan = node
+            .connect("poll", Some(&token(Role::Viewer, "fan")))
+            .await?;
+        let mut fan2 = node
+            .connect("poll", Some(&token(Role::Viewer, "fan")))
+            .await?;
+        assert_eq!(
+            fan.request(json!({"type":"upvote","question": qid}), "u1")
+                .await?["type"],
+            "ack"
+        );
+        assert_eq!(
+            fan2.request(json!({"type":"upvote","question": qid}), "u2")
+                .await?["code"],
+            "duplicate"
+        );
+        fan.expect_where("1 vote", |f| {
+            f["type"] == "question_votes" && f["votes"] == 1
+        })
+        .await?;
+        let mut late = node.connect("poll", None).await?;
+        let state = late.expect("state").await?;
+        assert_eq!(state["questions"][0]["votes"], 1, "{state}");
+    }
     Ok(())
 }

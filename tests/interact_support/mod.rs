@@ -408,6 +408,23 @@ impl Client {
     }
 }
 
+/// A WebSocket upgrade the node must refuse: its HTTP status and the `error` code of its
+/// JSON body.
+pub async fn refused(url: &str) -> Result<(u16, String)> {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await? {
+        Ok(_) => bail!("{url}: upgrade accepted"),
+        Err(tungstenite::Error::Http(resp)) => {
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                .context("refusal body is not JSON")?;
+            Ok((
+                resp.status().as_u16(),
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            ))
+        }
+        Err(e) => bail!("{url}: {e}"),
+    }
+}
+
 /// Close code helper for readability.
 pub fn code(c: CloseCode) -> u16 {
     u16::from(c)
