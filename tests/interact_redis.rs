@@ -315,9 +315,7 @@ async fn rooms_stay_responsive_through_a_long_redis_outage() -> Result<()> {
     let port = redis.port;
     let a = Node::start(&format!("bus = \"redis://127.0.0.1:{port}\"")).await?;
     // A host: exempt from the chat rate limit, so every refusal is the bus's.
-    let mut alice = a
-        .connect("show", Some(&token(Role::Host, "alice")))
-        .await?;
+    let mut alice = a.connect("show", Some(&token(Role::Host, "alice"))).await?;
     alice.expect("state").await?;
     let _ = redis.child.kill();
     let _ = redis.child.wait();
