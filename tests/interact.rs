@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use estuary::interact::Role;
-use interact_support::{refused, token, token_for, Client, Node};
+use interact_support::{one_ack_one_duplicate, refused, token, token_for, Client, Node};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -577,43 +577,37 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// Opens a poll in `stream` through the server API with `token`: the status and the error
+/// code (empty on success).
+async fn post_poll(node: &Node, stream: &str, token: &str) -> Result<(u16, String)> {
+    let (status, body) = node.post_poll(stream, token).await?;
+    Ok((
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
 /// A host token for one stream is refused in another, on the WebSocket and the server API
 /// alike; a glob token works on every stream it matches; an unscoped host token is refused
 /// and an unscoped viewer token works (`unscoped_tokens = "viewer"`, the default).
 #[tokio::test]
 async fn tokens_are_scoped_to_their_stream() -> Result<()> {
     let node = Node::start("").await?;
-    let poll = r#"{"question":"Q?","options":["a","b"],"duration_secs":60}"#;
-    let api = |stream: &str| format!("/api/streams/{stream}/polls");
     let ws = |stream: &str, t: &str| node.ws_url(stream, &format!("?token={t}"));
+    let wrong = (403, "wrong_stream".to_owned());
+    let created = (201, String::new());
 
     let host_perm = token_for(Role::Host, "h", Some("perm"));
     let mut c = Client::connect(&ws("perm", &host_perm)).await?;
     assert_eq!(c.welcome["user"]["role"], "host");
     let r = c.request(json!({"type":"ban","user":"x"}), "b").await?;
     assert_eq!(r["type"], "ack", "{r}");
-    assert_eq!(
-        refused(&ws("poll", &host_perm)).await?,
-        (403, "wrong_stream".into())
-    );
-    let (status, body) = node
-        .http("POST", &api("perm"), Some(&host_perm), poll)
-        .await?;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = node
-        .http("POST", &api("poll"), Some(&host_perm), poll)
-        .await?;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&body)?["error"],
-        "wrong_stream"
-    );
+    assert_eq!(refused(&ws("poll", &host_perm)).await?, wrong);
+    assert_eq!(post_poll(&node, "perm", &host_perm).await?, created);
+    assert_eq!(post_poll(&node, "poll", &host_perm).await?, wrong);
     // The same for a moderator token.
     let mod_perm = token_for(Role::Moderator, "m", Some("perm"));
-    assert_eq!(
-        refused(&ws("qa", &mod_perm)).await?,
-        (403, "wrong_stream".into())
-    );
+    assert_eq!(refused(&ws("qa", &mod_perm)).await?, wrong);
 
     // A glob: `p*` (also written `live/p*`) matches perm and poll, not qa.
     for pattern in ["p*", "live/p*"] {
@@ -621,31 +615,17 @@ async fn tokens_are_scoped_to_their_stream() -> Result<()> {
         for stream in ["perm", "poll"] {
             let c = Client::connect(&ws(stream, &glob)).await?;
             assert_eq!(c.welcome["user"]["role"], "host", "{pattern} on {stream}");
-            let (status, body) = node.http("POST", &api(stream), Some(&glob), poll).await?;
-            assert_eq!(status, 201, "{pattern} on {stream}: {body}");
+            assert_eq!(post_poll(&node, stream, &glob).await?, created, "{pattern}");
         }
-        assert_eq!(
-            refused(&ws("qa", &glob)).await?,
-            (403, "wrong_stream".into())
-        );
-        let (status, _) = node.http("POST", &api("qa"), Some(&glob), poll).await?;
-        assert_eq!(status, 403);
+        assert_eq!(refused(&ws("qa", &glob)).await?, wrong);
+        assert_eq!(post_poll(&node, "qa", &glob).await?, wrong);
     }
 
     // Tokens without a stream claim: host refused, viewer accepted.
+    let not_scoped = (403, "token_not_scoped".to_owned());
     let unscoped_host = token_for(Role::Host, "old", None);
-    assert_eq!(
-        refused(&ws("perm", &unscoped_host)).await?,
-        (403, "token_not_scoped".into())
-    );
-    let (status, body) = node
-        .http("POST", &api("perm"), Some(&unscoped_host), poll)
-        .await?;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&body)?["error"],
-        "token_not_scoped"
-    );
+    assert_eq!(refused(&ws("perm", &unscoped_host)).await?, not_scoped);
+    assert_eq!(post_poll(&node, "perm", &unscoped_host).await?, not_scoped);
     let unscoped_viewer = token_for(Role::Viewer, "fan", None);
     let mut v = Client::connect(&ws("qa", &unscoped_viewer)).await?;
     let r = v.request(json!({"type":"chat","text":"hi"}), "c").await?;
@@ -659,40 +639,21 @@ async fn tokens_are_scoped_to_their_stream() -> Result<()> {
 async fn votes_and_upvotes_count_once_per_user() -> Result<()> {
     for change in [false, true] {
         let node = Node::start(&format!("poll_vote_change = {change}")).await?;
-        let host = token(Role::Host, "h");
-        let (status, body) = node
-            .http(
-                "POST",
-                "/api/streams/poll/polls",
-                Some(&host),
-                r#"{"question":"Q?","options":["a","b"],"duration_secs":60}"#,
-            )
-            .await?;
-        assert_eq!(status, 201, "{body}");
-        let id = serde_json::from_str::<Value>(&body)?["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = node.open_poll("poll", &token(Role::Host, "h")).await?;
         let dup = token(Role::Viewer, "dup");
         let mut one = node.connect("poll", Some(&dup)).await?;
         let mut two = node.connect("poll", Some(&dup)).await?;
         // Both connections vote before either reads its reply.
-        one.send(json!({"v":1,"type":"vote","poll": id, "option": 0, "ref": "a"}))
+        one.send_ref(json!({"type":"vote","poll": id, "option": 0}), "a")
             .await?;
-        two.send(json!({"v":1,"type":"vote","poll": id, "option": 1, "ref": "b"}))
+        two.send_ref(json!({"type":"vote","poll": id, "option": 1}), "b")
             .await?;
-        let reply = |r: &'static str| {
-            move |f: &Value| (f["type"] == "ack" || f["type"] == "error") && f["ref"] == r
-        };
-        let a = one.expect_where("reply a", reply("a")).await?;
-        let b = two.expect_where("reply b", reply("b")).await?;
-        let acks = [&a, &b].iter().filter(|f| f["type"] == "ack").count();
+        let (a, b) = (one.reply("a").await?, two.reply("b").await?);
         if change {
-            assert_eq!(acks, 2, "{a} {b}");
+            // The second vote replaces the first.
+            assert!(a["type"] == "ack" && b["type"] == "ack", "{a} {b}");
         } else {
-            assert_eq!(acks, 1, "{a} {b}");
-            let refusal = if a["type"] == "error" { &a } else { &b };
-            assert_eq!(refusal["code"], "duplicate");
+            one_ack_one_duplicate(&a, &b);
         }
         // The tally counts the user once.
         let t = one

@@ -8,7 +8,7 @@ use std::{net::TcpListener, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result};
 use estuary::interact::Role;
-use interact_support::{token, Node};
+use interact_support::{one_ack_one_duplicate, token, Node};
 use serde_json::{json, Value};
 
 /// A redis-server on a free loopback port, killed on drop.
@@ -162,21 +162,10 @@ async fn node_recovers_when_redis_restarts() -> Result<()> {
     redis.child = child;
     // Bounded: chat is accepted again within a few seconds, with no reconnect by the
     // client and no restart of the node.
-    let mut ok = false;
-    for i in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = alice
-            .request(
-                json!({"type":"chat","text":format!("after {i}")}),
-                &format!("r{i}"),
-            )
-            .await?;
-        if r["type"] == "ack" {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "chat never recovered after redis restarted");
+    assert!(
+        alice.chat_until_ack().await?,
+        "chat never recovered after redis restarted"
+    );
     Ok(())
 }
 
@@ -235,19 +224,7 @@ async fn votes_count_once_per_user_across_nodes() -> Result<()> {
     );
     let a = Node::start(&bus).await?;
     let b = Node::start(&bus).await?;
-    let (status, body) = a
-        .http(
-            "POST",
-            "/api/streams/show/polls",
-            Some(&token(Role::Host, "host")),
-            r#"{"question":"Q?","options":["x","y"],"duration_secs":60}"#,
-        )
-        .await?;
-    assert_eq!(status, 201, "{body}");
-    let poll = serde_json::from_str::<Value>(&body)?["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let poll = a.open_poll("show", &token(Role::Host, "host")).await?;
     let carol = token(Role::Viewer, "carol");
     let mut on_a = a.connect("show", Some(&carol)).await?;
     let mut on_b = b.connect("show", Some(&carol)).await?;
@@ -255,19 +232,12 @@ async fn votes_count_once_per_user_across_nodes() -> Result<()> {
         f["type"] == "poll_opened" || f["type"] == "state" && f["polls"][0]["id"].is_string()
     })
     .await?;
-    on_a.send(json!({"v":1,"type":"vote","poll": poll, "option": 0, "ref": "a"}))
+    // The same user votes through both nodes before either reads its reply.
+    on_a.send_ref(json!({"type":"vote","poll": poll, "option": 0}), "a")
         .await?;
-    on_b.send(json!({"v":1,"type":"vote","poll": poll, "option": 1, "ref": "b"}))
+    on_b.send_ref(json!({"type":"vote","poll": poll, "option": 1}), "b")
         .await?;
-    let reply = |r: &'static str| {
-        move |f: &Value| (f["type"] == "ack" || f["type"] == "error") && f["ref"] == r
-    };
-    let ra = on_a.expect_where("reply on A", reply("a")).await?;
-    let rb = on_b.expect_where("reply on B", reply("b")).await?;
-    let acks = [&ra, &rb].iter().filter(|f| f["type"] == "ack").count();
-    assert_eq!(acks, 1, "{ra} {rb}");
-    let refusal = if ra["type"] == "error" { &ra } else { &rb };
-    assert_eq!(refusal["code"], "duplicate", "{refusal}");
+    one_ack_one_duplicate(&on_a.reply("a").await?, &on_b.reply("b").await?);
     let one = |f: &Value| {
         f["type"] == "poll_tally"
             && f["tallies"]
@@ -282,17 +252,11 @@ async fn votes_count_once_per_user_across_nodes() -> Result<()> {
         .await?;
     let qid = q["id"].as_str().unwrap().to_owned();
     on_b.expect("question_asked").await?;
-    on_a.send(json!({"v":1,"type":"upvote","question": qid, "ref": "ua"}))
+    on_a.send_ref(json!({"type":"upvote","question": qid}), "ua")
         .await?;
-    on_b.send(json!({"v":1,"type":"upvote","question": qid, "ref": "ub"}))
+    on_b.send_ref(json!({"type":"upvote","question": qid}), "ub")
         .await?;
-    let ua = on_a.expect_where("upvote on A", reply("ua")).await?;
-    let ub = on_b.expect_where("upvote on B", reply("ub")).await?;
-    assert_eq!(
-        [&ua, &ub].iter().filter(|f| f["type"] == "ack").count(),
-        1,
-        "{ua} {ub}"
-    );
+    one_ack_one_duplicate(&on_a.reply("ua").await?, &on_b.reply("ub").await?);
     let c = Node::start(&bus).await?;
     let mut late = c.connect("show", None).await?;
     let state = late.expect("state").await?;
@@ -336,20 +300,9 @@ async fn rooms_stay_responsive_through_a_long_redis_outage() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     redis.child = spawn_redis(port)?;
-    let mut ok = false;
-    for i in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = alice
-            .request(
-                json!({"type":"chat","text":format!("after {i}")}),
-                &format!("r{i}"),
-            )
-            .await?;
-        if r["type"] == "ack" {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "chat never recovered after the outage");
+    assert!(
+        alice.chat_until_ack().await?,
+        "chat never recovered after the outage"
+    );
     Ok(())
 }

@@ -50,15 +50,7 @@ impl MemStore {
         n: usize,
         change: bool,
     ) -> VoteResult {
-        let p = self
-            .polls
-            .entry(poll.to_owned())
-            .or_insert_with(|| MemPoll {
-                voters: HashMap::new(),
-                tallies: vec![0; n],
-                version: 0,
-                closed: false,
-            });
+        let p = self.poll(poll, n);
         if p.closed {
             return VoteResult::Closed;
         }
@@ -77,20 +69,23 @@ impl MemStore {
     }
 
     pub(super) fn close(&mut self, poll: &str, n: usize) -> PollClose {
-        let p = self
-            .polls
+        let p = self.poll(poll, n);
+        if p.closed {
+            return PollClose::AlreadyClosed;
+        }
+        p.closed = true;
+        PollClose::Closed(p.tallies.clone())
+    }
+
+    fn poll(&mut self, poll: &str, n: usize) -> &mut MemPoll {
+        self.polls
             .entry(poll.to_owned())
             .or_insert_with(|| MemPoll {
                 voters: HashMap::new(),
                 tallies: vec![0; n],
                 version: 0,
                 closed: false,
-            });
-        if p.closed {
-            return PollClose::AlreadyClosed;
-        }
-        p.closed = true;
-        PollClose::Closed(p.tallies.clone())
+            })
     }
 
     pub(super) fn upvote(&mut self, q: &str, user: &str) -> Option<u64> {

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{backend::Backend, refuse, rfc3339, Actor, ChatId, Refusal, Reply, Room};
 use crate::interact::{
-    protocol::{ChatMsg, ErrorCode, ServerMsg, TipSpec},
+    protocol::{ChatMsg, ErrorCode, ServerMsg, Stamp, TipSpec},
     text::strip_invisible,
     token::MAX_ID_LEN,
 };
@@ -17,31 +17,33 @@ impl Room {
         let text = self.check_text(text, self.cfg.chat_max_len)?;
         self.check_muted(&actor.user.id)?;
         self.check_pace(actor)?;
-        let id = self
-            .publish_chat(ChatMsg {
-                id: String::new(),
-                user: actor.user.clone(),
-                text,
-                ts: rfc3339(SystemTime::now()),
-                system: false,
-                stamp: None,
-            })
-            .await?;
+        let reply = self.post(actor, text, None).await?;
         self.last_chat.insert(actor.user.id.clone(), Instant::now());
-        Ok(Reply::Ack(Some(id)))
+        Ok(reply)
     }
 
+    /// A host's system message, stamped on the video timeline.
     pub(super) async fn system(&mut self, actor: &Actor, text: &str) -> Result<Reply, Refusal> {
         let text = self.check_text(text, self.cfg.chat_max_len)?;
         let stamp = self.stamp();
+        self.post(actor, text, Some(stamp)).await
+    }
+
+    /// Posts checked text; a stamped post is a system message.
+    async fn post(
+        &mut self,
+        actor: &Actor,
+        text: String,
+        stamp: Option<Stamp>,
+    ) -> Result<Reply, Refusal> {
         let id = self
             .publish_chat(ChatMsg {
                 id: String::new(),
                 user: actor.user.clone(),
                 text,
                 ts: rfc3339(SystemTime::now()),
-                system: true,
-                stamp: Some(stamp),
+                system: stamp.is_some(),
+                stamp,
             })
             .await?;
         Ok(Reply::Ack(Some(id)))
