@@ -298,6 +298,14 @@ impl Interact {
             .cloned()
     }
 
+    /// The open room of `stream`, marked active.
+    fn live_room(&self, stream: &str) -> Option<RoomHandle> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rooms.get(stream).filter(|r| !r.is_closed())?;
+        r.touch();
+        Some(r.clone())
+    }
+
     /// Gets or creates the room of `stream`, which must be real (see [`Timeline::exists`]).
     fn room(self: &Arc<Self>, stream: &str) -> Result<RoomHandle, InteractError> {
         if self.token.is_cancelled() {
@@ -306,8 +314,9 @@ impl Interact {
         if !valid_stream(stream) {
             return Err(InteractError::BadStream);
         }
-        if let Some(r) = self.existing_room(stream).filter(|r| !r.is_closed()) {
-            r.touch();
+        // Touched under the lock that eviction takes, so a room handed out is never one
+        // being closed.
+        if let Some(r) = self.live_room(stream) {
             return Ok(r);
         }
         // Asked outside the rooms lock: it reads the media side's state.
