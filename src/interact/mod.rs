@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the `[interact]` config section.
-//! - [`token`]: HS256 tokens with a role, user id, display name and expiry.
+//! - [`token`]: HS256 tokens with a role, user id, display name, the stream (or glob) they
+//!   are good for, and an expiry.
 //! - [`protocol`]: client and server JSON frames; [`protocol::decode`] is fuzzed.
 //! - `room`: one actor per stream owning chat history, polls, questions, moderation state
 //!   (one file per feature under `room/`); it serializes each broadcast once and fans the

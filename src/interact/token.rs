@@ -383,6 +383,44 @@ mod tests {
         assert!(!valid_stream_pattern(""));
     }
 
+    /// The linear matcher agrees with the obvious recursive definition on every pattern and
+    /// name of up to 4 characters over a small alphabet.
+    #[test]
+    fn stream_matches_agrees_with_the_definition() {
+        fn reference(p: &[u8], s: &[u8]) -> bool {
+            match (p.first(), s.first()) {
+                (None, _) => s.is_empty(),
+                (Some(b'*'), _) => {
+                    reference(&p[1..], s) || (!s.is_empty() && reference(p, &s[1..]))
+                }
+                (Some(_), None) => false,
+                (Some(&c), Some(&d)) => (c == b'?' || c == d) && reference(&p[1..], &s[1..]),
+            }
+        }
+        fn all(alphabet: &[u8], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut level = vec![String::new()];
+            for _ in 0..max {
+                level = level
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |&c| format!("{w}{}", c as char)))
+                    .collect();
+                out.extend(level.iter().cloned());
+            }
+            out
+        }
+        let names = all(b"ab", 4);
+        for p in all(b"ab*?", 4) {
+            for n in &names {
+                assert_eq!(
+                    stream_matches(&p, n),
+                    reference(p.as_bytes(), n.as_bytes()),
+                    "{p:?} vs {n:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn scopes_and_unscoped_policy() {
         let mint = |role, stream| {
