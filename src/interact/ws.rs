@@ -344,6 +344,13 @@ impl Conn {
                             return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
                         }
                         Ok(Err(_)) => return End::Client,
+                        // A write stuck while the room queued `send_queue` frames more is a
+                        // slow consumer (the lag would be seen at the next read); a stuck
+                        // write with little behind it is a dead or stalled peer.
+                        Err(_) if rx.len() >= cfg.send_queue => {
+                            m.slow_drops.inc();
+                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
+                        }
                         Err(_) => {
                             m.closed_abuse.with_label_values(&["write_timeout"]).inc();
                             return End::Close(CLOSE_TIMEOUT, "write timeout");
