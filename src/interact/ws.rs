@@ -282,13 +282,15 @@ impl Conn {
     async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
         let cfg = self.hub.cfg.clone();
         let m = self.hub.metrics.clone();
+        // Join before the welcome: a client that has read `welcome` misses no event, even
+        // one an API call makes right after.
+        let Some(joined) = self.room.join(after).await else {
+            return End::Close(1001, "room closed");
+        };
         let welcome = Room::welcome(&cfg, self.conn_id, &self.actor, &self.stream);
         if let Err(e) = self.reply(ws, &welcome).await {
             return e;
         }
-        let Some(joined) = self.room.join(after).await else {
-            return End::Close(1001, "room closed");
-        };
         for f in joined.frames {
             if let Err(e) = self.send(ws, Message::Text(f)).await {
                 return e;
