@@ -147,7 +147,15 @@ impl Room {
                     return Err(e.into());
                 }
                 match r.publish(&self.stream, &text).await {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        // A new poll or question is applied here at once, so the id in the
+                        // ack can be voted on through this node straight away; its echo from
+                        // Redis is then a duplicate and is dropped.
+                        if matches!(msg, ServerMsg::PollOpened(_) | ServerMsg::QuestionAsked(_)) {
+                            self.apply(msg, Utf8Bytes::from(text));
+                        }
+                        Ok(())
+                    }
                     Err(e) => {
                         self.metrics.bus_errors.inc();
                         Err(e.into())
