@@ -56,8 +56,12 @@ enum Slot {
 const MAX_REBUILDS: usize = 8;
 const REBUILD_WINDOW: Duration = Duration::from_secs(60);
 
-/// Where playlists get their `EXT-X-DATERANGE`s (the interaction channel's polls).
-pub type DateRangeSource = Arc<dyn Fn(&str) -> Vec<DateRange> + Send + Sync>;
+/// Where playlists get their `EXT-X-DATERANGE`s (the interaction channel's polls): a watch
+/// per stream, taken once when the stream is first published.
+pub type DateRangeSource = Arc<dyn Fn(&str) -> DateRanges + Send + Sync>;
+
+/// One stream's current date ranges.
+pub type DateRanges = tokio::sync::watch::Receiver<Arc<Vec<DateRange>>>;
 
 /// Every stream's packaging state, and the factory of publish sessions.
 pub struct Hub {
@@ -264,7 +268,7 @@ struct LiveStream {
     anchor: Option<(Duration, SystemTime)>,
     part_ttl: Duration,
     segment_ttl: Duration,
-    dateranges: Arc<OnceLock<DateRangeSource>>,
+    dateranges: Option<DateRanges>,
 }
 
 impl LiveStream {
@@ -296,7 +300,7 @@ impl LiveStream {
             anchor: None,
             part_ttl: seg_max * (pkg.part_segments as u32 + 2) + slack,
             segment_ttl: seg_max * (cfg.hls.window_segments as u32 + 2) + slack,
-            dateranges,
+            dateranges: dateranges.get().map(|source| source(name)),
         }
     }
 
@@ -578,8 +582,8 @@ impl LiveStream {
         let seg = &r.seg;
         let dr = self
             .dateranges
-            .get()
-            .map(|f| f(&self.name))
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
             .unwrap_or_default();
         let full = playlist::render_media(seg, &reports, &dr, MediaRender { skip: false, live });
         let delta = playlist::render_media(seg, &reports, &dr, MediaRender { skip: true, live });

@@ -63,6 +63,10 @@ enum Command {
         /// Display name.
         #[arg(long)]
         name: String,
+        /// The stream the token is good for: a name or a glob (`live/*`, `*`). Required for
+        /// moderator and host tokens; a viewer token without it works in every room.
+        #[arg(long)]
+        stream: Option<String>,
         /// Lifetime, e.g. `1h`, `30m`.
         #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         role,
         user,
         name,
+        stream,
         ttl,
         secret,
     }) = &cli.command
@@ -168,8 +173,13 @@ fn main() -> ExitCode {
         let minted = role
             .parse()
             .map_err(|e: estuary::interact::InteractError| e.to_string())
-            .and_then(|role| {
-                mint_token(&secret, role, user, name, *ttl).map_err(|e| e.to_string())
+            .and_then(|role| match (role, stream) {
+                (Role::Moderator | Role::Host, None) => Err(
+                    "moderator and host tokens need --stream NAME (or a glob such as 'live/*')"
+                        .to_owned(),
+                ),
+                (role, stream) => mint_token(&secret, role, user, name, stream.as_deref(), *ttl)
+                    .map_err(|e| e.to_string()),
             });
         return print_minted(minted);
     }
@@ -279,6 +289,7 @@ async fn run(
             Role::Host,
             "host",
             "Host",
+            Some("demo"),
             std::time::Duration::from_secs(86_400),
         );
         let viewer = mint_token(
@@ -286,6 +297,7 @@ async fn run(
             Role::Viewer,
             "viewer",
             "Viewer",
+            Some("demo"),
             std::time::Duration::from_secs(86_400),
         );
         if let (Ok(h), Ok(v)) = (host, viewer) {

@@ -11,12 +11,30 @@ use crate::{
         rtmp::{RtmpError, RtmpIngest},
         Ingest, IngestError,
     },
-    interact::Interact,
+    interact::{Interact, Timeline},
     live::Hub,
     media::MediaError,
     metrics::Metrics,
     store::{MemoryStore, Store},
 };
+
+/// What the interaction channel asks of the media side: where the timeline is, and which
+/// streams are real (configured, publishing here, or followed from an origin).
+struct MediaSide {
+    store: Store,
+    hub: Arc<Hub>,
+    configured: std::collections::HashSet<String>,
+}
+
+impl Timeline for MediaSide {
+    fn now(&self, stream: &str) -> Option<crate::interact::TimelineStamp> {
+        self.store.now(stream)
+    }
+
+    fn exists(&self, stream: &str) -> bool {
+        self.configured.contains(stream) || self.hub.is_live(stream) || self.now(stream).is_some()
+    }
+}
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +120,11 @@ impl Node {
         let rtmps_addr = rtmp.as_ref().and_then(RtmpIngest::tls_local_addr);
         let interact = Interact::start(
             cfg.interact.clone(),
-            Arc::new(store.clone()),
+            Arc::new(MediaSide {
+                store: store.clone(),
+                hub: hub.clone(),
+                configured: cfg.streams.keys().cloned().collect(),
+            }),
             &registry,
             token.child_token(),
         )

@@ -52,6 +52,7 @@ fn mint(node: &Node, role: &str, user: &str, name: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_estuary"))
         .env("ESTUARY_CONFIG", node.dir.join("estuary.toml"))
         .args(["token", "--role", role, "--user", user, "--name", name])
+        .args(["--stream", "demo"])
         .output()
         .expect("run estuary token");
     assert!(

@@ -273,7 +273,8 @@ async fn polls_are_placed_on_the_video_timeline_as_dateranges() {
     // The CLI mints the host token from the same config.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
         .args([
-            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--config",
+            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--stream", "demo",
+            "--config",
         ])
         .arg(node.dir.join("estuary.toml"))
         .output()

@@ -1,6 +1,7 @@
 //! Interaction channel against a real node with real WebSocket clients (tokio-tungstenite):
 //! chat order and resume, rate limits, the permission matrix, polls, Q&A, reactions,
-//! bad frames, slow consumers and dead clients.
+//! bad frames, slow consumers and dead clients, stream-scoped tokens, and votes counted once
+//! per user id.
 
 mod interact_support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use estuary::interact::Role;
-use interact_support::{token, Client, Node};
+use interact_support::{one_ack_one_duplicate, refused, token, token_for, Client, Node};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -551,6 +552,7 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
                 role: Role::Host,
                 exp,
                 iat,
+                stream: Some("bidi".into()),
             },
             &EncodingKey::from_secret(interact_support::SECRET.as_bytes()),
         )
@@ -572,5 +574,120 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
         .connect("bidi", Some(&forge(now, now + 3600)))
         .await
         .is_ok());
+    Ok(())
+}
+
+/// Opens a poll in `stream` through the server API with `token`: the status and the error
+/// code (empty on success).
+async fn post_poll(node: &Node, stream: &str, token: &str) -> Result<(u16, String)> {
+    let (status, body) = node.post_poll(stream, token).await?;
+    Ok((
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// A host token for one stream is refused in another, on the WebSocket and the server API
+/// alike; a glob token works on every stream it matches; an unscoped host token is refused
+/// and an unscoped viewer token works (`unscoped_tokens = "viewer"`, the default).
+#[tokio::test]
+async fn tokens_are_scoped_to_their_stream() -> Result<()> {
+    let node = Node::start("").await?;
+    let ws = |stream: &str, t: &str| node.ws_url(stream, &format!("?token={t}"));
+    let wrong = (403, "wrong_stream".to_owned());
+    let created = (201, String::new());
+
+    let host_perm = token_for(Role::Host, "h", Some("perm"));
+    let mut c = Client::connect(&ws("perm", &host_perm)).await?;
+    assert_eq!(c.welcome["user"]["role"], "host");
+    let r = c.request(json!({"type":"ban","user":"x"}), "b").await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    assert_eq!(refused(&ws("poll", &host_perm)).await?, wrong);
+    assert_eq!(post_poll(&node, "perm", &host_perm).await?, created);
+    assert_eq!(post_poll(&node, "poll", &host_perm).await?, wrong);
+    // The same for a moderator token.
+    let mod_perm = token_for(Role::Moderator, "m", Some("perm"));
+    assert_eq!(refused(&ws("qa", &mod_perm)).await?, wrong);
+
+    // A glob: `p*` (also written `live/p*`) matches perm and poll, not qa.
+    for pattern in ["p*", "live/p*"] {
+        let glob = token_for(Role::Host, "g", Some(pattern));
+        for stream in ["perm", "poll"] {
+            let c = Client::connect(&ws(stream, &glob)).await?;
+            assert_eq!(c.welcome["user"]["role"], "host", "{pattern} on {stream}");
+            assert_eq!(post_poll(&node, stream, &glob).await?, created, "{pattern}");
+        }
+        assert_eq!(refused(&ws("qa", &glob)).await?, wrong);
+        assert_eq!(post_poll(&node, "qa", &glob).await?, wrong);
+    }
+
+    // Tokens without a stream claim: host refused, viewer accepted.
+    let not_scoped = (403, "token_not_scoped".to_owned());
+    let unscoped_host = token_for(Role::Host, "old", None);
+    assert_eq!(refused(&ws("perm", &unscoped_host)).await?, not_scoped);
+    assert_eq!(post_poll(&node, "perm", &unscoped_host).await?, not_scoped);
+    let unscoped_viewer = token_for(Role::Viewer, "fan", None);
+    let mut v = Client::connect(&ws("qa", &unscoped_viewer)).await?;
+    let r = v.request(json!({"type":"chat","text":"hi"}), "c").await?;
+    assert_eq!(r["type"], "ack", "{r}");
+    Ok(())
+}
+
+/// One user id counts once in a poll and in a question's upvotes, however many connections
+/// it opens, whether the vote may change or not.
+#[tokio::test]
+async fn votes_and_upvotes_count_once_per_user() -> Result<()> {
+    for change in [false, true] {
+        let node = Node::start(&format!("poll_vote_change = {change}")).await?;
+        let id = node.open_poll("poll", &token(Role::Host, "h")).await?;
+        let dup = token(Role::Viewer, "dup");
+        let mut one = node.connect("poll", Some(&dup)).await?;
+        let mut two = node.connect("poll", Some(&dup)).await?;
+        // Both connections vote before either reads its reply.
+        one.send_ref(json!({"type":"vote","poll": id, "option": 0}), "a")
+            .await?;
+        two.send_ref(json!({"type":"vote","poll": id, "option": 1}), "b")
+            .await?;
+        let (a, b) = (one.reply("a").await?, two.reply("b").await?);
+        if change {
+            // The second vote replaces the first.
+            assert!(a["type"] == "ack" && b["type"] == "ack", "{a} {b}");
+        } else {
+            one_ack_one_duplicate(&a, &b);
+        }
+        // The tally counts the user once.
+        let t = one
+            .expect_where("tally", |f| f["type"] == "poll_tally")
+            .await?;
+        assert_eq!(tallies(&t).iter().sum::<u64>(), 1, "{t}");
+
+        let q = one
+            .request(json!({"type":"ask","text":"Once?"}), "q")
+            .await?;
+        let qid = q["id"].as_str().unwrap().to_owned();
+        let mut fan = node
+            .connect("poll", Some(&token(Role::Viewer, "fan")))
+            .await?;
+        let mut fan2 = node
+            .connect("poll", Some(&token(Role::Viewer, "fan")))
+            .await?;
+        assert_eq!(
+            fan.request(json!({"type":"upvote","question": qid}), "u1")
+                .await?["type"],
+            "ack"
+        );
+        assert_eq!(
+            fan2.request(json!({"type":"upvote","question": qid}), "u2")
+                .await?["code"],
+            "duplicate"
+        );
+        fan.expect_where("1 vote", |f| {
+            f["type"] == "question_votes" && f["votes"] == 1
+        })
+        .await?;
+        let mut late = node.connect("poll", None).await?;
+        let state = late.expect("state").await?;
+        assert_eq!(state["questions"][0]["votes"], 1, "{state}");
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Two nodes sharing rooms through a real `redis-server` that the test starts: a message
-//! and a vote on node A are seen on node B, tallies agree, and history survives a node.
+//! and a vote on node A are seen on node B, tallies agree, history survives a node, votes
+//! count once per user across nodes, and rooms stay responsive through Redis outages.
 
 mod interact_support;
 
@@ -7,7 +8,7 @@ use std::{net::TcpListener, process::Stdio, time::Duration};
 
 use anyhow::{Context, Result};
 use estuary::interact::Role;
-use interact_support::{token, Node};
+use interact_support::{one_ack_one_duplicate, token, Node};
 use serde_json::{json, Value};
 
 /// A redis-server on a free loopback port, killed on drop.
@@ -161,21 +162,10 @@ async fn node_recovers_when_redis_restarts() -> Result<()> {
     redis.child = child;
     // Bounded: chat is accepted again within a few seconds, with no reconnect by the
     // client and no restart of the node.
-    let mut ok = false;
-    for i in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = alice
-            .request(
-                json!({"type":"chat","text":format!("after {i}")}),
-                &format!("r{i}"),
-            )
-            .await?;
-        if r["type"] == "ack" {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "chat never recovered after redis restarted");
+    assert!(
+        alice.chat_until_ack().await?,
+        "chat never recovered after redis restarted"
+    );
     Ok(())
 }
 
@@ -220,5 +210,99 @@ async fn moderation_reaches_nodes_started_later() -> Result<()> {
         .request(json!({"type":"chat","text":"sorry"}), "m2")
         .await?;
     assert_eq!(r["type"], "ack", "{r}");
+    Ok(())
+}
+
+/// One user voting through node A and node B at the same moment counts once; so does an
+/// upvote. The Lua scripts make it atomic across nodes.
+#[tokio::test]
+async fn votes_count_once_per_user_across_nodes() -> Result<()> {
+    let redis = Redis::start()?;
+    let bus = format!(
+        "bus = \"redis://127.0.0.1:{}\"\npoll_vote_change = false",
+        redis.port
+    );
+    let a = Node::start(&bus).await?;
+    let b = Node::start(&bus).await?;
+    let poll = a.open_poll("show", &token(Role::Host, "host")).await?;
+    let carol = token(Role::Viewer, "carol");
+    let mut on_a = a.connect("show", Some(&carol)).await?;
+    let mut on_b = b.connect("show", Some(&carol)).await?;
+    on_b.expect_where("poll on B", |f| {
+        f["type"] == "poll_opened" || f["type"] == "state" && f["polls"][0]["id"].is_string()
+    })
+    .await?;
+    // The same user votes through both nodes before either reads its reply.
+    on_a.send_ref(json!({"type":"vote","poll": poll, "option": 0}), "a")
+        .await?;
+    on_b.send_ref(json!({"type":"vote","poll": poll, "option": 1}), "b")
+        .await?;
+    one_ack_one_duplicate(&on_a.reply("a").await?, &on_b.reply("b").await?);
+    let one = |f: &Value| {
+        f["type"] == "poll_tally"
+            && f["tallies"]
+                .as_array()
+                .is_some_and(|t| t.iter().filter_map(Value::as_u64).sum::<u64>() == 1)
+    };
+    on_a.expect_where("tally of one vote on A", one).await?;
+    on_b.expect_where("tally of one vote on B", one).await?;
+
+    let q = on_a
+        .request(json!({"type":"ask","text":"Counted once?"}), "q")
+        .await?;
+    let qid = q["id"].as_str().unwrap().to_owned();
+    on_b.expect("question_asked").await?;
+    on_a.send_ref(json!({"type":"upvote","question": qid}), "ua")
+        .await?;
+    on_b.send_ref(json!({"type":"upvote","question": qid}), "ub")
+        .await?;
+    one_ack_one_duplicate(&on_a.reply("ua").await?, &on_b.reply("ub").await?);
+    let c = Node::start(&bus).await?;
+    let mut late = c.connect("show", None).await?;
+    let state = late.expect("state").await?;
+    assert_eq!(state["questions"][0]["votes"], 1, "{state}");
+    let tally: u64 = state["polls"][0]["tallies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(tally, 1, "{state}");
+    Ok(())
+}
+
+/// While Redis is down for seconds, every action gets a prompt error frame (the room never
+/// stalls waiting for a reconnect); when Redis is back, chat is accepted again.
+#[tokio::test]
+async fn rooms_stay_responsive_through_a_long_redis_outage() -> Result<()> {
+    let mut redis = Redis::start()?;
+    let port = redis.port;
+    let a = Node::start(&format!("bus = \"redis://127.0.0.1:{port}\"")).await?;
+    // A host: exempt from the chat rate limit, so every refusal is the bus's.
+    let mut alice = a.connect("show", Some(&token(Role::Host, "alice"))).await?;
+    alice.expect("state").await?;
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    // Four seconds without Redis: each request is answered (within the client's bounded
+    // wait), with an error while the bus is away.
+    let outage = std::time::Instant::now();
+    let mut i = 0;
+    while outage.elapsed() < Duration::from_secs(4) {
+        i += 1;
+        let r = alice
+            .request(
+                json!({"type":"chat","text":format!("during {i}")}),
+                &format!("d{i}"),
+            )
+            .await?;
+        assert_eq!(r["type"], "error", "{r}");
+        assert_eq!(r["code"], "unavailable", "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.child = spawn_redis(port)?;
+    assert!(
+        alice.chat_until_ack().await?,
+        "chat never recovered after the outage"
+    );
     Ok(())
 }

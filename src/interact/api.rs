@@ -77,6 +77,9 @@ pub(super) async fn handle(
         Ok(c) => c,
         Err(e) => return error_response(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string()),
     };
+    if let Err(e) = claims.check_stream(stream, hub.cfg.unscoped_tokens) {
+        return error_response(StatusCode::FORBIDDEN, e.code(), e.message());
+    }
     if claims.role != Role::Host {
         return error_response(StatusCode::FORBIDDEN, "forbidden", "needs a host token");
     }
@@ -169,6 +172,14 @@ fn room_error(e: InteractError) -> Response<Full<Bytes>> {
         InteractError::BadStream => {
             error_response(StatusCode::NOT_FOUND, "bad_stream", "bad stream name")
         }
+        e @ InteractError::UnknownStream => {
+            error_response(StatusCode::NOT_FOUND, "unknown_stream", &e.to_string())
+        }
+        e @ InteractError::TooManyRooms => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_rooms",
+            &e.to_string(),
+        ),
         e => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

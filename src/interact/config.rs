@@ -12,6 +12,10 @@ pub const DEFAULT_ALLOW_ANONYMOUS: bool = true;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// Default [`InteractConfig::max_rooms`].
 pub const DEFAULT_MAX_ROOMS: usize = 1_000;
+/// Default [`InteractConfig::room_idle_timeout`].
+pub const DEFAULT_ROOM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default [`InteractConfig::unscoped_tokens`]: least privilege.
+pub const DEFAULT_UNSCOPED_TOKENS: UnscopedTokens = UnscopedTokens::Viewer;
 /// Default [`InteractConfig::chat_max_len`] (characters).
 pub const DEFAULT_CHAT_MAX_LEN: usize = 500;
 /// Default [`InteractConfig::chat_rate_per_min`].
@@ -62,6 +66,19 @@ pub const DEFAULT_TIP_MAX_MINOR: u64 = 100_000_000;
 /// Default longest token lifetime: 7 days.
 pub const DEFAULT_MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
+/// What a token without a `stream` claim (minted before tokens were scoped) may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnscopedTokens {
+    /// Refused everywhere: every token must name its stream (or a glob).
+    None,
+    /// Viewer tokens work in every room (they only carry an identity); moderator and host
+    /// tokens are refused (`token_not_scoped`).
+    Viewer,
+    /// Every role works in every room: the behaviour before scopes, for a migration only.
+    All,
+}
+
 /// Config section `[interact]` of `config/estuary.toml`: the WebSocket interaction channel.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,8 +98,16 @@ pub struct InteractConfig {
     pub max_token_ttl: std::time::Duration,
     /// Most WebSocket connections open at once on this node; more get 503.
     pub max_connections: usize,
-    /// Most rooms (streams with an interaction channel) on this node.
+    /// Most rooms (streams with an interaction channel) on this node. A room exists only
+    /// for a configured (`[streams.NAME]`) or live stream, so made-up names never count.
     pub max_rooms: usize,
+    /// A room with no connection and no activity for this long is closed (its state stays
+    /// in Redis with the Redis bus); the next viewer opens it again.
+    #[serde(with = "humantime_serde")]
+    pub room_idle_timeout: Duration,
+    /// What a token without a `stream` claim may do: `"none"`, `"viewer"` (default: viewer
+    /// tokens anywhere, moderator and host tokens refused) or `"all"` (migration only).
+    pub unscoped_tokens: UnscopedTokens,
     /// Longest chat message, in characters.
     pub chat_max_len: usize,
     /// Chat messages (and questions) per user per minute, across connections (token bucket).
@@ -151,6 +176,8 @@ impl Default for InteractConfig {
             max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_rooms: DEFAULT_MAX_ROOMS,
+            room_idle_timeout: DEFAULT_ROOM_IDLE_TIMEOUT,
+            unscoped_tokens: DEFAULT_UNSCOPED_TOKENS,
             chat_max_len: DEFAULT_CHAT_MAX_LEN,
             chat_rate_per_min: DEFAULT_CHAT_RATE_PER_MIN,
             chat_burst: DEFAULT_CHAT_BURST,
@@ -222,6 +249,11 @@ impl InteractConfig {
             "must be at least 1",
         )?;
         need(self.max_rooms > 0, "max_rooms", "must be at least 1")?;
+        need(
+            self.room_idle_timeout >= Duration::from_secs(1),
+            "room_idle_timeout",
+            "must be at least 1s",
+        )?;
         need(
             (1..=10_000).contains(&self.chat_max_len),
             "chat_max_len",

@@ -9,6 +9,8 @@ pub(crate) struct Metrics {
     pub connections: IntGauge,
     /// Rooms on this node.
     pub rooms: IntGauge,
+    /// Rooms closed after `room_idle_timeout` without connections or activity.
+    pub rooms_evicted: IntCounter,
     /// Client frames by type.
     pub frames_in: IntCounterVec,
     /// Error frames sent, by code.
@@ -38,6 +40,10 @@ impl Metrics {
                 "Open interaction WebSocket connections",
             )?,
             rooms: IntGauge::new("estuary_interact_rooms", "Interaction rooms on this node")?,
+            rooms_evicted: IntCounter::new(
+                "estuary_interact_rooms_evicted_total",
+                "Interaction rooms closed for being idle",
+            )?,
             frames_in: IntCounterVec::new(
                 Opts::new("estuary_interact_frames_in_total", "Client frames by type"),
                 &["type"],
@@ -86,6 +92,7 @@ impl Metrics {
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
+        registry.register(Box::new(m.rooms_evicted.clone()))?;
         registry.register(Box::new(m.frames_in.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;

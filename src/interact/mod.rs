@@ -3,18 +3,22 @@
 //!
 //! # Layout
 //! - [`config`]: the `[interact]` config section.
-//! - [`token`]: HS256 tokens with a role, user id, display name and expiry.
+//! - [`token`]: HS256 tokens with a role, user id, display name, the stream (or glob) they
+//!   are good for, and an expiry.
 //! - [`protocol`]: client and server JSON frames; [`protocol::decode`] is fuzzed.
-//! - `room`: one actor per stream owning chat history, polls, questions, moderation state;
-//!   it serializes each broadcast once and fans the shared bytes out over a bounded
-//!   `tokio::sync::broadcast` (a lagging receiver is a slow consumer and is dropped).
+//! - `room`: one actor per stream owning chat history, polls, questions, moderation state
+//!   (one file per feature under `room/`); it serializes each broadcast once and fans the
+//!   shared bytes out over a bounded `tokio::sync::broadcast` (a lagging receiver is a slow
+//!   consumer and is dropped). A room exists only for a real stream (configured or live)
+//!   and is closed after `room_idle_timeout` without connections or activity.
 //! - `redis`: the Redis bus (pub/sub for events, a stream for history, Lua scripts for
 //!   atomic tallies); the memory bus is the room applying its own events.
 //! - `ws`: one task per WebSocket connection (tokio-tungstenite).
 //! - `api`: the host server API.
 //!
-//! The media path only sees [`Timeline`] (what we read from it) and [`DateRange`] (what it
-//! reads from us); no lock is shared with it.
+//! The media path only sees [`Timeline`] (what we read from it) and a `watch` of each
+//! stream's [`DateRange`]s (what it reads from us, see [`Interact::dateranges`]); no lock is
+//! shared with it.
 
 mod api;
 pub mod config;
@@ -32,16 +36,17 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use config::InteractConfig;
-pub use token::{mint_token, verify_token, Claims, Role};
+pub use config::{InteractConfig, UnscopedTokens};
+pub use token::{mint_token, verify_token, Claims, Role, ScopeError};
 
 use metrics::Metrics;
 use room::RoomHandle;
@@ -51,15 +56,26 @@ pub trait Timeline: Send + Sync + 'static {
     /// Program date time, MSN and part index of the latest published part of `stream`, if
     /// the stream is live.
     fn now(&self, stream: &str) -> Option<TimelineStamp>;
+
+    /// Whether `stream` is real: configured, or live here (published, or followed from an
+    /// origin). Only real streams get a room, so made-up names cannot use up `max_rooms`.
+    fn exists(&self, stream: &str) -> bool {
+        self.now(stream).is_some()
+    }
 }
 
-/// A timeline that is never live: events are stamped with the wall clock.
+/// A timeline that is never live: events are stamped with the wall clock. With no media side
+/// to ask, every stream name counts as real.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WallClock;
 
 impl Timeline for WallClock {
     fn now(&self, _stream: &str) -> Option<TimelineStamp> {
         None
+    }
+
+    fn exists(&self, _stream: &str) -> bool {
+        true
     }
 }
 
@@ -108,6 +124,9 @@ pub enum InteractError {
     /// The stream name is not acceptable.
     #[error("bad stream name")]
     BadStream,
+    /// The stream is neither configured nor live, so it has no room.
+    #[error("no such stream (not configured and not live)")]
+    UnknownStream,
     /// The room or the hub is shut down.
     #[error("shutting down")]
     Closed,
@@ -123,6 +142,9 @@ pub struct Interact {
     /// Room handles by stream. A plain mutex: held only to look up or insert a handle,
     /// never across an await, and never shared with the media path.
     rooms: Mutex<HashMap<String, RoomHandle>>,
+    /// Each stream's date ranges: rooms send, live streams hold a receiver (taken once per
+    /// stream, so the media path never takes this lock). Outlives room evictions.
+    dateranges: Mutex<HashMap<String, watch::Sender<Arc<Vec<DateRange>>>>>,
     redis: Option<redis::RedisBus>,
     conns: Arc<tokio::sync::Semaphore>,
     next_conn: AtomicU64,
@@ -174,6 +196,7 @@ impl Interact {
             token,
             tracker,
             rooms: Mutex::new(HashMap::new()),
+            dateranges: Mutex::new(HashMap::new()),
             redis,
             next_conn: AtomicU64::new(1),
             node_id,
@@ -192,6 +215,23 @@ impl Interact {
                 .await;
             });
         }
+        let weak = Arc::downgrade(&hub);
+        let period = (hub.cfg.room_idle_timeout / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let token = hub.token.clone();
+        hub.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => match weak.upgrade() {
+                        Some(hub) => hub.evict_idle(),
+                        None => return,
+                    },
+                }
+            }
+        });
         tracing::info!(bus = %hub.cfg.bus, node = %hub.node_id, "interaction hub started");
         Ok(hub)
     }
@@ -219,12 +259,25 @@ impl Interact {
         api::handle(self, path, req).await
     }
 
-    /// Active `EXT-X-DATERANGE` entries for a stream's media playlists (open polls and
-    /// polls closed less than `daterange_keep` ago).
-    pub fn dateranges(&self, stream: &str) -> Vec<DateRange> {
-        self.existing_room(stream)
-            .map(|r| r.dateranges())
-            .unwrap_or_default()
+    /// A watch of the active `EXT-X-DATERANGE` entries for a stream's media playlists (open
+    /// polls and polls closed less than `daterange_keep` ago). A live stream takes it once
+    /// and reads it for every part without touching the rooms.
+    pub fn dateranges(&self, stream: &str) -> watch::Receiver<Arc<Vec<DateRange>>> {
+        self.daterange_sender(stream).subscribe()
+    }
+
+    fn daterange_sender(&self, stream: &str) -> watch::Sender<Arc<Vec<DateRange>>> {
+        self.dateranges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stream.to_owned())
+            .or_insert_with(|| watch::channel(Arc::new(Vec::new())).0)
+            .clone()
+    }
+
+    /// Rooms open on this node.
+    pub fn rooms(&self) -> usize {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Viewer count (open WebSocket connections on this node) per stream.
@@ -246,7 +299,15 @@ impl Interact {
             .cloned()
     }
 
-    /// Gets or creates the room of `stream`.
+    /// The open room of `stream`, marked active.
+    fn live_room(&self, stream: &str) -> Option<RoomHandle> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let r = rooms.get(stream).filter(|r| !r.is_closed())?;
+        r.touch();
+        Some(r.clone())
+    }
+
+    /// Gets or creates the room of `stream`, which must be real (see [`Timeline::exists`]).
     fn room(self: &Arc<Self>, stream: &str) -> Result<RoomHandle, InteractError> {
         if self.token.is_cancelled() {
             return Err(InteractError::Closed);
@@ -254,13 +315,22 @@ impl Interact {
         if !valid_stream(stream) {
             return Err(InteractError::BadStream);
         }
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = rooms.get(stream) {
-            if !r.is_closed() {
-                return Ok(r.clone());
-            }
+        // Touched under the lock that eviction takes, so a room handed out is never one
+        // being closed.
+        if let Some(r) = self.live_room(stream) {
+            return Ok(r);
         }
-        if rooms.len() >= self.cfg.max_rooms && !rooms.contains_key(stream) {
+        // Asked outside the rooms lock: it reads the media side's state.
+        if !self.timeline.exists(stream) {
+            return Err(InteractError::UnknownStream);
+        }
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = rooms.get(stream).filter(|r| !r.is_closed()) {
+            r.touch();
+            return Ok(r.clone());
+        }
+        rooms.retain(|_, r| !r.is_closed());
+        if rooms.len() >= self.cfg.max_rooms {
             return Err(InteractError::TooManyRooms);
         }
         let (handle, room) = room::Room::new(
@@ -269,15 +339,46 @@ impl Interact {
             self.timeline.clone(),
             self.metrics.clone(),
             self.redis.clone(),
+            self.daterange_sender(stream),
+            self.token.child_token(),
         );
         rooms.insert(stream.to_owned(), handle.clone());
         self.metrics.rooms.set(rooms.len() as i64);
         let span = tracing::info_span!("room", stream = %stream);
         self.tracker.spawn(tracing::Instrument::instrument(
-            room.run(self.token.child_token()),
+            room.run(handle.token()),
             span,
         ));
         Ok(handle)
+    }
+
+    /// Closes rooms idle for `room_idle_timeout`: no connection, no command or bus event, and
+    /// no poll in the playlists. A room just handed out counts as active, so a joining viewer
+    /// never gets a room that is being closed.
+    fn evict_idle(&self) {
+        let timeout = self.cfg.room_idle_timeout;
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let before = rooms.len();
+        rooms.retain(|stream, r| {
+            if r.is_closed() {
+                return false;
+            }
+            if !r.idle_for(timeout) {
+                return true;
+            }
+            tracing::debug!(stream = %stream, "idle room closed");
+            r.token().cancel();
+            self.metrics.rooms_evicted.inc();
+            false
+        });
+        if rooms.len() != before {
+            self.metrics.rooms.set(rooms.len() as i64);
+        }
+        // Date-range channels nobody reads or writes any more.
+        self.dateranges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|stream, tx| tx.receiver_count() > 0 || rooms.contains_key(stream));
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -7,11 +7,21 @@
 //! (voters, tally, version, closed flag), `estuary:{S}:qvotes` and `estuary:{S}:q:{id}:voters`,
 //! `estuary:{S}:mutes` (bans and timeouts) and `estuary:{S}:slowmode`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::{aio::ConnectionManager, AsyncCommands, RedisResult, Script};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, RedisResult, Script,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -92,13 +102,40 @@ struct Scripts {
     chat: Script,
 }
 
+/// Longest a room waits for one Redis call (a script, a command, or a reconnect under way):
+/// past it the call fails and the client gets an error frame, so a Redis outage never
+/// stalls a room's actor.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a room waits for its state when it opens.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two pub/sub reconnect attempts: events published while this
+/// node is not subscribed do not reach its viewers, so it comes back soon after Redis does.
+const MAX_PUBSUB_BACKOFF: Duration = Duration::from_secs(1);
+/// Consecutive failed calls after which the connection manager is replaced by a new one.
+const FAILURES_BEFORE_RENEW: u32 = 3;
+
+/// How the connection manager reconnects. The crate's default retries 6 times with
+/// exponential backoff (up to ~6 s of sleeping) inside one reconnect, and every command
+/// waits for it; a Redis restart then stalls rooms past any client timeout. Here a
+/// reconnect gives up quickly and the next command starts a fresh one, and a slow answer
+/// under load is waited for rather than treated as a dead link.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+}
+
 /// A connection to the Redis bus; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct RedisBus {
     client: redis::Client,
-    /// Reconnects by itself after Redis restarts or the link drops; a command during the
-    /// outage fails (and the client gets an error frame) instead of hanging.
-    conn: ConnectionManager,
+    /// Reconnects by itself after Redis restarts or the link drops. Replaced after
+    /// [`FAILURES_BEFORE_RENEW`] failures in a row, because a reconnect that failed with a
+    /// reply (not an I/O error) is never retried by the crate. Locked only to clone it.
+    conn: Arc<RwLock<ConnectionManager>>,
+    failures: Arc<AtomicU32>,
     scripts: Arc<Scripts>,
 }
 
@@ -110,19 +147,22 @@ impl RedisBus {
     /// Connects and checks the server answers.
     pub async fn connect(url: &str) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let mut conn =
-            tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "timed out connecting to redis",
-                    ))
-                })??;
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(manager_config()),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out connecting to redis",
+            ))
+        })??;
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(Self {
             client,
-            conn,
+            conn: Arc::new(RwLock::new(conn)),
+            failures: Arc::new(AtomicU32::new(0)),
             scripts: Arc::new(Scripts {
                 vote: Script::new(VOTE),
                 close: Script::new(CLOSE),
@@ -149,7 +189,7 @@ impl RedisBus {
                         _ = token.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_PUBSUB_BACKOFF);
                     continue;
                 }
             };
@@ -160,7 +200,7 @@ impl RedisBus {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_PUBSUB_BACKOFF);
                 continue;
             }
             backoff = Duration::from_millis(100);
@@ -191,19 +231,61 @@ impl RedisBus {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs one call with a deadline; counts failures and renews the connection manager
+    /// after [`FAILURES_BEFORE_RENEW`] in a row.
+    async fn guard<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        let out = match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "redis call timed out",
+            ))),
+        };
+        match &out {
+            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Err(e) => {
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_BEFORE_RENEW {
+                    self.renew(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn renew(&self, cause: &redis::RedisError) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config()) {
+            Ok(fresh) => {
+                tracing::warn!(error = %cause, "redis calls keep failing; new connection");
+                *self.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
+        }
     }
 
     pub async fn publish(&self, stream: &str, payload: &str) -> RedisResult<()> {
-        self.conn()
-            .publish::<_, _, ()>(key(stream, "events"), payload)
-            .await
+        let call = async {
+            self.conn()
+                .publish::<_, _, ()>(key(stream, "events"), payload)
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     pub async fn next_id(&self, stream: &str, kind: &str) -> RedisResult<u64> {
-        self.conn()
-            .incr(key(stream, &format!("seq:{kind}")), 1)
-            .await
+        let call = async {
+            self.conn()
+                .incr(key(stream, &format!("seq:{kind}")), 1)
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     /// Appends a chat message to the history stream and publishes it; returns its id.
@@ -214,37 +296,49 @@ impl RedisBus {
         let rest = text.strip_prefix(CHAT_PREFIX).ok_or_else(|| {
             redis::RedisError::from(std::io::Error::other("unexpected chat encoding"))
         })?;
-        self.scripts
-            .chat
-            .key(key(stream, "chat"))
-            .key(key(stream, "events"))
-            .arg(maxlen)
-            .arg(CHAT_PREFIX)
-            .arg(rest)
-            .invoke_async(&mut self.conn())
-            .await
+        let call = async {
+            self.scripts
+                .chat
+                .key(key(stream, "chat"))
+                .key(key(stream, "events"))
+                .arg(maxlen)
+                .arg(CHAT_PREFIX)
+                .arg(rest)
+                .invoke_async(&mut self.conn())
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     pub async fn delete_chat(&self, stream: &str, id: &str) -> RedisResult<()> {
-        redis::cmd("XDEL")
-            .arg(key(stream, "chat"))
-            .arg(id)
-            .query_async::<()>(&mut self.conn())
-            .await
+        let call = async {
+            redis::cmd("XDEL")
+                .arg(key(stream, "chat"))
+                .arg(id)
+                .query_async::<()>(&mut self.conn())
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     pub async fn save_poll(&self, stream: &str, poll: &Poll) -> RedisResult<()> {
         let json = serde_json::to_string(poll).unwrap_or_default();
-        self.conn()
-            .hset::<_, _, _, ()>(key(stream, "polls"), &poll.id, json)
-            .await
+        let call = async {
+            self.conn()
+                .hset::<_, _, _, ()>(key(stream, "polls"), &poll.id, json)
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     pub async fn save_question(&self, stream: &str, q: &Question) -> RedisResult<()> {
         let json = serde_json::to_string(q).unwrap_or_default();
-        self.conn()
-            .hset::<_, _, _, ()>(key(stream, "questions"), &q.id, json)
-            .await
+        let call = async {
+            self.conn()
+                .hset::<_, _, _, ()>(key(stream, "questions"), &q.id, json)
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     pub async fn vote(
@@ -256,19 +350,21 @@ impl RedisBus {
         n: usize,
         change: bool,
     ) -> RedisResult<VoteResult> {
-        let out: Vec<i64> = self
-            .scripts
-            .vote
-            .key(key(stream, &format!("poll:{poll}:voters")))
-            .key(key(stream, &format!("poll:{poll}:tally")))
-            .key(key(stream, &format!("poll:{poll}:ver")))
-            .key(key(stream, &format!("poll:{poll}:closed")))
-            .arg(user)
-            .arg(option)
-            .arg(if change { 1 } else { 0 })
-            .arg(n)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let call = async {
+            self.scripts
+                .vote
+                .key(key(stream, &format!("poll:{poll}:voters")))
+                .key(key(stream, &format!("poll:{poll}:tally")))
+                .key(key(stream, &format!("poll:{poll}:ver")))
+                .key(key(stream, &format!("poll:{poll}:closed")))
+                .arg(user)
+                .arg(option)
+                .arg(if change { 1 } else { 0 })
+                .arg(n)
+                .invoke_async(&mut self.conn())
+                .await
+        };
+        let out: Vec<i64> = self.guard(CALL_TIMEOUT, call).await?;
         Ok(match out.first() {
             Some(-1) => VoteResult::Duplicate,
             Some(-2) | None => VoteResult::Closed,
@@ -280,14 +376,16 @@ impl RedisBus {
     }
 
     pub async fn close_poll(&self, stream: &str, poll: &str, n: usize) -> RedisResult<PollClose> {
-        let out: Vec<i64> = self
-            .scripts
-            .close
-            .key(key(stream, &format!("poll:{poll}:closed")))
-            .key(key(stream, &format!("poll:{poll}:tally")))
-            .arg(n)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let call = async {
+            self.scripts
+                .close
+                .key(key(stream, &format!("poll:{poll}:closed")))
+                .key(key(stream, &format!("poll:{poll}:tally")))
+                .arg(n)
+                .invoke_async(&mut self.conn())
+                .await
+        };
+        let out: Vec<i64> = self.guard(CALL_TIMEOUT, call).await?;
         Ok(match out.first() {
             Some(0) => PollClose::Closed(out[1..].iter().map(|t| (*t).max(0) as u64).collect()),
             _ => PollClose::AlreadyClosed,
@@ -296,15 +394,17 @@ impl RedisBus {
 
     /// Upvotes once per user; `None` if this user already did.
     pub async fn upvote(&self, stream: &str, q: &str, user: &str) -> RedisResult<Option<u64>> {
-        let n: i64 = self
-            .scripts
-            .upvote
-            .key(key(stream, &format!("q:{q}:voters")))
-            .key(key(stream, "qvotes"))
-            .arg(user)
-            .arg(q)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let call = async {
+            self.scripts
+                .upvote
+                .key(key(stream, &format!("q:{q}:voters")))
+                .key(key(stream, "qvotes"))
+                .arg(user)
+                .arg(q)
+                .invoke_async(&mut self.conn())
+                .await
+        };
+        let n: i64 = self.guard(CALL_TIMEOUT, call).await?;
         Ok((n >= 0).then_some(n as u64))
     }
 
@@ -317,21 +417,32 @@ impl RedisBus {
         value: Option<&str>,
     ) -> RedisResult<()> {
         let k = key(stream, "mutes");
-        match value {
-            Some(v) => self.conn().hset::<_, _, _, ()>(k, user, v).await,
-            None => self.conn().hdel::<_, _, ()>(k, user).await,
-        }
+        let call = async {
+            match value {
+                Some(v) => self.conn().hset::<_, _, _, ()>(k, user, v).await,
+                None => self.conn().hdel::<_, _, ()>(k, user).await,
+            }
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     /// Stores the room's slow mode for nodes started later.
     pub async fn save_slow_mode(&self, stream: &str, secs: u64) -> RedisResult<()> {
-        self.conn()
-            .set::<_, _, ()>(key(stream, "slowmode"), secs)
-            .await
+        let call = async {
+            self.conn()
+                .set::<_, _, ()>(key(stream, "slowmode"), secs)
+                .await
+        };
+        self.guard(CALL_TIMEOUT, call).await
     }
 
     /// Loads a room's history, polls (with tallies and versions) and questions (with votes).
     pub async fn load(&self, stream: &str, history: usize) -> RedisResult<Loaded> {
+        self.guard(LOAD_TIMEOUT, self.load_unguarded(stream, history))
+            .await
+    }
+
+    async fn load_unguarded(&self, stream: &str, history: usize) -> RedisResult<Loaded> {
         let mut c = self.conn();
         let entries: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
             .arg(key(stream, "chat"))

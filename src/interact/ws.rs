@@ -109,14 +109,19 @@ pub(super) fn handle(
     let conn_id = hub.next_conn_id();
     let actor = match bearer(&req) {
         Some(t) => match verify_token(&cfg.token_secret, &t, cfg.max_token_ttl) {
-            Ok(c) => Actor {
-                user: UserInfo {
-                    id: c.sub,
-                    name: c.name,
-                    role: c.role,
-                },
-                anonymous: false,
-            },
+            Ok(c) => {
+                if let Err(e) = c.check_stream(stream, cfg.unscoped_tokens) {
+                    return refuse(StatusCode::FORBIDDEN, e.code(), e.message());
+                }
+                Actor {
+                    user: UserInfo {
+                        id: c.sub,
+                        name: c.name,
+                        role: c.role,
+                    },
+                    anonymous: false,
+                }
+            }
             Err(e) => {
                 return refuse(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string());
             }
@@ -153,6 +158,9 @@ pub(super) fn handle(
                 "too_many_rooms",
                 "too many rooms",
             )
+        }
+        Err(e @ InteractError::UnknownStream) => {
+            return refuse(StatusCode::NOT_FOUND, "unknown_stream", &e.to_string())
         }
         Err(_) => {
             return refuse(
@@ -274,13 +282,15 @@ impl Conn {
     async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
         let cfg = self.hub.cfg.clone();
         let m = self.hub.metrics.clone();
+        // Join before the welcome: a client that has read `welcome` misses no event, even
+        // one an API call makes right after.
+        let Some(joined) = self.room.join(after).await else {
+            return End::Close(1001, "room closed");
+        };
         let welcome = Room::welcome(&cfg, self.conn_id, &self.actor, &self.stream);
         if let Err(e) = self.reply(ws, &welcome).await {
             return e;
         }
-        let Some(joined) = self.room.join(after).await else {
-            return End::Close(1001, "room closed");
-        };
         for f in joined.frames {
             if let Err(e) = self.send(ws, Message::Text(f)).await {
                 return e;
@@ -336,6 +346,13 @@ impl Conn {
                             return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
                         }
                         Ok(Err(_)) => return End::Client,
+                        // A write stuck while the room queued `send_queue` frames more is a
+                        // slow consumer (the lag would be seen at the next read); a stuck
+                        // write with little behind it is a dead or stalled peer.
+                        Err(_) if rx.len() >= cfg.send_queue => {
+                            m.slow_drops.inc();
+                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
+                        }
                         Err(_) => {
                             m.closed_abuse.with_label_values(&["write_timeout"]).inc();
                             return End::Close(CLOSE_TIMEOUT, "write timeout");

@@ -29,17 +29,29 @@ pub const SECRET: &str = "test-secret-0123456789";
 /// Longest wait for any one expected frame.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Mints a token for the test secret.
+/// Mints a token for the test secret, good for every stream (`*`).
 pub fn token(role: Role, id: &str) -> String {
+    token_for(role, id, Some("*"))
+}
+
+/// Mints a token for the test secret scoped to `stream` (a name or glob; `None`: unscoped).
+pub fn token_for(role: Role, id: &str, stream: Option<&str>) -> String {
     mint_token(
         SECRET,
         role,
         id,
         &format!("{id}-name"),
+        stream,
         Duration::from_secs(600),
     )
     .unwrap()
 }
+
+/// Streams every binary test node configures (`[streams.NAME]`): a room exists only for a
+/// configured or live stream, and the tests use these names without publishing.
+pub const STREAMS: &[&str] = &[
+    "bad", "bidi", "demo", "perm", "ping", "poll", "qa", "react", "rl", "room1", "show", "slow",
+];
 
 /// How the node runs.
 enum Kind {
@@ -104,10 +116,11 @@ impl Node {
         std::fs::create_dir_all(&dir)?;
         let dir = tempdir::Dir(dir);
         let cfg = dir.0.join("estuary.toml");
+        let streams: String = STREAMS.iter().map(|s| format!("[streams.{s}]\n")).collect();
         std::fs::write(
             &cfg,
             format!(
-                "allow_unknown_streams = true\n[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[interact]\n{section}\n"
+                "allow_unknown_streams = true\n{streams}[http]\nlisten = \"127.0.0.1:0\"\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[interact]\n{section}\n"
             ),
         )?;
         let mut child = tokio::process::Command::new(bin)
@@ -364,15 +377,9 @@ impl Client {
     }
 
     /// Sends `v` with a `ref` and returns the matching `ack` or `error`.
-    pub async fn request(&mut self, mut v: Value, r: &str) -> Result<Value> {
-        v["ref"] = r.into();
-        v["v"] = 1.into();
-        self.send(v).await?;
-        let r = r.to_owned();
-        self.expect_where("reply", move |f| {
-            (f["type"] == "ack" || f["type"] == "error") && f["ref"] == r.as_str()
-        })
-        .await
+    pub async fn request(&mut self, v: Value, r: &str) -> Result<Value> {
+        self.send_ref(v, r).await?;
+        self.reply(r).await
     }
 
     /// Reads until the server closes; returns the close code, reading at most `max` frames.
@@ -393,6 +400,90 @@ impl Client {
         }
         bail!("no close within {max} frames")
     }
+}
+
+/// A WebSocket upgrade the node must refuse: its HTTP status and the `error` code of its
+/// JSON body.
+pub async fn refused(url: &str) -> Result<(u16, String)> {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await? {
+        Ok(_) => bail!("{url}: upgrade accepted"),
+        Err(tungstenite::Error::Http(resp)) => {
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                .context("refusal body is not JSON")?;
+            Ok((
+                resp.status().as_u16(),
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            ))
+        }
+        Err(e) => bail!("{url}: {e}"),
+    }
+}
+
+impl Node {
+    /// POSTs a two-option poll to `stream`'s server API with `token`: the status and the
+    /// JSON body.
+    pub async fn post_poll(&self, stream: &str, token: &str) -> Result<(u16, Value)> {
+        let (status, body) = self
+            .http(
+                "POST",
+                &format!("/api/streams/{stream}/polls"),
+                Some(token),
+                r#"{"question":"Q?","options":["x","y"],"duration_secs":60}"#,
+            )
+            .await?;
+        Ok((status, serde_json::from_str(&body)?))
+    }
+
+    /// Opens a two-option poll in `stream` through the server API; returns its id.
+    pub async fn open_poll(&self, stream: &str, host: &str) -> Result<String> {
+        let (status, body) = self.post_poll(stream, host).await?;
+        anyhow::ensure!(status == 201, "poll not opened: {status} {body}");
+        Ok(body["id"].as_str().context("no poll id")?.to_owned())
+    }
+}
+
+impl Client {
+    /// Sends chat every 200 ms, at most 50 times, until one is acknowledged.
+    pub async fn chat_until_ack(&mut self) -> Result<bool> {
+        for i in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let r = self
+                .request(
+                    serde_json::json!({"type":"chat","text":format!("again {i}")}),
+                    &format!("again{i}"),
+                )
+                .await?;
+            if r["type"] == "ack" {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sends `v` with `ref` = `r` without waiting; read the reply with [`Client::reply`].
+    pub async fn send_ref(&mut self, mut v: Value, r: &str) -> Result<()> {
+        v["ref"] = r.into();
+        v["v"] = 1.into();
+        self.send(v).await
+    }
+
+    /// The `ack` or `error` for `ref` = `r`.
+    pub async fn reply(&mut self, r: &str) -> Result<Value> {
+        let r = r.to_owned();
+        self.expect_where("reply", move |f| {
+            (f["type"] == "ack" || f["type"] == "error") && f["ref"] == r.as_str()
+        })
+        .await
+    }
+}
+
+/// Of two replies to the same action by one user, exactly one is an `ack` and the other a
+/// `duplicate` error.
+pub fn one_ack_one_duplicate(a: &Value, b: &Value) {
+    let acks = [a, b].iter().filter(|f| f["type"] == "ack").count();
+    assert_eq!(acks, 1, "{a} {b}");
+    let refusal = if a["type"] == "error" { a } else { b };
+    assert_eq!(refusal["code"], "duplicate", "{refusal}");
 }
 
 /// Close code helper for readability.

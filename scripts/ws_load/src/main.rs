@@ -131,6 +131,7 @@ async fn main() -> Result<()> {
                 estuary::interact::Role::Host,
                 "load-publisher",
                 "Load",
+                Some(stream.as_str()),
                 Duration::from_secs(3600),
             )?;
             run(
