@@ -67,7 +67,7 @@ pub const DEFAULT_TIP_MAX_MINOR: u64 = 100_000_000;
 pub const DEFAULT_MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// What a token without a `stream` claim (minted before tokens were scoped) may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnscopedTokens {
     /// Refused everywhere: every token must name its stream (or a glob).
