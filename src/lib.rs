@@ -19,7 +19,9 @@
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`admin`]: the admin API under `/admin` (publishers, kick, viewers, cache, config,
-//!   drain) and the `estuary admin` client.
+//!   reload, drain) and the `estuary admin` client.
+//! - [`reload`]: live config reload (`SIGHUP`, `POST /admin/reload`): what applies live,
+//!   what needs a restart, resizable connection caps.
 //! - [`drain`]: the drain switch (`POST /admin/drain`, SIGUSR1).
 //! - [`systemd`]: readiness, status and watchdog over `sd_notify`, socket activation.
 //! - [`demo`]: the `--demo` publisher (test pattern with a burnt-in clock, over SRT).
@@ -39,6 +41,7 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod packager;
+pub mod reload;
 pub mod store;
 pub mod systemd;
 pub mod upstream;

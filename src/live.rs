@@ -25,7 +25,7 @@ use session::Run;
 pub use session::Session;
 
 use crate::{
-    config::Config,
+    config::{Config, SharedConfig},
     media::{Input, MediaChunk, MediaConfig, MediaError, MediaEvent, Pipeline, TrackInfo, AUDIO},
     metrics::Metrics,
     packager::{
@@ -65,7 +65,7 @@ pub type DateRanges = tokio::sync::watch::Receiver<Arc<Vec<DateRange>>>;
 
 /// Every stream's packaging state, and the factory of publish sessions.
 pub struct Hub {
-    cfg: Arc<Config>,
+    cfg: SharedConfig,
     store: Store,
     metrics: Metrics,
     slots: Mutex<HashMap<String, Slot>>,
@@ -78,9 +78,9 @@ pub struct Hub {
 
 impl Hub {
     /// A hub publishing into `store`.
-    pub fn new(cfg: Arc<Config>, store: Store, metrics: Metrics) -> Arc<Self> {
+    pub fn new(cfg: impl Into<SharedConfig>, store: Store, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
-            cfg,
+            cfg: cfg.into(),
             store,
             metrics,
             slots: Mutex::default(),
@@ -122,6 +122,9 @@ impl Hub {
     /// [`PublishError::AlreadyLive`] if the stream has a publisher; [`PublishError::Media`]
     /// if the pipeline cannot start (the stream is released again).
     pub fn publish(self: &Arc<Self>, name: &str, input: Input) -> Result<Session, PublishError> {
+        // The session keeps the config of its start (ladder, PIDs) for its whole life,
+        // across pipeline rebuilds; a reload applies to the next session.
+        let cfg = self.cfg.get();
         let stream = {
             let mut slots = self.slots.lock().expect("not poisoned");
             match slots.insert(name.to_owned(), Slot::Live) {
@@ -129,7 +132,7 @@ impl Hub {
                 Some(Slot::Idle(s)) => s,
                 None => Box::new(LiveStream::new(
                     name,
-                    &self.cfg,
+                    &cfg,
                     self.store.clone(),
                     self.metrics.clone(),
                     self.dateranges.clone(),
@@ -138,7 +141,7 @@ impl Hub {
         };
         let progress = Arc::new(Progress::default());
         let _ = progress.started.set((Instant::now(), SystemTime::now()));
-        let run = match self.start_run(name, input, stream, progress.clone()) {
+        let run = match self.start_run(&cfg, name, input, stream, progress.clone()) {
             Ok(r) => r,
             Err((e, stream)) => {
                 self.release(name, stream);
@@ -156,12 +159,14 @@ impl Hub {
             input,
             run: Some(run),
             progress,
+            cfg,
             rebuilds: VecDeque::new(),
         })
     }
 
     fn start_run(
         self: &Arc<Self>,
+        cfg: &Config,
         name: &str,
         input: Input,
         stream: Box<LiveStream>,
@@ -169,16 +174,12 @@ impl Hub {
     ) -> Result<Run, (MediaError, Box<LiveStream>)> {
         let (tx, rx) = crate::media::events::channel();
         let media_cfg = MediaConfig {
-            part_target: self.cfg.hls.part_target,
-            segment_target: self.cfg.hls.segment_target,
-            ladder: self.cfg.ladder_for(name).clone(),
-            video_pid: self.cfg.streams.get(name).and_then(|s| s.video_pid),
-            audio_pid: self.cfg.streams.get(name).and_then(|s| s.audio_pid),
-            audio_language: self
-                .cfg
-                .streams
-                .get(name)
-                .and_then(|s| s.audio_language.clone()),
+            part_target: cfg.hls.part_target,
+            segment_target: cfg.hls.segment_target,
+            ladder: cfg.ladder_for(name).clone(),
+            video_pid: cfg.streams.get(name).and_then(|s| s.video_pid),
+            audio_pid: cfg.streams.get(name).and_then(|s| s.audio_pid),
+            audio_language: cfg.streams.get(name).and_then(|s| s.audio_language.clone()),
         };
         let pipeline = match Pipeline::start(name, media_cfg, input, tx) {
             Ok(p) => p,
@@ -192,7 +193,7 @@ impl Hub {
                     rx,
                     failed.clone(),
                     stop.clone(),
-                    self.cfg.srt.no_video_timeout,
+                    cfg.srt.no_video_timeout,
                     progress,
                 )
                 .instrument(tracing::info_span!("stream", stream = %name)),

@@ -201,15 +201,14 @@ fn main() -> ExitCode {
             id.clone(),
         ));
     }
-    if let Some(a) = cli.http_listen {
-        cfg.http.listen = a;
-    }
-    if let Some(a) = cli.srt_listen {
-        cfg.srt.listen = a;
-    }
-    if let Some(a) = cli.rtmp_listen {
-        cfg.rtmp.listen = a;
-    }
+    let overrides = Overrides {
+        http: cli.http_listen,
+        srt: cli.srt_listen,
+        rtmp: cli.rtmp_listen,
+        // A secret for this run only, so the demo can hand out host and viewer links.
+        demo_secret: cli.demo.then(|| random_hex(32)),
+    };
+    overrides.apply(&mut cfg);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -217,14 +216,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.demo {
-        cfg.streams.entry("demo".into()).or_default();
-        if cfg.interact.token_secret.is_empty() {
-            // A secret for this run only, so the demo can hand out host and viewer links.
-            cfg.interact.token_secret = random_hex(32);
+    // A reload reads the file again and applies the same command-line overrides.
+    let source = cli.config.clone().map(|path| -> estuary::reload::Source {
+        std::sync::Arc::new(move || {
+            let mut cfg = Config::load(&path)?;
+            overrides.apply(&mut cfg);
+            Ok(cfg)
+        })
+    });
+    rt.block_on(run(cfg, cli.demo, log_limit, inherited, source))
+}
+
+/// What the command line changes in the file's config, at start and on each reload.
+struct Overrides {
+    http: Option<SocketAddr>,
+    srt: Option<SocketAddr>,
+    rtmp: Option<SocketAddr>,
+    /// With `--demo`: the interaction secret used when the file has none.
+    demo_secret: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(a) = self.http {
+            cfg.http.listen = a;
+        }
+        if let Some(a) = self.srt {
+            cfg.srt.listen = a;
+        }
+        if let Some(a) = self.rtmp {
+            cfg.rtmp.listen = a;
+        }
+        if let Some(secret) = &self.demo_secret {
+            cfg.streams.entry("demo".into()).or_default();
+            if cfg.interact.token_secret.is_empty() {
+                cfg.interact.token_secret = secret.clone();
+            }
         }
     }
-    rt.block_on(run(cfg, cli.demo, log_limit, inherited))
 }
 
 /// Prints a minted token (exit 0) or the error (exit 64).
@@ -246,11 +275,13 @@ async fn run(
     demo: bool,
     log_limit: std::sync::Arc<estuary::logging::RateLimit>,
     inherited: estuary::systemd::Inherited,
+    source: Option<estuary::reload::Source>,
 ) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed first: SIGHUP's default action would end the process.
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let token = CancellationToken::new();
     tokio::spawn(estuary::logging::report(log_limit, token.clone()));
-    let grace = cfg.shutdown_grace;
-    let drain_timeout = cfg.drain_timeout;
     let demo_cfg_secret = cfg.interact.token_secret.clone();
     let demo_cfg = estuary::demo::DemoConfig {
         srt: cfg.srt.listen,
@@ -279,6 +310,17 @@ async fn run(
     );
     // Every listener is bound: tell systemd (Type=notify), then keep STATUS= current and
     // feed the watchdog from a task that proves the runtime still schedules work.
+    let reloader = node.reloader();
+    if let Some(source) = source {
+        reloader.set_source(source);
+    }
+    // SIGHUP reloads the config (`systemctl reload estuary`); the reload logs its outcome.
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = reloader.reload().await;
+        }
+    });
     let status = node.status_fn();
     estuary::systemd::ready(&status());
     tokio::spawn(estuary::systemd::supervise(status, token.clone()));
@@ -318,8 +360,10 @@ async fn run(
     let drain = node.drain();
     tokio::select! {
         () = shutdown_signal() => {}
-        () = drained(&node, &drain, drain_timeout) => {}
+        () = drained(&node, &drain) => {}
     }
+    // Read now: a reload may have changed it.
+    let grace = node.config().shutdown_grace;
     estuary::systemd::stopping();
     tracing::info!(grace = ?grace, "shutting down");
     token.cancel();
@@ -337,7 +381,7 @@ async fn run(
 
 /// Waits for a drain to start (`POST /admin/drain` or SIGUSR1) and to finish: no
 /// publisher and no interaction viewer left, or `timeout`. SIGTERM still cuts it short.
-async fn drained(node: &Node, drain: &estuary::drain::Drain, timeout: std::time::Duration) {
+async fn drained(node: &Node, drain: &estuary::drain::Drain) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
     tokio::select! {
@@ -346,6 +390,7 @@ async fn drained(node: &Node, drain: &estuary::drain::Drain, timeout: std::time:
             drain.start();
         }
     }
+    let timeout = node.config().drain_timeout;
     let (publishers, viewers) = node.sessions();
     tracing::warn!(publishers, viewers, timeout = ?timeout, "draining: refusing new publishers, /readyz is 503");
     let deadline = tokio::time::Instant::now() + timeout;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::Config,
+    config::{Config, SharedConfig},
     http::{AppState, HttpError, Server},
     ingest::{
         rtmp::{RtmpError, RtmpIngest},
@@ -23,7 +23,8 @@ use crate::{
 struct MediaSide {
     store: Store,
     hub: Arc<Hub>,
-    configured: std::collections::HashSet<String>,
+    /// Its streams are the configured ones (a reload adds or removes rooms' streams).
+    cfg: SharedConfig,
 }
 
 impl Timeline for MediaSide {
@@ -32,7 +33,9 @@ impl Timeline for MediaSide {
     }
 
     fn exists(&self, stream: &str) -> bool {
-        self.configured.contains(stream) || self.hub.is_live(stream) || self.now(stream).is_some()
+        self.cfg.load().streams.contains_key(stream)
+            || self.hub.is_live(stream)
+            || self.now(stream).is_some()
     }
 }
 
@@ -96,19 +99,21 @@ impl Node {
         inherited: crate::systemd::Inherited,
     ) -> Result<Self, NodeError> {
         crate::media::init()?;
-        let cfg = Arc::new(cfg);
+        let shared = SharedConfig::new(cfg);
+        let cfg = shared.get();
         let registry = prometheus::Registry::new();
+        let reloader = Arc::new(crate::reload::Reloader::register(shared.clone(), &registry));
         let metrics = Metrics::register(&registry);
         let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
         let store = Store::new(Arc::new(cache.clone()));
-        let hub = Hub::new(cfg.clone(), store.clone(), metrics.clone());
+        let hub = Hub::new(shared.clone(), store.clone(), metrics.clone());
         let auth =
-            Arc::new(crate::auth::Auth::new(cfg.clone(), &registry).map_err(NodeError::Auth)?);
+            Arc::new(crate::auth::Auth::new(shared.clone(), &registry).map_err(NodeError::Auth)?);
         let mut ingest =
-            Ingest::bind_with(cfg.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
+            Ingest::bind_with(shared.clone(), hub.clone(), metrics.clone(), inherited.srt).await?;
         ingest.set_hooks(auth.hooks().clone());
         let rtmp = RtmpIngest::bind_with(
-            cfg.clone(),
+            shared.clone(),
             hub.clone(),
             metrics.clone(),
             &registry,
@@ -123,7 +128,7 @@ impl Node {
             Arc::new(MediaSide {
                 store: store.clone(),
                 hub: hub.clone(),
-                configured: cfg.streams.keys().cloned().collect(),
+                cfg: shared.clone(),
             }),
             &registry,
             token.child_token(),
@@ -135,7 +140,7 @@ impl Node {
             None
         } else {
             Some(crate::upstream::Upstream::new(
-                cfg.clone(),
+                shared.clone(),
                 store.clone(),
                 &registry,
                 token.child_token(),
@@ -144,7 +149,8 @@ impl Node {
         let hub_for_directory = hub.clone();
         let admin = crate::admin::Admin::register(&registry);
         let state = Arc::new(AppState {
-            cfg: cfg.clone(),
+            cfg: shared.clone(),
+            reloader,
             store,
             hub,
             metrics,
@@ -173,8 +179,18 @@ impl Node {
         if let Some(up) = upstream {
             tracker.spawn(async move { up.closed().await });
         }
+        // The interaction hub keeps its own `[interact]`: hand it each reloaded one.
+        let mut generations = shared.subscribe();
+        let for_reload = interact.clone();
         tracker.spawn(async move {
-            token.cancelled().await;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    Ok(()) = generations.changed() => {
+                        for_reload.reconfigure(shared.get().interact.clone());
+                    }
+                }
+            }
             interact.closed().await;
         });
         tracker.close();
@@ -191,6 +207,16 @@ impl Node {
     /// Waits until every component has stopped.
     pub async fn wait(self) {
         self.tracker.wait().await;
+    }
+
+    /// Reloads the config (SIGHUP; `POST /admin/reload` calls the same).
+    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+        self.state.reloader.clone()
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.state.cfg.get()
     }
 
     /// The drain switch (`POST /admin/drain`, SIGUSR1).

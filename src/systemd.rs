@@ -107,6 +107,24 @@ pub fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
 
+/// Tells the service manager a reload started (`RELOADING=1`, with the
+/// `MONOTONIC_USEC=` systemd 253+ asks for beside it).
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading config"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    let _ = sd_notify::notify(&states);
+}
+
+/// Tells the service manager the reload is over and the node is ready (`READY=1`).
+pub fn reloaded() {
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
 /// The status line: what an operator wants from `systemctl status`.
 pub fn status_line(publishers: i64, viewers: i64) -> String {
     format!("publishers {publishers}, viewers {viewers}")

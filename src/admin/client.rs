@@ -75,6 +75,9 @@ pub enum AdminCommand {
     /// Start draining the node: `/readyz` 503, new publishers refused, exit once the
     /// last publisher and viewer leave (or after `drain_timeout`).
     Drain,
+    /// Read the config file again, as SIGHUP does: prints what changed and which keys
+    /// need a restart; a bad file changes nothing and the error names its key.
+    Reload,
 }
 
 /// Runs an admin command; returns the exit status.
@@ -111,6 +114,7 @@ pub fn run(args: &AdminArgs, cfg: Option<&Config>) -> u8 {
         AdminCommand::Cache => (Method::GET, "/admin/cache".into()),
         AdminCommand::Config => (Method::GET, "/admin/config".into()),
         AdminCommand::Drain => (Method::POST, "/admin/drain".into()),
+        AdminCommand::Reload => (Method::POST, "/admin/reload".into()),
     };
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -137,7 +141,10 @@ pub fn run(args: &AdminArgs, cfg: Option<&Config>) -> u8 {
             || String::from_utf8_lossy(&body).trim().to_owned(),
             str::to_owned,
         );
-        eprintln!("estuary admin: {status} {code}: {msg}");
+        match json["key"].as_str() {
+            Some(key) => eprintln!("estuary admin: {status} {code}: {key}: {msg}"),
+            None => eprintln!("estuary admin: {status} {code}: {msg}"),
+        }
         return 1;
     }
     if args.json || matches!(args.command, AdminCommand::Config) {
@@ -316,6 +323,22 @@ fn render(cmd: &AdminCommand, v: &Value) -> String {
             s(&v["drain_timeout_secs"])
         ),
         AdminCommand::Config => format!("{v:#}\n"),
+        AdminCommand::Reload => {
+            let keys = |k: &str| {
+                let l: Vec<String> = list(k).iter().map(s).collect();
+                if l.is_empty() {
+                    "none".to_owned()
+                } else {
+                    l.join(", ")
+                }
+            };
+            format!(
+                "config reloaded: generation {}\napplied: {}\nneeds a restart (running value kept): {}\n",
+                s(&v["generation"]),
+                keys("changed"),
+                keys("restart_required")
+            )
+        }
     }
 }
 

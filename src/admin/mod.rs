@@ -10,6 +10,7 @@
 //! | `GET /admin/cache` | cache occupancy, in all and by stream |
 //! | `GET /admin/config` | the config in force, secrets redacted |
 //! | `POST /admin/drain` | start the drain (see [`crate::drain`]) |
+//! | `POST /admin/reload` | read the config file again (as SIGHUP; see [`crate::reload`]) |
 //!
 //! Without a token configured every route answers 404 (`admin_disabled`); a missing or
 //! wrong token answers 401 (`unauthorized`). Answers are JSON; errors have the API's
@@ -69,7 +70,7 @@ impl Admin {
 
 /// Answers a request under `/admin`.
 pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let want = &state.cfg.admin.token;
+    let want = &state.cfg.load().admin.token;
     if want.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
@@ -101,13 +102,14 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> 
     let post = req.method() == Method::POST;
     match segs.as_slice() {
         ["drain"] if post => drain(state),
+        ["reload"] if post => reload(state).await,
         ["publishers"] if get => publishers(state),
         ["publishers", stream, "kick"] if post => kick(state, stream, req.uri().query()).await,
         ["publishers", stream, "unban"] if post => unban(state, stream),
         ["viewers"] if get => viewers(state),
         ["cache"] if get => ok(&state.cache.occupancy()),
-        ["config"] if get => ok(&config_view::redacted(&state.cfg)),
-        ["drain" | "publishers" | "viewers" | "cache" | "config"]
+        ["config"] if get => ok(&config_view::redacted(&state.cfg.load())),
+        ["drain" | "reload" | "publishers" | "viewers" | "cache" | "config"]
         | ["publishers", _, "kick" | "unban"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -123,8 +125,27 @@ fn drain(state: &AppState) -> Response<Body> {
     }
     reply(
         StatusCode::ACCEPTED,
-        &json!({ "draining": true, "drain_timeout_secs": state.cfg.drain_timeout.as_secs() }),
+        &json!({ "draining": true, "drain_timeout_secs": state.cfg.load().drain_timeout.as_secs() }),
     )
+}
+
+/// 200 with what changed and what needs a restart; 400 `invalid_config` naming the key
+/// of a bad file (the running config stays); 409 `no_config_file` on built-in defaults.
+async fn reload(state: &AppState) -> Response<Body> {
+    match state.reloader.reload().await {
+        Ok(report) => ok(&report),
+        Err(e) => {
+            let status = match e {
+                crate::reload::ReloadError::NoFile => StatusCode::CONFLICT,
+                crate::reload::ReloadError::Config(_) => StatusCode::BAD_REQUEST,
+                crate::reload::ReloadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            reply(
+                status,
+                &json!({ "error": e.code(), "message": e.to_string(), "key": e.key() }),
+            )
+        }
+    }
 }
 
 fn publishers(state: &AppState) -> Response<Body> {

@@ -36,7 +36,7 @@ pub use config::{AuthConfig, Playback};
 pub use hooks::{Hooks, PublishCall, PublishVerdict};
 pub use token::{Grant, Refusal};
 
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 
 /// One viewer's request, as far as access control looks at it.
 pub struct Viewer<'a> {
@@ -68,7 +68,8 @@ type PlayCache = Cache<(String, String), Arc<OnceCell<bool>>>;
 
 /// Access control for the HTTP side; the webhook client for ingest.
 pub struct Auth {
-    cfg: Arc<Config>,
+    /// Read per request: keys and playback modes follow a reload.
+    cfg: SharedConfig,
     hooks: Hooks,
     plays: PlayCache,
     refused: IntCounterVec,
@@ -79,7 +80,9 @@ impl Auth {
     ///
     /// # Errors
     /// A message when the webhook client cannot be set up.
-    pub fn new(cfg: Arc<Config>, registry: &Registry) -> Result<Self, String> {
+    pub fn new(shared: impl Into<SharedConfig>, registry: &Registry) -> Result<Self, String> {
+        let shared: SharedConfig = shared.into();
+        let cfg = shared.get();
         let hooks = Hooks::new(Arc::new(cfg.auth.clone()), registry)?;
         let refused = IntCounterVec::new(
             Opts::new(
@@ -95,7 +98,7 @@ impl Auth {
             .time_to_live(cfg.auth.play_cache_ttl.max(Duration::from_millis(1)))
             .build();
         Ok(Self {
-            cfg,
+            cfg: shared,
             hooks,
             plays,
             refused,
@@ -119,10 +122,12 @@ impl Auth {
     }
 
     async fn decide(&self, mut v: Viewer<'_>) -> Result<Admitted, Refusal> {
-        if crate::upstream::credentialed(&self.cfg.upstream, v.headers) {
+        // An owned snapshot: it is held across the play hook's await.
+        let cfg = self.cfg.get();
+        if crate::upstream::credentialed(&cfg.upstream, v.headers) {
             return Ok(Admitted::default());
         }
-        let a = &self.cfg.auth;
+        let a = &cfg.auth;
         let (tok, source) = match v.path_token.take() {
             Some(t) => (Some(t), carry::Source::Path),
             None => match carry::from_query(v.query, &a.token_name) {
@@ -134,7 +139,7 @@ impl Auth {
             },
         };
         let mut id = None;
-        if let Some(key) = a.signed_key(&self.cfg.streams, v.stream) {
+        if let Some(key) = a.signed_key(&cfg.streams, v.stream) {
             let t = tok.as_deref().ok_or(Refusal::Missing)?;
             let claims = token::verify(
                 t,
@@ -188,7 +193,7 @@ impl Auth {
         match r {
             Ok(true) => Ok(()),
             Ok(false) => Err(Refusal::Denied),
-            Err(e) if self.cfg.auth.play_fail_open => {
+            Err(e) if self.cfg.load().auth.play_fail_open => {
                 tracing::warn!(stream = v.stream, error = %e, "play hook failed; letting in (play_fail_open)");
                 Ok(())
             }

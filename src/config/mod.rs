@@ -9,7 +9,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use serde::Deserialize;
 
 mod ladder;
+mod shared;
 pub use ladder::{LadderConfig, RungCodec, RungConfig, PRESETS, TUNES};
+pub use shared::SharedConfig;
 
 /// Default SRT listen address.
 /// Default `http.idle_timeout`.
@@ -74,6 +76,8 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's error, which names the key.
         source: Box<toml::de::Error>,
+        /// The dotted key the error is at, when the parser points at one.
+        key: Option<String>,
     },
     /// A value parsed but is out of range.
     #[error("invalid config: {key}: {reason}")]
@@ -83,6 +87,53 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about (`hls.part_target`, `streams.cam1.passphrase`),
+    /// when known; a file that cannot be read has none.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Parse { key, .. } => key.as_deref(),
+            Self::Invalid { key, .. } => Some(key),
+        }
+    }
+}
+
+fn parse_error(path: &std::path::Path, text: &str, e: toml::de::Error) -> ConfigError {
+    let key = e.span().and_then(|s| key_at(text, s.start));
+    ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(e),
+        key,
+    }
+}
+
+/// The dotted key of the TOML line holding byte `at`: the `[table]` above it joined
+/// with the key left of `=` (or the table itself when `at` is on its header).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let upto = text.get(..at.min(text.len()))?;
+    let line_start = upto.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    };
+    if let Some(table) = header(line) {
+        return Some(table);
+    }
+    let name = line.split('=').next()?.trim().trim_matches('"').to_owned();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find_map(header);
+    match table {
+        _ if name.is_empty() => None,
+        Some(t) => Some(format!("{t}.{name}")),
+        None => Some(name),
+    }
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -414,10 +465,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| parse_error(path, &text, e))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -427,10 +475,8 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key that is wrong.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<inline>"),
-            source: Box::new(e),
-        })?;
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| parse_error(std::path::Path::new("<inline>"), text, e))?;
         cfg.validate()?;
         Ok(cfg)
     }

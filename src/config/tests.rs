@@ -146,3 +146,27 @@ fn errors_name_the_key() {
     let e = Config::from_toml("[streams.\"a b\"]").unwrap_err();
     assert!(e.to_string().contains("streams.a b"), "{e}");
 }
+
+#[test]
+fn errors_carry_the_key() {
+    let key = |text: &str| {
+        Config::from_toml(text)
+            .unwrap_err()
+            .key()
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        key("[http]\nlisten = \"0.0.0.0:80\"\n[hls]\npart_target = \"soon\"").as_deref(),
+        Some("hls.part_target")
+    );
+    assert_eq!(key("[hls]\nbogus = 1").as_deref(), Some("hls.bogus"));
+    assert_eq!(
+        key("allow_unknown_streams = 3").as_deref(),
+        Some("allow_unknown_streams")
+    );
+    assert_eq!(
+        key("[streams.x]\npassphrase = \"short\"").as_deref(),
+        Some("streams.x.passphrase")
+    );
+    assert_eq!(key("[streams.x\n").as_deref(), Some("streams.x"));
+}

@@ -24,7 +24,7 @@ pub(super) async fn live(
     rest: &[&str],
     (path, path_token, remote): (&str, Option<String>, std::net::SocketAddr),
 ) -> (&'static str, Response<Body>) {
-    if !crate::upstream::authorized(&state.cfg.upstream, req.headers()) {
+    if !crate::upstream::authorized(&state.cfg.load().upstream, req.headers()) {
         return (
             "unauthorized",
             text(StatusCode::UNAUTHORIZED, "upstream secret required"),
@@ -107,7 +107,7 @@ async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) 
         return text(StatusCode::NOT_FOUND, "no such stream");
     };
     let mut rx = entry.multivariant();
-    let wait = state.cfg.hls.blocking_timeout;
+    let wait = state.cfg.load().hls.blocking_timeout;
     let text_now = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
         Ok(Ok(v)) => v.clone(),
         _ => None,
@@ -218,6 +218,7 @@ async fn media_playlist(
     // past that it answers 503.
     let wait = state
         .cfg
+        .load()
         .hls
         .blocking_timeout
         .min(Duration::from_secs(view.target_duration.max(1) * 3));
@@ -239,7 +240,7 @@ async fn media_playlist(
 
 fn max_parts_per_segment(state: &AppState, view: &RenditionView) -> u64 {
     let td = Duration::from_secs(view.target_duration.max(1)) * 2;
-    (td.as_nanos() / state.cfg.hls.part_target.as_nanos().max(1)) as u64 + 2
+    (td.as_nanos() / state.cfg.load().hls.part_target.as_nanos().max(1)) as u64 + 2
 }
 
 enum File {
@@ -278,7 +279,7 @@ fn object_response(
     };
     let cc = format!(
         "public, max-age={}, immutable",
-        state.cfg.hls.media_max_age.as_secs()
+        state.cfg.load().hls.media_max_age.as_secs()
     );
     let b = Response::builder()
         .header(header::CONTENT_TYPE, ct)
@@ -366,7 +367,11 @@ async fn blocking_part(
         return text(StatusCode::NOT_FOUND, "no such part");
     }
     let started = Instant::now();
-    let r = tokio::time::timeout(state.cfg.hls.blocking_timeout, rx.wait_for(|v| !hinted(v))).await;
+    let r = tokio::time::timeout(
+        state.cfg.load().hls.blocking_timeout,
+        rx.wait_for(|v| !hinted(v)),
+    )
+    .await;
     state
         .metrics
         .http_blocking_wait

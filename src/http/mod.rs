@@ -16,10 +16,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, live::Hub, metrics::Metrics, store::Store};
+use crate::{config::SharedConfig, live::Hub, metrics::Metrics, reload::Cap, store::Store};
 
 pub use body::ChunksBody;
 pub use hls::{parse_delivery, Delivery};
@@ -45,8 +45,10 @@ pub enum HttpError {
 
 /// Everything a request handler reads.
 pub struct AppState {
-    /// The configuration.
-    pub cfg: Arc<Config>,
+    /// The config in force (read per request, so a reload applies at once).
+    pub cfg: SharedConfig,
+    /// Reloads it (`POST /admin/reload`, SIGHUP).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// Media objects and live state.
     pub store: Store,
     /// Live streams.
@@ -106,7 +108,7 @@ impl Server {
         state: Arc<AppState>,
         inherited: Option<std::net::TcpListener>,
     ) -> Result<Self, HttpError> {
-        let addr = state.cfg.http.listen;
+        let addr = state.cfg.load().http.listen;
         let bind_err = |source| HttpError::Bind { addr, source };
         let listener = match inherited {
             Some(l) => {
@@ -115,7 +117,10 @@ impl Server {
             }
             None => TcpListener::bind(addr).await.map_err(bind_err)?,
         };
-        let tls = match (&state.cfg.http.tls_cert, &state.cfg.http.tls_key) {
+        let tls = match (
+            &state.cfg.load().http.tls_cert,
+            &state.cfg.load().http.tls_key,
+        ) {
             (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
             _ => None,
         };
@@ -134,7 +139,8 @@ impl Server {
     /// Serves until `token` is cancelled, then lets open connections finish within the
     /// grace period.
     pub async fn run(self, token: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.state.cfg.http.max_connections));
+        // Resized to `http.max_connections` on each accept, so a reload applies it.
+        let permits = Cap::new(self.state.cfg.load().http.max_connections);
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Media bodies are shared `Bytes` chunks: send them with vectored writes rather
@@ -149,7 +155,6 @@ impl Server {
         builder.http2().timer(hyper_util::rt::TokioTimer::new());
         let builder = Arc::new(builder);
         let conns = Arc::new(conn::Conns::default());
-        let idle = self.state.cfg.http.idle_timeout;
         loop {
             let (tcp, remote) = tokio::select! {
                 () = token.cancelled() => break,
@@ -162,14 +167,20 @@ impl Server {
                     }
                 },
             };
-            let permit = match permits.clone().try_acquire_owned() {
+            // Per connection: a reload's cap and idle timeout apply to the next ones.
+            let (cap, idle) = {
+                let cfg = self.state.cfg.load();
+                (cfg.http.max_connections, cfg.http.idle_timeout)
+            };
+            permits.follow(cap);
+            let permit = match permits.permits().clone().try_acquire_owned() {
                 Ok(p) => p,
                 // At the cap: the connection idle the longest makes room, so silent or
                 // idle sockets cannot lock real viewers out.
                 Err(_) if conns.shed_oldest_idle() => {
                     match tokio::time::timeout(
                         Duration::from_secs(1),
-                        permits.clone().acquire_owned(),
+                        permits.permits().clone().acquire_owned(),
                     )
                     .await
                     {
@@ -260,7 +271,7 @@ impl Server {
             }
         }
         drop(self.listener);
-        let grace = self.state.cfg.shutdown_grace;
+        let grace = self.state.cfg.load().shutdown_grace;
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
@@ -349,7 +360,7 @@ async fn handle(
         .with_label_values(&[route, resp.status().as_str()])
         .inc();
     let h = resp.headers_mut();
-    if let Ok(v) = header::HeaderValue::from_str(&state.cfg.http.cors_origin) {
+    if let Ok(v) = header::HeaderValue::from_str(&state.cfg.load().http.cors_origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     if head {

@@ -46,14 +46,14 @@ async fn file(path: &Path, name: &str) -> Response<Body> {
 
 /// `GET /`, `/watch/{stream}` and `/static/{file}`.
 pub(super) async fn page(state: &AppState, segs: &[&str]) -> Response<Body> {
-    let root = &state.cfg.http.web_root;
+    let root = &state.cfg.load().http.web_root;
     match segs {
         [""] => file(&root.join("index.html"), "index.html").await,
         ["watch", stream] if crate::ingest::streamid::validate_name(stream).is_ok() => {
             file(&root.join("watch.html"), "watch.html").await
         }
         ["static", "vendor", "hls.min.js"] => {
-            let r = file(&state.cfg.http.hlsjs, "hls.min.js").await;
+            let r = file(&state.cfg.load().http.hlsjs, "hls.min.js").await;
             if r.status() == StatusCode::NOT_FOUND {
                 return text(
                     StatusCode::NOT_FOUND,
@@ -72,7 +72,8 @@ pub(super) fn streams(
     state: &Arc<AppState>,
     req: &Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let host = if state.cfg.http.public_host.is_empty() {
+    let cfg = state.cfg.load();
+    let host = if cfg.http.public_host.is_empty() {
         req.headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -86,10 +87,10 @@ pub(super) fn streams(
             })
             .unwrap_or_else(|| "localhost".into())
     } else {
-        state.cfg.http.public_host.clone()
+        cfg.http.public_host.clone()
     };
     let live = state.hub.live_streams();
-    let mut names: Vec<String> = state.cfg.streams.keys().cloned().collect();
+    let mut names: Vec<String> = cfg.streams.keys().cloned().collect();
     for n in live.iter().chain(state.store.stream_names().iter()) {
         if !names.contains(n) {
             names.push(n.clone());
@@ -100,7 +101,7 @@ pub(super) fn streams(
     let list: Vec<serde_json::Value> = names
         .iter()
         .map(|n| {
-            let conf = state.cfg.streams.get(n);
+            let conf = cfg.streams.get(n);
             let pass = conf.is_some_and(|s| s.passphrase.is_some());
             let rtmp_key = conf.is_some_and(|s| s.rtmp_key.is_some());
             // RTMP never opens a stream SRT protects with a passphrase (see ingest::rtmp).
@@ -152,7 +153,7 @@ pub(super) fn streams(
 /// protocol, remote address, uptime, bytes and average bit rate, and for SRT the link's
 /// round-trip time, loss, retransmissions, drops and negotiated latency.
 pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
-    let known = state.cfg.streams.contains_key(name) || state.store.stream(name).is_some();
+    let known = state.cfg.load().streams.contains_key(name) || state.store.stream(name).is_some();
     let session = state.hub.session(name);
     if !known && session.is_none() {
         return json_error(StatusCode::NOT_FOUND, "no_stream", "no such stream");

@@ -17,11 +17,15 @@ use srt_protocol::{
     settings::KeySettings,
 };
 use srt_tokio::{options::Passphrase, ConnectionRequest, SrtListener, SrtSocket};
-use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use crate::{config::Config, live::Hub, metrics::Metrics};
+use crate::{
+    config::{Config, SharedConfig},
+    live::Hub,
+    metrics::Metrics,
+    reload::Cap,
+};
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +42,7 @@ pub enum IngestError {
 
 /// The SRT listener.
 pub struct Ingest {
-    cfg: Arc<Config>,
+    cfg: SharedConfig,
     hub: Arc<Hub>,
     metrics: Metrics,
     listener: SrtListener,
@@ -64,7 +68,7 @@ impl Ingest {
     /// # Errors
     /// [`IngestError::Bind`] when the address is taken or invalid.
     pub async fn bind(
-        cfg: Arc<Config>,
+        cfg: impl Into<SharedConfig>,
         hub: Arc<Hub>,
         metrics: Metrics,
     ) -> Result<Self, IngestError> {
@@ -76,13 +80,14 @@ impl Ingest {
     /// # Errors
     /// [`IngestError::Bind`] when the address is taken or the socket unusable.
     pub async fn bind_with(
-        cfg: Arc<Config>,
+        cfg: impl Into<SharedConfig>,
         hub: Arc<Hub>,
         metrics: Metrics,
         inherited: Option<std::net::UdpSocket>,
     ) -> Result<Self, IngestError> {
-        let (listener, incoming, local) =
-            listen(cfg.srt.listen, cfg.srt.latency, inherited.as_ref()).await?;
+        let cfg: SharedConfig = cfg.into();
+        let (srt_listen, latency) = (cfg.load().srt.listen, cfg.load().srt.latency);
+        let (listener, incoming, local) = listen(srt_listen, latency, inherited.as_ref()).await?;
         Ok(Self {
             cfg,
             hub,
@@ -113,7 +118,8 @@ impl Ingest {
 
     /// Accepts publishers until `token` is cancelled, then waits for their sessions to end.
     pub async fn run(mut self, token: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.cfg.srt.max_connections));
+        // Resized to `srt.max_connections` on each caller, so a reload applies it.
+        let permits = Cap::new(self.cfg.load().srt.max_connections);
         let tracker = TaskTracker::new();
         loop {
             let req = tokio::select! {
@@ -137,7 +143,8 @@ impl Ingest {
             let remote = req.remote();
             let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
             let span = tracing::info_span!("publisher", %remote, streamid = %sid);
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            permits.follow(self.cfg.load().srt.max_connections);
+            let Ok(permit) = permits.permits().clone().try_acquire_owned() else {
                 refuse(
                     &self.metrics,
                     req,
@@ -184,7 +191,7 @@ impl Ingest {
                 }
             }
             let decider = self.decider();
-            let (cfg, metrics, token) = (self.cfg.clone(), self.metrics.clone(), token.clone());
+            let (cfg, metrics, token) = (self.cfg.get(), self.metrics.clone(), token.clone());
             let hub = self.hub.clone();
             tracker.spawn(
                 async move {
@@ -265,7 +272,8 @@ impl Ingest {
     /// sessions still hold the port. Returns false when cancelled or out of tries.
     async fn rebind(&mut self, token: &CancellationToken) -> bool {
         for _ in 0..60 {
-            match listen(self.local, self.cfg.srt.latency, self.inherited.as_ref()).await {
+            let latency = self.cfg.load().srt.latency;
+            match listen(self.local, latency, self.inherited.as_ref()).await {
                 Ok((listener, incoming, _)) => {
                     self.listener = listener;
                     self.incoming = incoming;
@@ -295,7 +303,9 @@ impl Ingest {
 
 /// The publish decision at the handshake, movable into a connection's task.
 struct Decider {
-    cfg: Arc<Config>,
+    /// Read at each handshake, so a reload's streams and passphrases apply to the next
+    /// caller while connected publishers keep their session.
+    cfg: SharedConfig,
     draining: crate::drain::Drain,
     /// For the admin API's bans.
     hub: Arc<Hub>,
@@ -318,7 +328,8 @@ impl Decider {
         if self.hub.banned(name).is_some() {
             return Decision::Reject("banned", ServerRejectReason::Forbidden);
         }
-        let configured = self.cfg.streams.get(name);
+        let cfg = self.cfg.load();
+        let configured = cfg.streams.get(name);
         let passphrase = match verdict {
             Some(PublishVerdict::Deny(why)) => {
                 return Decision::Reject(why, ServerRejectReason::Forbidden)
@@ -328,7 +339,7 @@ impl Decider {
             }
             None => match configured {
                 Some(s) => s.passphrase.clone(),
-                None if self.cfg.allow_unknown_streams && caller_key == KeySize::Unspecified => {
+                None if cfg.allow_unknown_streams && caller_key == KeySize::Unspecified => {
                     return Decision::Accept(None)
                 }
                 None => return Decision::Reject("unknown_stream", ServerRejectReason::Notfound),

@@ -25,7 +25,6 @@ use rml_rtmp::{
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
     time::Instant,
 };
 use tokio_rustls::TlsAcceptor;
@@ -33,10 +32,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    config::Config,
+    config::SharedConfig,
     live::{Hub, PublishError, Session},
     media::Input,
     metrics::Metrics,
+    reload::Cap,
 };
 
 /// The RTMP application publishers use: `rtmp://HOST/live`.
@@ -80,7 +80,8 @@ pub struct RtmpIngest {
 
 /// What every connection task needs.
 struct Shared {
-    cfg: Arc<Config>,
+    /// Read per connection: keys, streams and timeouts follow a reload.
+    cfg: SharedConfig,
     hub: Arc<Hub>,
     metrics: Metrics,
     rejected: IntCounterVec,
@@ -98,7 +99,7 @@ impl RtmpIngest {
     /// [`RtmpError::Bind`] when an address is taken; [`RtmpError::Tls`] when the RTMPS
     /// certificate or key cannot be read.
     pub async fn bind(
-        cfg: Arc<Config>,
+        cfg: impl Into<SharedConfig>,
         hub: Arc<Hub>,
         metrics: Metrics,
         registry: &Registry,
@@ -111,12 +112,14 @@ impl RtmpIngest {
     /// # Errors
     /// As [`RtmpIngest::bind`].
     pub async fn bind_with(
-        cfg: Arc<Config>,
+        cfg: impl Into<SharedConfig>,
         hub: Arc<Hub>,
         metrics: Metrics,
         registry: &Registry,
         draining: crate::drain::Drain,
     ) -> Result<Option<Self>, RtmpError> {
+        let shared: SharedConfig = cfg.into();
+        let cfg = shared.get();
         if !cfg.rtmp.enabled {
             return Ok(None);
         }
@@ -142,7 +145,7 @@ impl RtmpIngest {
         let _ = registry.register(Box::new(rejected.clone()));
         Ok(Some(Self {
             shared: Arc::new(Shared {
-                cfg,
+                cfg: shared,
                 hub,
                 metrics,
                 rejected,
@@ -174,7 +177,8 @@ impl RtmpIngest {
 
     /// Accepts publishers until `token` is cancelled, then waits for their sessions to end.
     pub async fn run(self, token: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.shared.cfg.rtmp.max_connections));
+        // Resized to `rtmp.max_connections` on each accept, so a reload applies it.
+        let permits = Cap::new(self.shared.cfg.load().rtmp.max_connections);
         let tracker = TaskTracker::new();
         loop {
             let (tcp, remote, tls) = tokio::select! {
@@ -195,7 +199,8 @@ impl RtmpIngest {
                 app = tracing::field::Empty,
                 stream = tracing::field::Empty,
             );
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            permits.follow(self.shared.cfg.load().rtmp.max_connections);
+            let Ok(permit) = permits.permits().clone().try_acquire_owned() else {
                 span.in_scope(|| tracing::warn!(reason = "overload", "publisher refused"));
                 self.shared.rejected.with_label_values(&["overload"]).inc();
                 continue;
@@ -205,7 +210,7 @@ impl RtmpIngest {
             tracker.spawn(
                 async move {
                     let _permit = permit;
-                    let deadline = Instant::now() + shared.cfg.rtmp.handshake_timeout;
+                    let deadline = Instant::now() + shared.cfg.load().rtmp.handshake_timeout;
                     match tls {
                         None => serve(tcp, &shared, deadline, token, ("rtmp", remote)).await,
                         Some(acceptor) => {
@@ -555,7 +560,7 @@ impl<'a> Publishing<'a> {
         pending: Vec<ServerSessionEvent>,
         token: CancellationToken,
     ) -> Option<&'static str> {
-        let idle = self.sh.cfg.rtmp.idle_timeout;
+        let idle = self.sh.cfg.load().rtmp.idle_timeout;
         let metrics = &self.sh.metrics;
         let mut failed = session.failed();
         // Idle means no media, not no bytes: a publisher may send only metadata or pings.

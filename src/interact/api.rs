@@ -73,18 +73,19 @@ pub(super) async fn handle(
             "Authorization: Bearer <host token> is required",
         );
     };
-    let claims = match verify_token(&hub.cfg.token_secret, &token, hub.cfg.max_token_ttl) {
+    let cfg = hub.cfg.load_full();
+    let claims = match verify_token(&cfg.token_secret, &token, cfg.max_token_ttl) {
         Ok(c) => c,
         Err(e) => return error_response(StatusCode::UNAUTHORIZED, "bad_token", &e.to_string()),
     };
-    if let Err(e) = claims.check_stream(stream, hub.cfg.unscoped_tokens) {
+    if let Err(e) = claims.check_stream(stream, cfg.unscoped_tokens) {
         return error_response(StatusCode::FORBIDDEN, e.code(), e.message());
     }
     if claims.role != Role::Host {
         return error_response(StatusCode::FORBIDDEN, "forbidden", "needs a host token");
     }
     let method = req.method().clone();
-    let body = match Limited::new(req.into_body(), hub.cfg.max_frame_size)
+    let body = match Limited::new(req.into_body(), cfg.max_frame_size)
         .collect()
         .await
     {

@@ -134,7 +134,8 @@ pub enum InteractError {
 
 /// The interaction hub: rooms by stream, the bus, connection limits.
 pub struct Interact {
-    cfg: Arc<InteractConfig>,
+    /// Swapped by a reload ([`Interact::reconfigure`]); read lock-free.
+    cfg: arc_swap::ArcSwap<InteractConfig>,
     timeline: Arc<dyn Timeline>,
     metrics: Metrics,
     token: CancellationToken,
@@ -146,7 +147,7 @@ pub struct Interact {
     /// stream, so the media path never takes this lock). Outlives room evictions.
     dateranges: Mutex<HashMap<String, watch::Sender<Arc<Vec<DateRange>>>>>,
     redis: Option<redis::RedisBus>,
-    conns: Arc<tokio::sync::Semaphore>,
+    conns: crate::reload::Cap,
     next_conn: AtomicU64,
     node_id: String,
 }
@@ -154,7 +155,7 @@ pub struct Interact {
 impl std::fmt::Debug for Interact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Interact")
-            .field("bus", &self.cfg.bus)
+            .field("bus", &self.cfg.load().bus)
             .field("node", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -189,8 +190,8 @@ impl Interact {
             Some(redis::RedisBus::connect(&cfg.bus).await?)
         };
         let hub = Arc::new(Self {
-            conns: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
-            cfg: Arc::new(cfg),
+            conns: crate::reload::Cap::new(cfg.max_connections),
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
             timeline,
             metrics,
             token,
@@ -216,7 +217,7 @@ impl Interact {
             });
         }
         let weak = Arc::downgrade(&hub);
-        let period = (hub.cfg.room_idle_timeout / 4)
+        let period = (hub.cfg.load().room_idle_timeout / 4)
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let token = hub.token.clone();
         hub.tracker.spawn(async move {
@@ -232,7 +233,7 @@ impl Interact {
                 }
             }
         });
-        tracing::info!(bus = %hub.cfg.bus, node = %hub.node_id, "interaction hub started");
+        tracing::info!(bus = %hub.cfg.load().bus, node = %hub.node_id, "interaction hub started");
         Ok(hub)
     }
 
@@ -330,12 +331,12 @@ impl Interact {
             return Ok(r.clone());
         }
         rooms.retain(|_, r| !r.is_closed());
-        if rooms.len() >= self.cfg.max_rooms {
+        if rooms.len() >= self.cfg.load().max_rooms {
             return Err(InteractError::TooManyRooms);
         }
         let (handle, room) = room::Room::new(
             stream.to_owned(),
-            self.cfg.clone(),
+            self.cfg.load_full(),
             self.timeline.clone(),
             self.metrics.clone(),
             self.redis.clone(),
@@ -352,11 +353,29 @@ impl Interact {
         Ok(handle)
     }
 
+    /// Puts a reloaded `[interact]` in force: token keys and connection limits at once,
+    /// room limits from each room's next command. Connections stay open.
+    pub fn reconfigure(&self, cfg: InteractConfig) {
+        let cfg = Arc::new(cfg);
+        self.cfg.store(cfg.clone());
+        let rooms: Vec<_> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.values().map(room::RoomHandle::inbox).collect()
+        };
+        for inbox in rooms {
+            let cmd = room::RoomCmd::Reconfigure(cfg.clone());
+            // Queued behind the room's commands; ends once delivered or the room closes.
+            self.tracker.spawn(async move {
+                let _ = inbox.send(cmd).await;
+            });
+        }
+    }
+
     /// Closes rooms idle for `room_idle_timeout`: no connection, no command or bus event, and
     /// no poll in the playlists. A room just handed out counts as active, so a joining viewer
     /// never gets a room that is being closed.
     fn evict_idle(&self) {
-        let timeout = self.cfg.room_idle_timeout;
+        let timeout = self.cfg.load().room_idle_timeout;
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let before = rooms.len();
         rooms.retain(|stream, r| {

@@ -105,7 +105,7 @@ pub(super) fn handle(
     if !super::valid_stream(stream) {
         return refuse(StatusCode::BAD_REQUEST, "bad_stream", "bad stream name");
     }
-    let cfg = &hub.cfg;
+    let cfg = hub.cfg.load_full();
     let conn_id = hub.next_conn_id();
     let actor = match bearer(&req) {
         Some(t) => match verify_token(&cfg.token_secret, &t, cfg.max_token_ttl) {
@@ -143,7 +143,8 @@ pub(super) fn handle(
         }
     };
     let after = query_param(req.uri().query(), "after");
-    let Ok(permit) = hub.conns.clone().try_acquire_owned() else {
+    hub.conns.follow(cfg.max_connections);
+    let Ok(permit) = hub.conns.permits().clone().try_acquire_owned() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_connections",
@@ -177,7 +178,7 @@ pub(super) fn handle(
         let _permit = permit;
         match on_upgrade.await {
             Ok(up) => {
-                let cfg = &hub2.cfg;
+                let cfg = hub2.cfg.load_full();
                 let ws_cfg = WebSocketConfig::default()
                     .read_buffer_size(1024)
                     .write_buffer_size(16 * 1024)
@@ -259,7 +260,7 @@ impl Conn {
     }
 
     async fn send(&self, ws: &mut Ws, msg: Message) -> Result<(), End> {
-        let timeout = self.hub.cfg.ping_timeout;
+        let timeout = self.hub.cfg.load().ping_timeout;
         match tokio::time::timeout(timeout, ws.send(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Client),
@@ -280,7 +281,8 @@ impl Conn {
     }
 
     async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
-        let cfg = self.hub.cfg.clone();
+        // This connection's settings, fixed for its life.
+        let cfg = self.hub.cfg.load_full();
         let m = self.hub.metrics.clone();
         // Join before the welcome: a client that has read `welcome` misses no event, even
         // one an API call makes right after.
@@ -457,7 +459,14 @@ impl Conn {
             .inc();
         if let ClientMsg::React { emoji } = &frame.msg {
             // Reactions skip the room inbox: an atomic add per reaction.
-            return match self.hub.cfg.reactions.iter().position(|r| r == emoji) {
+            return match self
+                .hub
+                .cfg
+                .load()
+                .reactions
+                .iter()
+                .position(|r| r == emoji)
+            {
                 Some(i) => {
                     self.room.react(i);
                     frame.r#ref.map(|r| ServerMsg::Ack {

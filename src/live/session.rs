@@ -32,6 +32,8 @@ pub struct Session {
     pub(super) progress: Arc<Progress>,
     /// When the pipeline was rebuilt lately, for the rebuild limit.
     pub(super) rebuilds: VecDeque<Instant>,
+    /// The config in force when the session started: a rebuild keeps its ladder.
+    pub(super) cfg: Arc<crate::config::Config>,
 }
 
 impl Session {
@@ -128,10 +130,13 @@ impl Session {
             }
         };
         self.rebuilds.push_back(now);
-        match self
-            .hub
-            .start_run(&self.name, self.input, stream, self.progress.clone())
-        {
+        match self.hub.start_run(
+            &self.cfg,
+            &self.name,
+            self.input,
+            stream,
+            self.progress.clone(),
+        ) {
             Ok(run) => {
                 self.run = Some(run);
                 Ok(cause)

@@ -40,7 +40,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use client::tls_client_config;
 pub use config::UpstreamConfig;
 
-use crate::{config::Config, store::Store};
+use crate::{config::SharedConfig, store::Store};
 use client::Client;
 use metrics::UpstreamMetrics;
 use playlist::Rendition;
@@ -171,7 +171,9 @@ struct Remote {
 }
 
 struct Inner {
-    cfg: Arc<Config>,
+    /// `[upstream]` is restart-only (see [`crate::reload::plan`]); `hls.blocking_timeout`
+    /// follows a reload.
+    cfg: SharedConfig,
     static_origins: Arc<[String]>,
     discovery: Option<Arc<directory::Discovery>>,
     /// This node's own advertised base URL (never pulled from).
@@ -229,11 +231,13 @@ impl Upstream {
     /// # Errors
     /// [`UpstreamError::Setup`] when the CA file or the secret cannot be used.
     pub fn new(
-        cfg: Arc<Config>,
+        shared: impl Into<SharedConfig>,
         store: Store,
         registry: &prometheus::Registry,
         token: CancellationToken,
     ) -> Result<Self, UpstreamError> {
+        let shared: SharedConfig = shared.into();
+        let cfg = shared.get();
         let metrics = UpstreamMetrics::register(registry);
         let client = Client::new(&cfg.upstream, metrics.clone())?;
         let discovery = match &cfg.upstream.redis {
@@ -245,7 +249,7 @@ impl Upstream {
                 static_origins: cfg.upstream.origin_bases().into(),
                 discovery,
                 advertise: std::sync::OnceLock::new(),
-                cfg,
+                cfg: shared,
                 client,
                 store,
                 metrics,
@@ -270,7 +274,7 @@ impl Upstream {
         let Some(d) = inner.discovery.clone() else {
             return;
         };
-        let cfg = &inner.cfg;
+        let cfg = inner.cfg.get();
         let advertise = match &cfg.upstream.advertise {
             Some(a) => a.trim_end_matches('/').to_owned(),
             None if http_addr.ip().is_unspecified() => {
@@ -395,7 +399,7 @@ impl Upstream {
         }
         let activity = self.touch_or_start(&remote, &catalog, r)?;
         let mut rx = activity.ready.subscribe();
-        let wait = inner.cfg.hls.blocking_timeout;
+        let wait = inner.cfg.load().hls.blocking_timeout;
         let state = tokio::time::timeout(wait, rx.wait_for(|s| !matches!(s, Readiness::Starting)))
             .await
             .map(|r| r.map(|s| s.clone()));
@@ -438,7 +442,7 @@ impl Upstream {
                 .get(
                     &url,
                     client::Kind::Multivariant,
-                    inner.cfg.upstream.request_timeout,
+                    inner.cfg.load().upstream.request_timeout,
                 )
                 .await
             {

@@ -41,8 +41,9 @@ impl Shared {
             }
             None => None,
         };
+        let cfg = self.cfg.load();
         match verdict {
-            None => authorize(&self.cfg, name, key)?,
+            None => authorize(&cfg, name, key)?,
             Some(PublishVerdict::Deny(why)) => return Err(why),
             // The hook's key replaces the configured one; without one, a configured
             // stream keeps its own rules and an unconfigured one is open.
@@ -50,7 +51,7 @@ impl Shared {
                 Some(want)
                     if key.is_some_and(|k| constant_time_eq(want.as_bytes(), k.as_bytes())) => {}
                 Some(_) => return Err("bad_key"),
-                None if self.cfg.streams.contains_key(name) => authorize(&self.cfg, name, key)?,
+                None if cfg.streams.contains_key(name) => authorize(&cfg, name, key)?,
                 None => {}
             },
         }

@@ -79,6 +79,7 @@ impl Room {
             RoomCmd::Snapshot { reply } => {
                 let _ = reply.send(self.state());
             }
+            RoomCmd::Reconfigure(cfg) => self.cfg = cfg,
             RoomCmd::Act {
                 actor,
                 frame,

@@ -91,6 +91,9 @@ pub(crate) enum RoomCmd {
     Snapshot {
         reply: oneshot::Sender<ServerMsg>,
     },
+    /// A reloaded config: limits, blocked words and lengths apply from the next command
+    /// (what a room fixed when it opened is restart-only, see `crate::reload::plan`).
+    Reconfigure(Arc<InteractConfig>),
 }
 
 struct Shared {
@@ -131,6 +134,11 @@ impl Drop for ViewerGuard {
 }
 
 impl RoomHandle {
+    /// The room's command inbox, to hand it a reloaded config.
+    pub fn inbox(&self) -> mpsc::Sender<RoomCmd> {
+        self.0.tx.clone()
+    }
+
     pub fn viewers(&self) -> usize {
         self.0.viewers.load(Ordering::Relaxed)
     }

@@ -202,7 +202,7 @@ impl Follower {
     /// Stops when idle; the check and the removal hold the directory's lock, so a viewer
     /// request either finds this follower running or starts a new one.
     fn retire_if_idle(&self) -> bool {
-        let idle = self.up.cfg.upstream.idle;
+        let idle = self.up.cfg.load().upstream.idle;
         if self.idle_for() < idle {
             return false;
         }
@@ -249,7 +249,7 @@ impl Follower {
     }
 
     fn stall_after(&self) -> Duration {
-        let fa = self.up.cfg.upstream.failover_after;
+        let fa = self.up.cfg.load().upstream.failover_after;
         if self.window.header.part_target.is_some() {
             fa
         } else {
@@ -348,7 +348,8 @@ impl Follower {
     /// One upstream playlist answer, applied.
     async fn step(&mut self) -> Result<(), UpstreamError> {
         let (mv, base) = self.playlist_url()?;
-        let cfg = &self.up.cfg.upstream;
+        let cfg = self.up.cfg.get();
+        let cfg = &cfg.upstream;
         let (url, kind, timeout) = match self.next {
             Some((msn, part)) if self.can_block && !self.window.header.ended => {
                 let sep = if base.contains('?') { '&' } else { '?' };

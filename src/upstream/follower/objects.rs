@@ -65,7 +65,7 @@ impl Follower {
         }
         self.up
             .client
-            .get(url, kind, self.up.cfg.upstream.request_timeout)
+            .get(url, kind, self.up.cfg.load().upstream.request_timeout)
             .await
     }
 
@@ -121,7 +121,7 @@ impl Follower {
             }
         }
         let client = self.up.client.clone();
-        let timeout = self.up.cfg.upstream.request_timeout;
+        let timeout = self.up.cfg.load().upstream.request_timeout;
         let got: Vec<_> = futures_util::stream::iter(want)
             .map(|(abs, name, kind)| {
                 let client = client.clone();
@@ -212,7 +212,7 @@ impl Follower {
             return;
         }
         let client = self.up.client.clone();
-        let cfg = &self.up.cfg;
+        let cfg = self.up.cfg.load();
         let timeout =
             cfg.hls.blocking_timeout.max(cfg.upstream.failover_after) + Duration::from_secs(1);
         let task = tokio::spawn(async move { client.get(&url, Kind::Hint, timeout).await });
