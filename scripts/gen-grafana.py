@@ -86,6 +86,12 @@ line([
    (f'sum(rate(estuary_interact_bus_errors_total{{{I}}}[$__rate_interval]))',"errors"),
    (f'sum(rate(estuary_interact_bus_dropped_total{{{I}}}[$__rate_interval]))',"dropped")],"ops"),
 ])
+row("Config")
+line([
+ ("Config reloads by result (error: a bad file, the running config stays)",[(f'sum by (result) (increase(estuary_config_reloads_total{{{I}}}[$__rate_interval]))',"{{result}}")],"short"),
+ ("Config generation in force",[(f'max by (instance) (estuary_config_generation{{{I}}})',"{{instance}}")],"short","","1 at start, +1 per reload that changed something; instances that differ run different configs"),
+ ("Config age",[(f'time() - max by (instance) (estuary_config_loaded_timestamp_seconds{{{I}}})',"{{instance}}")],"s","","Seconds since the config in force was loaded"),
+])
 dash={"title":"Estuary","uid":"estuary-node","editable":True,"schemaVersion":39,"version":1,
  "tags":["estuary","live","ll-hls"],"time":{"from":"now-1h","to":"now"},"refresh":"10s",
  "description":"Estuary edge nodes: ingest, transcode, LL-HLS packaging, HTTP, cache, interaction. Generated; metric names are checked against a live node by tests/ops_metrics.rs.",

@@ -6,9 +6,9 @@
 mod common;
 mod interact_support;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
-use common::*;
+use common::{admin::*, *};
 use serde_json::Value;
 
 const TOKEN: &str = "admin-test-token-0123456789";
@@ -16,46 +16,6 @@ const PASSPHRASE: &str = "secret-passphrase-42";
 const RTMP_KEY: &str = "secret-rtmp-key-42";
 const INTERACT_SECRET: &str = "secret-interact-0123456789";
 const UPSTREAM_SECRET: &str = "secret-upstream-42";
-
-/// What an `estuary admin` run printed.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {} / {}", self.stdout, self.stderr))
-    }
-}
-
-/// Runs `estuary admin ARGS` with `env`, for at most 30 s.
-async fn estuary_admin(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .arg("admin")
-        .args(args)
-        .env_remove("ESTUARY_ADMIN_TOKEN")
-        .env_remove("ESTUARY_ADMIN_URL")
-        .env_remove("ESTUARY_CONFIG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("estuary admin");
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("estuary admin did not finish")
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// `estuary admin --url NODE --token TOKEN ARGS`, which must succeed.
 async fn admin_ok(node: &Node, args: &[&str]) -> Run {
@@ -76,27 +36,6 @@ async fn admin_json(node: &Node, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     admin_ok(node, &all).await.json()
-}
-
-/// curl `method url` with an optional bearer token: (status, body).
-fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-s",
-        "--max-time",
-        "10",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]);
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    let out = cmd.arg(url).output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_owned())
 }
 
 fn config() -> String {

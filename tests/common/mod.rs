@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod admin;
 pub mod browser;
 pub mod corpus;
 pub mod impair;
