@@ -340,8 +340,14 @@ async fn admin_reload_over_http_and_the_cli() {
     assert_eq!(reload_metric(&node, "error").await, 2.0);
     assert_eq!(metric(&node, "estuary_config_generation", "").await, 2.0);
 
-    // A good file again, through the CLI: newcam removed, late added.
-    file.write(&format!("{h}[streams.keep]\n[streams.late]\n"));
+    // A good file again, through the CLI: newcam removed, late added, and a new
+    // interaction secret: tokens of the old one are refused from now on, while the
+    // viewer's WebSocket, opened with one, stays.
+    let fresh = "fresh-interact-secret-0123456789";
+    file.write(&format!(
+        "admin.token = \"{TOKEN}\"\ninteract.token_secret = \"{fresh}\"\n\
+         [streams.keep]\n[streams.late]\n"
+    ));
     let r = estuary_admin(&cli, &[]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
@@ -351,6 +357,10 @@ async fn admin_reload_over_http_and_the_cli() {
     );
     let late = admitted(&node, "late", None).await;
     drop(late);
+    let old_token = interact_support::token_for(Role::Viewer, "other", Some("keep"));
+    let ws_url = format!("ws://{}/live/keep/events?token={old_token}", node.http);
+    let (status, body) = interact_support::refused(&ws_url).await.unwrap();
+    assert_eq!(status, 401, "{body}");
 
     viewer.finish(&node).await;
 }

@@ -550,3 +550,30 @@ async fn slow_consumer_lags_without_blocking_the_room() {
         Err(broadcast::error::TryRecvError::Lagged(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_config_applies_to_an_open_room() {
+    let (h, _t) = start(InteractConfig {
+        blocked_words: vec!["spoiler".into()],
+        ..InteractConfig::default()
+    });
+    let viewer = actor("v", Role::Viewer);
+    let chat = |t: &str| ClientMsg::Chat { text: t.into() };
+    assert_eq!(
+        err_code(act(&h, &viewer, chat("no spoiler here")).await),
+        ErrorCode::Blocked
+    );
+    let reloaded = InteractConfig {
+        blocked_words: vec!["ending".into()],
+        ..InteractConfig::default()
+    };
+    h.inbox()
+        .send(RoomCmd::Reconfigure(Arc::new(reloaded)))
+        .await
+        .unwrap();
+    ack_id(act(&h, &viewer, chat("no spoiler here")).await);
+    assert_eq!(
+        err_code(act(&h, &viewer, chat("the ending")).await),
+        ErrorCode::Blocked
+    );
+}
