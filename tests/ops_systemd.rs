@@ -90,6 +90,35 @@ fn notify_ready_status_watchdog_and_stopping() {
 }
 
 #[test]
+fn sighup_reloads_between_reloading_and_ready() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/estuary.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
+    let (sock, path) = notify_socket("notify-reload");
+    let node = Node::start_with_env("notify-reload", "", &[], &[("NOTIFY_SOCKET", &path)]);
+    let msgs = collect(&sock, Duration::from_secs(1));
+    assert!(msgs.iter().any(|m| m.contains("READY=1\n")), "{msgs:?}");
+    node.signal("HUP");
+    let msgs = collect(&sock, Duration::from_secs(2));
+    let reloading = msgs
+        .iter()
+        .position(|m| m.contains("RELOADING=1\n") && m.contains("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no RELOADING=1: {msgs:?}"));
+    assert!(
+        msgs[reloading + 1..]
+            .iter()
+            .any(|m| m.contains("READY=1\n")),
+        "no READY=1 after RELOADING=1: {msgs:?}"
+    );
+    assert!(node.log().contains("config reloaded"), "{}", node.log());
+}
+
+#[test]
 fn watchdog_pings_stop_when_the_runtime_probe_stalls() {
     let (sock, path) = notify_socket("stall");
     let node = Node::start_with_env(
