@@ -583,7 +583,7 @@ async fn post_poll(node: &Node, stream: &str, token: &str) -> Result<(u16, Strin
     let (status, body) = node.post_poll(stream, token).await?;
     Ok((
         status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
+        body["code"].as_str().unwrap_or_default().to_owned(),
     ))
 }
 

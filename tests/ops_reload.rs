@@ -333,7 +333,7 @@ async fn admin_reload_over_http_and_the_cli() {
     assert_eq!(status, 400, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (v["error"].as_str(), v["key"].as_str()),
+        (v["code"].as_str(), v["key"].as_str()),
         (Some("invalid_config"), Some("hls.part_target")),
         "{v}"
     );

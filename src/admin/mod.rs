@@ -14,7 +14,7 @@
 //!
 //! Without a token configured every route answers 404 (`admin_disabled`); a missing or
 //! wrong token answers 401 (`unauthorized`). Answers are JSON; errors have the API's
-//! shape `{"error": code, "message": …}`.
+//! shape `{"code": …, "message": …}` (see `http::error`).
 
 pub mod client;
 mod config_view;
@@ -140,9 +140,10 @@ async fn reload(state: &AppState) -> Response<Body> {
                 crate::reload::ReloadError::Config(_) => StatusCode::BAD_REQUEST,
                 crate::reload::ReloadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            // The API's error shape, plus the failing key.
             reply(
                 status,
-                &json!({ "error": e.code(), "message": e.to_string(), "key": e.key() }),
+                &json!({ "code": e.code(), "message": e.to_string(), "key": e.key() }),
             )
         }
     }

@@ -27,7 +27,7 @@ pub(super) async fn live(
     if !crate::upstream::authorized(&state.cfg.load().upstream, req.headers()) {
         return (
             "unauthorized",
-            text(StatusCode::UNAUTHORIZED, "upstream secret required"),
+            error(StatusCode::UNAUTHORIZED, "upstream_secret_required", "upstream secret required"),
         );
     }
     let viewer = crate::auth::Viewer {
@@ -56,7 +56,7 @@ pub(super) async fn live(
                 .and_then(|v| v.to_str().ok());
             object(state, stream, rendition, file, range).await
         }
-        _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
+        _ => ("other", error(StatusCode::NOT_FOUND, "not_found", "not found")),
     }
 }
 
@@ -95,7 +95,7 @@ async fn upstream(
     };
     up.ensure(stream, rendition)
         .await
-        .map_err(|e| text(e.status(), &e.to_string()))
+        .map_err(|e| error(e.status(), &format!("upstream_{}", e.label()), &e.to_string()))
 }
 
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
@@ -104,7 +104,7 @@ async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) 
         return r;
     }
     let Some(entry) = state.store.stream(stream) else {
-        return text(StatusCode::NOT_FOUND, "no such stream");
+        return error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     };
     let mut rx = entry.multivariant();
     let wait = state.cfg.load().hls.blocking_timeout;
@@ -114,7 +114,7 @@ async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) 
     };
     match text_now {
         Some(t) => playlist_response(t, false, carry),
-        None => text(StatusCode::NOT_FOUND, "stream has no media yet"),
+        None => error(StatusCode::NOT_FOUND, "no_media_yet", "stream has no media yet"),
     }
 }
 
@@ -176,7 +176,7 @@ async fn media_playlist(
 ) -> Response<Body> {
     let d = match parse_delivery(query) {
         Ok(d) => d,
-        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_delivery_directive", msg),
     };
     if let Err(r) = upstream(state, stream, Some(rendition)).await {
         return r;
@@ -186,7 +186,7 @@ async fn media_playlist(
         .stream(stream)
         .and_then(|e| e.rendition(rendition))
     else {
-        return text(StatusCode::NOT_FOUND, "no such rendition");
+        return error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition");
     };
     let pick = |v: &RenditionView| {
         if d.skip {
@@ -205,11 +205,11 @@ async fn media_playlist(
     // (§6.2.5.2); a part index past what one segment can hold is equally impossible.
     let last_msn = view.last.map_or(view.media_sequence, |(m, _)| m);
     if msn > last_msn + 2 {
-        return text(StatusCode::BAD_REQUEST, "_HLS_msn is too far in the future");
+        return error(StatusCode::BAD_REQUEST, "msn_too_far", "_HLS_msn is too far in the future");
     }
     let max_parts = max_parts_per_segment(state, &view);
     if d.part.is_some_and(|p| p >= max_parts) {
-        return text(StatusCode::BAD_REQUEST, "_HLS_part is out of range");
+        return error(StatusCode::BAD_REQUEST, "part_out_of_range", "_HLS_part is out of range");
     }
     if view.has(msn, d.part) {
         return playlist_response(pick(&view), true, carry);
@@ -231,10 +231,7 @@ async fn media_playlist(
         .observe(started.elapsed().as_secs_f64());
     match r {
         Ok(Ok(v)) => playlist_response(pick(&v), true, carry),
-        _ => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the requested segment or part did not appear in time",
-        ),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "blocking_timeout", "the requested segment or part did not appear in time"),
     }
 }
 
@@ -322,7 +319,7 @@ async fn object(
         // An edge keeps a foreign origin's names: served from the store, or waited for
         // like a part when it is the hinted one.
         None if state.upstream.is_some() => (File::Part, "object"),
-        None => return ("other", text(StatusCode::NOT_FOUND, "not found")),
+        None => return ("other", error(StatusCode::NOT_FOUND, "not_found", "not found")),
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {
@@ -333,7 +330,7 @@ async fn object(
         .stream(stream)
         .and_then(|e| e.rendition(rendition))
     else {
-        return (route, text(StatusCode::NOT_FOUND, "no such rendition"));
+        return (route, error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition"));
     };
     let resp = match parsed {
         File::Init => {
@@ -342,10 +339,10 @@ async fn object(
                 Some((_, b)) => {
                     object_response(state, ObjectKind::Init, vec![b.clone()].into(), range)
                 }
-                None => text(StatusCode::NOT_FOUND, "no such init segment"),
+                None => error(StatusCode::NOT_FOUND, "no_init", "no such init segment"),
             }
         }
-        File::Segment => text(StatusCode::NOT_FOUND, "no such segment"),
+        File::Segment => error(StatusCode::NOT_FOUND, "no_segment", "no such segment"),
         File::Part => blocking_part(state, rx, &key, file, range).await,
     };
     (route, resp)
@@ -364,7 +361,7 @@ async fn blocking_part(
 ) -> Response<Body> {
     let hinted = |v: &RenditionView| v.hint.as_deref() == Some(file);
     if !hinted(&rx.borrow()) {
-        return text(StatusCode::NOT_FOUND, "no such part");
+        return error(StatusCode::NOT_FOUND, "no_part", "no such part");
     }
     let started = Instant::now();
     let r = tokio::time::timeout(
@@ -380,12 +377,9 @@ async fn blocking_part(
     match r {
         Ok(Ok(_)) => match state.store.objects.get(key) {
             Some(obj) => object_response(state, obj.kind, obj.chunks, range),
-            None => text(StatusCode::NOT_FOUND, "part was not produced"),
+            None => error(StatusCode::NOT_FOUND, "part_not_produced", "part was not produced"),
         },
-        _ => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "part did not appear in time",
-        ),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "blocking_timeout", "part did not appear in time"),
     }
 }
 

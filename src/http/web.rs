@@ -40,7 +40,7 @@ async fn file(path: &Path, name: &str) -> Response<Body> {
             );
             r
         }
-        Err(_) => text(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => error(StatusCode::NOT_FOUND, "not_found", "not found"),
     }
 }
 
@@ -55,15 +55,12 @@ pub(super) async fn page(state: &AppState, segs: &[&str]) -> Response<Body> {
         ["static", "vendor", "hls.min.js"] => {
             let r = file(&state.cfg.load().http.hlsjs, "hls.min.js").await;
             if r.status() == StatusCode::NOT_FOUND {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "hls.js is not installed: run scripts/setup.sh (npm install in web/)",
-                );
+                return error(StatusCode::NOT_FOUND, "hlsjs_missing", "hls.js is not installed: run scripts/setup.sh (npm install in web/)");
             }
             r
         }
         ["static", name] if safe_name(name) => file(&root.join(name), name).await,
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "not found"),
     }
 }
 
@@ -156,7 +153,7 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
     let known = state.cfg.load().streams.contains_key(name) || state.store.stream(name).is_some();
     let session = state.hub.session(name);
     if !known && session.is_none() {
-        return json_error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
+        return error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     }
     let publisher = session.map(|p| p.stats_json());
     let body = serde_json::json!({
@@ -177,14 +174,6 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
     r
 }
 
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    full(
-        status,
-        "application/json",
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
-}
 
 #[cfg(test)]
 mod tests {
