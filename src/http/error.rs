@@ -41,6 +41,9 @@ mod tests {
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         let v: serde_json::Value =
             serde_json::from_slice(&body("no_part", "no such \"part\"")).unwrap();
-        assert_eq!(v, serde_json::json!({"code": "no_part", "message": "no such \"part\""}));
+        assert_eq!(
+            v,
+            serde_json::json!({"code": "no_part", "message": "no such \"part\""})
+        );
     }
 }

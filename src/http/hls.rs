@@ -9,7 +9,7 @@ use hyper::{header, Response, StatusCode};
 use tokio::{sync::watch, time::Instant};
 
 use super::range::Ranged;
-use super::{full, text, AppState, Body, ChunksBody};
+use super::{error, full, AppState, Body, ChunksBody};
 use crate::store::{ObjectKind, RenditionView};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -27,7 +27,11 @@ pub(super) async fn live(
     if !crate::upstream::authorized(&state.cfg.load().upstream, req.headers()) {
         return (
             "unauthorized",
-            error(StatusCode::UNAUTHORIZED, "upstream_secret_required", "upstream secret required"),
+            error(
+                StatusCode::UNAUTHORIZED,
+                "upstream_secret_required",
+                "upstream secret required",
+            ),
         );
     }
     let viewer = crate::auth::Viewer {
@@ -56,7 +60,10 @@ pub(super) async fn live(
                 .and_then(|v| v.to_str().ok());
             object(state, stream, rendition, file, range).await
         }
-        _ => ("other", error(StatusCode::NOT_FOUND, "not_found", "not found")),
+        _ => (
+            "other",
+            error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
     }
 }
 
@@ -93,9 +100,13 @@ async fn upstream(
     let Some(up) = &state.upstream else {
         return Ok(());
     };
-    up.ensure(stream, rendition)
-        .await
-        .map_err(|e| error(e.status(), &format!("upstream_{}", e.label()), &e.to_string()))
+    up.ensure(stream, rendition).await.map_err(|e| {
+        error(
+            e.status(),
+            &format!("upstream_{}", e.label()),
+            &e.to_string(),
+        )
+    })
 }
 
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
@@ -114,7 +125,11 @@ async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) 
     };
     match text_now {
         Some(t) => playlist_response(t, false, carry),
-        None => error(StatusCode::NOT_FOUND, "no_media_yet", "stream has no media yet"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_media_yet",
+            "stream has no media yet",
+        ),
     }
 }
 
@@ -205,11 +220,19 @@ async fn media_playlist(
     // (§6.2.5.2); a part index past what one segment can hold is equally impossible.
     let last_msn = view.last.map_or(view.media_sequence, |(m, _)| m);
     if msn > last_msn + 2 {
-        return error(StatusCode::BAD_REQUEST, "msn_too_far", "_HLS_msn is too far in the future");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "msn_too_far",
+            "_HLS_msn is too far in the future",
+        );
     }
     let max_parts = max_parts_per_segment(state, &view);
     if d.part.is_some_and(|p| p >= max_parts) {
-        return error(StatusCode::BAD_REQUEST, "part_out_of_range", "_HLS_part is out of range");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "part_out_of_range",
+            "_HLS_part is out of range",
+        );
     }
     if view.has(msn, d.part) {
         return playlist_response(pick(&view), true, carry);
@@ -231,7 +254,11 @@ async fn media_playlist(
         .observe(started.elapsed().as_secs_f64());
     match r {
         Ok(Ok(v)) => playlist_response(pick(&v), true, carry),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "blocking_timeout", "the requested segment or part did not appear in time"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blocking_timeout",
+            "the requested segment or part did not appear in time",
+        ),
     }
 }
 
@@ -319,7 +346,12 @@ async fn object(
         // An edge keeps a foreign origin's names: served from the store, or waited for
         // like a part when it is the hinted one.
         None if state.upstream.is_some() => (File::Part, "object"),
-        None => return ("other", error(StatusCode::NOT_FOUND, "not_found", "not found")),
+        None => {
+            return (
+                "other",
+                error(StatusCode::NOT_FOUND, "not_found", "not found"),
+            )
+        }
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {
@@ -330,7 +362,10 @@ async fn object(
         .stream(stream)
         .and_then(|e| e.rendition(rendition))
     else {
-        return (route, error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition"));
+        return (
+            route,
+            error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition"),
+        );
     };
     let resp = match parsed {
         File::Init => {
@@ -377,9 +412,17 @@ async fn blocking_part(
     match r {
         Ok(Ok(_)) => match state.store.objects.get(key) {
             Some(obj) => object_response(state, obj.kind, obj.chunks, range),
-            None => error(StatusCode::NOT_FOUND, "part_not_produced", "part was not produced"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "part_not_produced",
+                "part was not produced",
+            ),
         },
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "blocking_timeout", "part did not appear in time"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "blocking_timeout",
+            "part did not appear in time",
+        ),
     }
 }
 

@@ -348,7 +348,11 @@ async fn handle(
         if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
             (
                 "other",
-                error(StatusCode::BAD_REQUEST, "missing_host", "missing Host header"),
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "missing_host",
+                    "missing Host header",
+                ),
             )
         } else {
             route(&state, req, remote).await
@@ -404,9 +408,10 @@ async fn route(
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
         ["admin", ..] => ("admin", crate::admin::handle(state, req).await),
-        ["readyz"] if state.draining.is_draining() => {
-            ("readyz", error(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining"))
-        }
+        ["readyz"] if state.draining.is_draining() => (
+            "readyz",
+            error(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining"),
+        ),
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
@@ -428,14 +433,21 @@ async fn route(
             hls::live(state, &req, stream, rest, (&path, path_token, remote)).await
         }
         _ if !is_get => {
-            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed");
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            );
             r.headers_mut().insert(
                 header::ALLOW,
                 header::HeaderValue::from_static("GET, HEAD, OPTIONS"),
             );
             ("other", r)
         }
-        _ => ("other", error(StatusCode::NOT_FOUND, "not_found", "not found")),
+        _ => (
+            "other",
+            error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
     }
 }
 
@@ -448,7 +460,11 @@ fn metrics(state: &AppState) -> Response<Body> {
     let mut buf = Vec::with_capacity(16 * 1024);
     let enc = prometheus::TextEncoder::new();
     if let Err(e) = enc.encode(&state.registry.gather(), &mut buf) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string());
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        );
     }
     full(StatusCode::OK, enc.format_type(), buf)
 }

@@ -4,7 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use hyper::{header, Request, Response, StatusCode};
 
-use super::{full, text, AppState, Body};
+use super::{error, full, AppState, Body};
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {
@@ -55,7 +55,11 @@ pub(super) async fn page(state: &AppState, segs: &[&str]) -> Response<Body> {
         ["static", "vendor", "hls.min.js"] => {
             let r = file(&state.cfg.load().http.hlsjs, "hls.min.js").await;
             if r.status() == StatusCode::NOT_FOUND {
-                return error(StatusCode::NOT_FOUND, "hlsjs_missing", "hls.js is not installed: run scripts/setup.sh (npm install in web/)");
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "hlsjs_missing",
+                    "hls.js is not installed: run scripts/setup.sh (npm install in web/)",
+                );
             }
             r
         }
@@ -173,7 +177,6 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
     );
     r
 }
-
 
 #[cfg(test)]
 mod tests {
