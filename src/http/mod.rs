@@ -5,6 +5,7 @@ mod body;
 mod conn;
 mod hls;
 mod range;
+mod steering;
 mod web;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -73,6 +74,8 @@ pub struct AppState {
     pub admin: crate::admin::Admin,
     /// Playback tokens and the play webhook.
     pub auth: Arc<crate::auth::Auth>,
+    /// Content steering, when `steering.pathways` is set.
+    pub steering: Option<crate::steering::Steering>,
 }
 
 impl AppState {

@@ -103,6 +103,17 @@ pub fn authorized(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
     !cfg.require_secret || credentialed(cfg, headers)
 }
 
+/// Sent on every upstream request: a node of the tier pulling. Such a request gets the
+/// plain multivariant playlist, without the serving node's content steering (the edge
+/// adds its own).
+pub const TIER_HEADER: &str = "x-estuary-tier";
+
+/// Whether a request comes from a node of the tier (its `upstream.secret`, or the
+/// [`TIER_HEADER`] every upstream request carries).
+pub fn from_tier(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
+    headers.contains_key(TIER_HEADER) || credentialed(cfg, headers)
+}
+
 /// Whether the request carries this node's `upstream.secret`: another node of the
 /// tier pulling on its own credential, which a signed stream lets in without a viewer
 /// token (the edge checks its viewers' tokens itself).
