@@ -20,15 +20,6 @@ const SECRET: &str = "steering-tier-secret-0123";
 const ADMIN: &str = "steering-admin-token-0123";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `[steering]` naming edge `a` on port `pa` and edge `b` on `pb`.
-pub fn steering_cfg(pa: u16, pb: u16, self_id: &str, extra: &str) -> String {
-    format!(
-        "[steering]\npathways = [{{ id = \"a\", base = \"http://127.0.0.1:{pa}\" }}, \
-         {{ id = \"b\", base = \"http://127.0.0.1:{pb}\" }}]\nself_id = \"{self_id}\"\n\
-         ttl = \"1s\"\nprobe_interval = \"300ms\"\nprobe_timeout = \"250ms\"\n{extra}"
-    )
-}
-
 /// Every node signs every stream with the same key, as a tier must.
 fn signed() -> String {
     format!("[auth]\nplayback_key = \"{KEY}\"\nplayback = \"signed\"\n")

@@ -30,6 +30,15 @@ pub fn upstream_cfg(origins: &[&Node], extra: &str) -> String {
     format!("[upstream]\norigins = [{}]\n{extra}", list.join(", "))
 }
 
+/// `[steering]` naming edge `a` on port `pa` and edge `b` on `pb`.
+pub fn steering_cfg(pa: u16, pb: u16, self_id: &str, extra: &str) -> String {
+    format!(
+        "[steering]\npathways = [{{ id = \"a\", base = \"http://127.0.0.1:{pa}\" }}, \
+         {{ id = \"b\", base = \"http://127.0.0.1:{pb}\" }}]\nself_id = \"{self_id}\"\n\
+         ttl = \"1s\"\nprobe_interval = \"300ms\"\nprobe_timeout = \"250ms\"\n{extra}"
+    )
+}
+
 /// GET with an `Authorization: Bearer` header, over h2c.
 pub async fn get_auth(url: &str, secret: &str) -> Resp {
     let mut b = Client::builder(TokioExecutor::new());
