@@ -25,13 +25,10 @@ fn signed() -> String {
     format!("[auth]\nplayback_key = \"{KEY}\"\nplayback = \"signed\"\n")
 }
 
+type Attrs = std::collections::BTreeMap<String, String>;
+
 /// The steering tag and the variants by pathway: (PATHWAY-ID, attributes, URI).
-fn pathways(
-    text: &str,
-) -> (
-    std::collections::BTreeMap<String, String>,
-    Vec<(String, std::collections::BTreeMap<String, String>, String)>,
-) {
+fn pathways(text: &str) -> (Attrs, Vec<(String, Attrs, String)>) {
     let lines = parse_playlist(text);
     let tag = attrs(common::tag(&lines, "EXT-X-CONTENT-STEERING"));
     let mut out = Vec::new();

@@ -178,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/estuary.toml");
+        let s = crate::config::Config::load(&path).unwrap().steering;
+        let d = SteeringConfig::default();
+        assert_eq!(
+            (s.ttl, s.probe_interval, s.probe_timeout),
+            (d.ttl, d.probe_interval, d.probe_timeout)
+        );
+        assert!(s.pathways.is_empty() && s.self_id.is_empty() && s.server.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let one = "pathways = [{ id = \"eu\", base = \"https://eu.example.com\" }]\n";
         for (extra, key) in [
