@@ -216,7 +216,9 @@ async fn pathways_carry_the_token_and_a_drained_or_stopped_edge_goes_last() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/live/demo/events", a.http))
         .await
         .expect("interaction viewer on edge a");
-    let drained = post_admin(&a, "/admin/drain").await;
+    let drained = request_auth(hyper::Method::POST, &a.url("/admin/drain"), ADMIN)
+        .await
+        .status;
     assert_eq!(drained, 202, "drain accepted");
     assert_eq!(priority(&manifest(&steer(&a, on_a)).await), ["b", "a"]);
     wait_priority(&steer(&b, on_a), &["b", "a"]).await;
@@ -248,21 +250,4 @@ async fn pathways_carry_the_token_and_a_drained_or_stopped_edge_goes_last() {
     )
     .await;
     assert_eq!(priority(&manifest(&steer(&b, on_a)).await), ["b", "a"]);
-}
-
-/// `POST {path}` with the admin bearer token; the status.
-async fn post_admin(node: &Node, path: &str) -> u16 {
-    use http_body_util::Empty;
-    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let req = hyper::Request::post(node.url(path))
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Empty::new())
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .expect("admin request timed out")
-        .expect("admin request failed");
-    resp.status().as_u16()
 }

@@ -10,7 +10,7 @@
 //   node web/tests/steering.mjs --url http://127.0.0.1:PA/watch/demo --from a \
 //        --from-host 127.0.0.1:PA --to b --to-host 127.0.0.1:PB --secs 40
 import readline from "node:readline";
-import { launch, loopbackContext, waitFor, sleep, assertLoopback } from "./lib.mjs";
+import { launch, openPage, waitFor, sleep, assertLoopback } from "./lib.mjs";
 
 function arg(name, dflt) {
   const i = process.argv.indexOf("--" + name);
@@ -85,9 +85,7 @@ async function poll(page) {
 const browser = await launch();
 let code = 1;
 try {
-  const ctx = await loopbackContext(browser);
-  const page = await ctx.newPage();
-  await page.goto(URL_, { waitUntil: "load", timeout: 20000 });
+  const page = await openPage(browser, URL_);
   await waitFor("hls.js", () => page.evaluate(watchSteering), { timeoutMs: 20000, everyMs: 100 });
   const before = await waitFor(
     `playback on pathway ${FROM} with a steering manifest`,
