@@ -224,10 +224,15 @@ async fn pathways_carry_the_token_and_a_drained_or_stopped_edge_goes_last() {
     wait_priority(&steer(&b, on_a), &["b", "a"]).await;
     wait_priority(&steer(&origin, on_a), &["b", "a"]).await;
     let health = "pathway=\"a\"";
-    assert_eq!(
-        metric(&b, "estuary_steering_pathway_health", health).await,
-        1.0
-    );
+    let draining = |v: f64| v == 1.0;
+    wait_metric_until(
+        &b,
+        "estuary_steering_pathway_health",
+        health,
+        draining,
+        WAIT,
+    )
+    .await;
     let (tag, _) = pathways(&get(&mv_a).await.text());
     assert_eq!(
         tag["PATHWAY-ID"], "b",

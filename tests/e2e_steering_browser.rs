@@ -2,8 +2,9 @@
 //! playwright-core, `web/tests/steering.mjs`) plays the watch page of edge `a`, pathway
 //! `a`; the test stops edge `a`; hls.js must move to pathway `b` (edge `b`) and keep
 //! playing. The steering manifests come from the origin (`steering.server`), which
-//! probes both edges and puts the stopped one last. Its own test binary, so the browser
-//! never shares the CPU with the other steering test.
+//! probes both edges and puts the stopped one last; or, by default, from edge `a` itself,
+//! and then hls.js moves on its own errors. Its own test binary, its two tests one after
+//! the other, so a browser never shares the CPU with another.
 //!
 //! Needs `/usr/bin/chromium`, `node` and `npm ci` in `web/` (scripts/setup.sh --test).
 
@@ -16,15 +17,36 @@ use common::*;
 use edge_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hlsjs_moves_to_the_other_pathway_when_its_edge_stops() {
+    moves_when_edge_a_stops(true).await;
+}
+
+/// With no `steering.server`, edge `a` answers its own viewers' manifests: once it is
+/// gone, hls.js moves on its own errors, down the last `PATHWAY-PRIORITY` it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hlsjs_moves_on_its_errors_when_the_stopped_edge_was_its_steering_server() {
+    moves_when_edge_a_stops(false).await;
+}
+
+/// hls.js on edge `a`'s watch page; edge `a` is killed; hls.js must be on edge `b` and
+/// playing. `steering_at_origin`: the origin answers the steering manifests.
+async fn moves_when_edge_a_stops(steering_at_origin: bool) {
+    // One browser at a time: a starved browser stalls whatever the server does.
+    let _one = BROWSER.lock().await;
     let (web, pages) = browser::web_pages();
     let (pa, pb) = (free_port(), free_port());
     let origin = Node::start(
         "steer-br-origin",
         &format!("[streams.demo]\n{}", steering_cfg(pa, pb, "", "")),
     );
-    let server = format!("server = \"http://{}\"\n", origin.http);
+    let server = if steering_at_origin {
+        format!("server = \"http://{}\"\n", origin.http)
+    } else {
+        String::new()
+    };
     let edge = |tag: &str, port: u16, id: &str| {
         Node::start_at(
             tag,
@@ -52,6 +74,10 @@ async fn hlsjs_moves_to_the_other_pathway_when_its_edge_stops() {
         .args(["--from", "a", "--from-host", &a.http.to_string()])
         .args(["--to", "b", "--to-host", &b.http.to_string()])
         .args(["--secs", "45"])
+        .args([
+            "--manifest-after-kill",
+            if steering_at_origin { "yes" } else { "no" },
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -91,11 +117,11 @@ async fn hlsjs_moves_to_the_other_pathway_when_its_edge_stops() {
     assert!(v["advanced_s"].as_f64().unwrap() >= 4.0, "{result}");
     assert_eq!(v["fatal_errors"], 0, "{result}");
     assert!(status.success(), "{result}");
-    // The origin saw edge a go down and steered away from it.
-    assert_eq!(
-        metric(&origin, "estuary_steering_pathway_health", "pathway=\"a\"").await,
-        2.0
-    );
+    // The origin and edge b saw edge a go down.
+    for n in [&origin, &b] {
+        let v = metric(n, "estuary_steering_pathway_health", "pathway=\"a\"").await;
+        assert_eq!(v, 2.0, "{result}");
+    }
     // Edge b served hls.js's requests: it pulled the stream from the origin.
     assert!(metric(&b, "estuary_upstream_requests_total", "result=\"ok\"").await > 0.0);
 }

@@ -8,7 +8,8 @@
 //   stdout "RESULT {...}"   what happened in the --secs after the kill
 //
 //   node web/tests/steering.mjs --url http://127.0.0.1:PA/watch/demo --from a \
-//        --from-host 127.0.0.1:PA --to b --to-host 127.0.0.1:PB --secs 40
+//        --from-host 127.0.0.1:PA --to b --to-host 127.0.0.1:PB --secs 40 \
+//        [--manifest-after-kill no]
 import readline from "node:readline";
 import { launch, openPage, waitFor, sleep, assertLoopback } from "./lib.mjs";
 
@@ -22,6 +23,10 @@ const FROM_HOST = arg("from-host");
 const TO = arg("to");
 const TO_HOST = arg("to-host");
 const SECS = Number(arg("secs", "40"));
+// "yes": a steering manifest loaded after the kill must put --to first (a steering
+// server that outlives the stopped edge); "no": the stopped edge was the steering server,
+// so hls.js moves on its own errors, down the last PATHWAY-PRIORITY it got.
+const MANIFEST_AFTER_KILL = arg("manifest-after-kill", "yes") === "yes";
 if (!URL_ || !FROM || !TO || !FROM_HOST || !TO_HOST) {
   console.error("--url, --from, --from-host, --to and --to-host are required");
   process.exit(2);
@@ -109,7 +114,8 @@ try {
       `pathway ${TO} and playback advancing`,
       async () => {
         const s = await poll(page);
-        const steered = s.manifests.some((m) => m.t >= killedAt && m.priority[0] === TO);
+        const steered =
+          !MANIFEST_AFTER_KILL || s.manifests.some((m) => m.t >= killedAt && m.priority[0] === TO);
         const onTo = s.pathway === TO && s.levelUrl && s.levelUrl.includes(TO_HOST);
         return onTo && steered && s.currentTime >= t0 + 4 ? s : null;
       },
