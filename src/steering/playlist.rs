@@ -168,6 +168,71 @@ pub fn with_pathways(
     out
 }
 
+/// The pathway a variant or rendition belongs to ("." when it names none, §4.4.6.2).
+fn pathway_of(a: &Attrs) -> &str {
+    a.get("PATHWAY-ID").unwrap_or(".")
+}
+
+/// An upstream multivariant playlist reduced to one pathway, for an edge to follow: the
+/// one its `EXT-X-CONTENT-STEERING` starts on (else the first variant's), with the
+/// rendition groups its variants use, without `PATHWAY-ID` or the steering tag. An edge
+/// pulls from its own upstream, and advertises its own pathways. A playlist without
+/// pathways is returned as it is.
+pub fn one_pathway(text: &str) -> std::borrow::Cow<'_, str> {
+    let tag_attrs = |prefix: &'static str| {
+        text.lines()
+            .filter_map(move |l| l.trim_end().strip_prefix(prefix))
+            .filter_map(Attrs::parse)
+    };
+    let variants: Vec<Attrs> = tag_attrs("#EXT-X-STREAM-INF:").collect();
+    if variants.iter().all(|a| a.get("PATHWAY-ID").is_none()) {
+        return text.into();
+    }
+    let initial = tag_attrs("#EXT-X-CONTENT-STEERING:")
+        .find_map(|a| a.get("PATHWAY-ID").map(str::to_owned))
+        .filter(|p| variants.iter().any(|a| pathway_of(a) == p));
+    let keep = initial.unwrap_or_else(|| pathway_of(&variants[0]).to_owned());
+    let groups: Vec<&str> = variants
+        .iter()
+        .filter(|a| pathway_of(a) == keep)
+        .flat_map(|a| ["AUDIO", "VIDEO", "SUBTITLES"].map(|k| a.get(k)))
+        .flatten()
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.lines();
+    while let Some(raw) = lines.next() {
+        let line = raw.trim_end();
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let attrs = || Attrs::parse(value).unwrap_or_default();
+        let kept = match name {
+            "#EXT-X-CONTENT-STEERING" => None,
+            "#EXT-X-STREAM-INF" | "#EXT-X-I-FRAME-STREAM-INF" => {
+                let a = attrs();
+                let mine = pathway_of(&a) == keep;
+                if name == "#EXT-X-STREAM-INF" && !mine {
+                    // Its URI line goes too.
+                    lines.by_ref().find(|l| !l.trim().is_empty());
+                }
+                mine.then_some(a)
+            }
+            "#EXT-X-MEDIA" => Some(attrs()).filter(|a| {
+                a.get("GROUP-ID").is_some_and(|g| groups.contains(&g))
+                    && a.get("PATHWAY-ID").is_none_or(|p| p == keep)
+            }),
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+        };
+        if let Some(mut a) = kept {
+            a.0.retain(|(k, _)| k != "PATHWAY-ID");
+            let _ = writeln!(out, "{name}:{}", a.render());
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +277,31 @@ source/index.m3u8
 https://us.example.com/live/demo/source/index.m3u8?__token__=t%2F1
 "
         );
+    }
+
+    #[test]
+    fn an_edge_follows_one_pathway_of_its_upstream() {
+        let both = with_pathways(PLAIN, "s.json", "us", &pathways());
+        let us = one_pathway(&both);
+        assert!(
+            !us.contains("PATHWAY-ID") && !us.contains("EXT-X-CONTENT-STEERING"),
+            "{us}"
+        );
+        assert_eq!(us.matches("#EXT-X-STREAM-INF:").count(), 1, "{us}");
+        assert_eq!(us.matches("#EXT-X-MEDIA:").count(), 1, "{us}");
+        assert!(us.contains("GROUP-ID=\"audio@us\"") && us.contains("AUDIO=\"audio@us\""));
+        assert!(
+            us.contains("\nhttps://us.example.com/live/demo/source/index.m3u8?"),
+            "{us}"
+        );
+        // No steering tag: the first variant's pathway.
+        let eu = one_pathway(both.replace("#EXT-X-CONTENT-STEERING", "#X").as_str()).into_owned();
+        assert!(
+            eu.contains("\nsource/index.m3u8\n") && !eu.contains("us.example"),
+            "{eu}"
+        );
+        // Without pathways nothing changes.
+        assert!(matches!(one_pathway(PLAIN), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

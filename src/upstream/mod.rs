@@ -461,7 +461,10 @@ impl Upstream {
             };
             let parsed = std::str::from_utf8(&body)
                 .map_err(|_| "not UTF-8".to_owned())
-                .and_then(|t| playlist::rewrite_multivariant(t).map_err(|e| e.to_string()));
+                .and_then(|t| {
+                    let t = crate::steering::playlist::one_pathway(t);
+                    playlist::rewrite_multivariant(&t).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok((text, renditions)) => {
                     remote.origin.store(idx, Ordering::Relaxed);
