@@ -30,8 +30,8 @@ if [ "${WS_LOAD_NODE:-binary}" = inprocess ]; then
 else
   BIN=${ESTUARY_BIN:-target/release/estuary}
   [ -n "${ESTUARY_BIN:-}" ] || cargo build --release --bin estuary >&2
+  # The room is a configured stream's: rooms exist only for configured or live streams.
   cat >"$TMP/estuary.toml" <<TOML
-allow_unknown_streams = true
 [http]
 listen = "127.0.0.1:0"
 [srt]
@@ -42,6 +42,7 @@ conn_rate_per_sec = 1000000
 conn_burst = 1000000
 max_connections = 100000
 send_queue = 4096
+[streams.load]
 TOML
   RUST_LOG=warn "$BIN" --config "$TMP/estuary.toml" >"$TMP/out" 2>"$TMP/err" &
   NODE_PID=$!

@@ -188,7 +188,8 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     // A poll at the origin reaches the last edge's playlists as the origin's DATERANGE.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
         .args([
-            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--config",
+            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--stream", "demo",
+            "--config",
         ])
         .arg(origin.dir.join("estuary.toml"))
         .output()

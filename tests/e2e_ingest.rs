@@ -514,7 +514,7 @@ async fn stream_api_shows_the_publisher_and_its_link() {
     let missing = get(&node.url("/api/streams/nosuch")).await;
     assert_eq!(missing.status, 404);
     let err: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
-    assert_eq!(err["error"]["code"], "no_stream");
+    assert_eq!(err["code"], "no_stream");
 
     let _p = ffmpeg_publish(&srt_url(&node, "demo", None), 15, 30);
     wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;

@@ -581,10 +581,7 @@ async fn bidi_text_and_odd_tokens_are_refused() -> Result<()> {
 /// code (empty on success).
 async fn post_poll(node: &Node, stream: &str, token: &str) -> Result<(u16, String)> {
     let (status, body) = node.post_poll(stream, token).await?;
-    Ok((
-        status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
-    ))
+    Ok((status, body["code"].as_str().unwrap_or_default().to_owned()))
 }
 
 /// A host token for one stream is refused in another, on the WebSocket and the server API

@@ -31,7 +31,7 @@ async fn api_state(node: &Node, stream: &str, token: &str) -> (u16, String) {
     let body: serde_json::Value = serde_json::from_str(&resp.text()).unwrap_or_default();
     (
         resp.status,
-        body["error"].as_str().unwrap_or_default().to_owned(),
+        body["code"].as_str().unwrap_or_default().to_owned(),
     )
 }
 

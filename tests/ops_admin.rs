@@ -147,7 +147,7 @@ async fn refusals_and_the_redacted_config() {
         let (status, body) = curl("GET", &node.url("/admin/publishers"), token);
         assert_eq!(status, 401, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "unauthorized", "{body}");
+        assert_eq!(v["code"], "unauthorized", "{body}");
         assert!(v["message"].as_str().unwrap().contains("Bearer"), "{body}");
     }
     let (status, body) = curl("GET", &node.url("/admin/nothing"), Some(TOKEN));

@@ -132,7 +132,7 @@ pub fn run(args: &AdminArgs, cfg: Option<&Config>) -> u8 {
     };
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !status.is_success() {
-        let code = json["error"].as_str().unwrap_or("error");
+        let code = json["code"].as_str().unwrap_or("error");
         let msg = json["message"].as_str().map_or_else(
             || String::from_utf8_lossy(&body).trim().to_owned(),
             str::to_owned,

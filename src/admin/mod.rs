@@ -13,7 +13,7 @@
 //!
 //! Without a token configured every route answers 404 (`admin_disabled`); a missing or
 //! wrong token answers 401 (`unauthorized`). Answers are JSON; errors have the API's
-//! shape `{"error": code, "message": …}`.
+//! shape `{"code": …, "message": …}` (see `http::error`).
 
 pub mod client;
 mod config_view;

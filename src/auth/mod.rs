@@ -207,13 +207,7 @@ impl Auth {
 
 /// The 403 answer.
 fn refusal(r: Refusal) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "code": r.code(), "message": r.message() }).to_string();
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
+    crate::http::error::full(StatusCode::FORBIDDEN, r.code(), r.message())
 }
 
 /// Seconds since the Unix epoch.

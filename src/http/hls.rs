@@ -9,7 +9,7 @@ use hyper::{header, Response, StatusCode};
 use tokio::{sync::watch, time::Instant};
 
 use super::range::Ranged;
-use super::{full, text, AppState, Body, ChunksBody};
+use super::{error, full, AppState, Body, ChunksBody};
 use crate::store::{ObjectKind, RenditionView};
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -27,7 +27,11 @@ pub(super) async fn live(
     if !crate::upstream::authorized(&state.cfg.upstream, req.headers()) {
         return (
             "unauthorized",
-            text(StatusCode::UNAUTHORIZED, "upstream secret required"),
+            error(
+                StatusCode::UNAUTHORIZED,
+                "upstream_secret_required",
+                "upstream secret required",
+            ),
         );
     }
     let viewer = crate::auth::Viewer {
@@ -63,7 +67,10 @@ pub(super) async fn live(
                 .and_then(|v| v.to_str().ok());
             object(state, stream, rendition, file, range).await
         }
-        _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
+        _ => (
+            "other",
+            error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
     }
 }
 
@@ -100,9 +107,13 @@ async fn upstream(
     let Some(up) = &state.upstream else {
         return Ok(());
     };
-    up.ensure(stream, rendition)
-        .await
-        .map_err(|e| text(e.status(), &e.to_string()))
+    up.ensure(stream, rendition).await.map_err(|e| {
+        error(
+            e.status(),
+            &format!("upstream_{}", e.label()),
+            &e.to_string(),
+        )
+    })
 }
 
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
@@ -116,7 +127,7 @@ async fn multivariant(
         return r;
     }
     let Some(entry) = state.store.stream(stream) else {
-        return text(StatusCode::NOT_FOUND, "no such stream");
+        return error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     };
     let mut rx = entry.multivariant();
     let wait = state.cfg.hls.blocking_timeout;
@@ -129,7 +140,11 @@ async fn multivariant(
             let t = super::steering::playlist(state, headers, stream, admitted, t);
             playlist_response(t, false, admitted.carry.as_deref())
         }
-        None => text(StatusCode::NOT_FOUND, "stream has no media yet"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_media_yet",
+            "stream has no media yet",
+        ),
     }
 }
 
@@ -191,7 +206,7 @@ async fn media_playlist(
 ) -> Response<Body> {
     let d = match parse_delivery(query) {
         Ok(d) => d,
-        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_delivery_directive", msg),
     };
     if let Err(r) = upstream(state, stream, Some(rendition)).await {
         return r;
@@ -201,7 +216,7 @@ async fn media_playlist(
         .stream(stream)
         .and_then(|e| e.rendition(rendition))
     else {
-        return text(StatusCode::NOT_FOUND, "no such rendition");
+        return error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition");
     };
     let pick = |v: &RenditionView| {
         if d.skip {
@@ -220,11 +235,19 @@ async fn media_playlist(
     // (§6.2.5.2); a part index past what one segment can hold is equally impossible.
     let last_msn = view.last.map_or(view.media_sequence, |(m, _)| m);
     if msn > last_msn + 2 {
-        return text(StatusCode::BAD_REQUEST, "_HLS_msn is too far in the future");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "msn_too_far",
+            "_HLS_msn is too far in the future",
+        );
     }
     let max_parts = max_parts_per_segment(state, &view);
     if d.part.is_some_and(|p| p >= max_parts) {
-        return text(StatusCode::BAD_REQUEST, "_HLS_part is out of range");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "part_out_of_range",
+            "_HLS_part is out of range",
+        );
     }
     if view.has(msn, d.part) {
         return playlist_response(pick(&view), true, carry);
@@ -245,8 +268,9 @@ async fn media_playlist(
         .observe(started.elapsed().as_secs_f64());
     match r {
         Ok(Ok(v)) => playlist_response(pick(&v), true, carry),
-        _ => text(
+        _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
+            "blocking_timeout",
             "the requested segment or part did not appear in time",
         ),
     }
@@ -336,7 +360,12 @@ async fn object(
         // An edge keeps a foreign origin's names: served from the store, or waited for
         // like a part when it is the hinted one.
         None if state.upstream.is_some() => (File::Part, "object"),
-        None => return ("other", text(StatusCode::NOT_FOUND, "not found")),
+        None => {
+            return (
+                "other",
+                error(StatusCode::NOT_FOUND, "not_found", "not found"),
+            )
+        }
     };
     let key = format!("{stream}/{rendition}/{file}");
     if let Some(obj) = state.store.objects.get(&key) {
@@ -347,7 +376,10 @@ async fn object(
         .stream(stream)
         .and_then(|e| e.rendition(rendition))
     else {
-        return (route, text(StatusCode::NOT_FOUND, "no such rendition"));
+        return (
+            route,
+            error(StatusCode::NOT_FOUND, "no_rendition", "no such rendition"),
+        );
     };
     let resp = match parsed {
         File::Init => {
@@ -356,10 +388,10 @@ async fn object(
                 Some((_, b)) => {
                     object_response(state, ObjectKind::Init, vec![b.clone()].into(), range)
                 }
-                None => text(StatusCode::NOT_FOUND, "no such init segment"),
+                None => error(StatusCode::NOT_FOUND, "no_init", "no such init segment"),
             }
         }
-        File::Segment => text(StatusCode::NOT_FOUND, "no such segment"),
+        File::Segment => error(StatusCode::NOT_FOUND, "no_segment", "no such segment"),
         File::Part => blocking_part(state, rx, &key, file, range).await,
     };
     (route, resp)
@@ -378,7 +410,7 @@ async fn blocking_part(
 ) -> Response<Body> {
     let hinted = |v: &RenditionView| v.hint.as_deref() == Some(file);
     if !hinted(&rx.borrow()) {
-        return text(StatusCode::NOT_FOUND, "no such part");
+        return error(StatusCode::NOT_FOUND, "no_part", "no such part");
     }
     let started = Instant::now();
     let r = tokio::time::timeout(state.cfg.hls.blocking_timeout, rx.wait_for(|v| !hinted(v))).await;
@@ -390,10 +422,15 @@ async fn blocking_part(
     match r {
         Ok(Ok(_)) => match state.store.objects.get(key) {
             Some(obj) => object_response(state, obj.kind, obj.chunks, range),
-            None => text(StatusCode::NOT_FOUND, "part was not produced"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "part_not_produced",
+                "part was not produced",
+            ),
         },
-        _ => text(
+        _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
+            "blocking_timeout",
             "part did not appear in time",
         ),
     }

@@ -3,6 +3,7 @@
 
 mod body;
 mod conn;
+pub mod error;
 mod hls;
 mod range;
 mod steering;
@@ -19,6 +20,8 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::sync::CancellationToken;
+
+pub use error::error;
 
 use crate::{config::Config, live::Hub, metrics::Metrics, store::Store};
 
@@ -310,7 +313,7 @@ pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> R
         .expect("valid response")
 }
 
-/// A plain-text error response.
+/// A plain-text response (health checks; errors use [`error()`]).
 pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     let mut r = full(status, "text/plain; charset=utf-8", format!("{msg}\n"));
     r.headers_mut().insert(
@@ -337,7 +340,11 @@ async fn handle(
         if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
             (
                 "other",
-                text(StatusCode::BAD_REQUEST, "missing Host header"),
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "missing_host",
+                    "missing Host header",
+                ),
             )
         } else {
             route(&state, req, remote).await
@@ -393,9 +400,10 @@ async fn route(
     match segs.as_slice() {
         ["healthz"] => ("healthz", text(StatusCode::OK, "ok")),
         ["admin", ..] => ("admin", crate::admin::handle(state, req).await),
-        ["readyz"] if state.draining.is_draining() => {
-            ("readyz", text(StatusCode::SERVICE_UNAVAILABLE, "draining"))
-        }
+        ["readyz"] if state.draining.is_draining() => (
+            "readyz",
+            error(StatusCode::SERVICE_UNAVAILABLE, "draining", "draining"),
+        ),
         ["readyz"] => ("readyz", text(StatusCode::OK, "ready")),
         ["metrics"] if is_get => ("metrics", metrics(state)),
         ["api", "streams"] if is_get => ("api_streams", web::streams(state, &req)),
@@ -417,14 +425,21 @@ async fn route(
             hls::live(state, &req, stream, rest, (&path, path_token, remote)).await
         }
         _ if !is_get => {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            );
             r.headers_mut().insert(
                 header::ALLOW,
                 header::HeaderValue::from_static("GET, HEAD, OPTIONS"),
             );
             ("other", r)
         }
-        _ => ("other", text(StatusCode::NOT_FOUND, "not found")),
+        _ => (
+            "other",
+            error(StatusCode::NOT_FOUND, "not_found", "not found"),
+        ),
     }
 }
 
@@ -437,7 +452,11 @@ fn metrics(state: &AppState) -> Response<Body> {
     let mut buf = Vec::with_capacity(16 * 1024);
     let enc = prometheus::TextEncoder::new();
     if let Err(e) = enc.encode(&state.registry.gather(), &mut buf) {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        );
     }
     full(StatusCode::OK, enc.format_type(), buf)
 }

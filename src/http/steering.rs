@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use hyper::{header, HeaderMap, Response, StatusCode};
 
-use super::{full, text, AppState, Body};
+use super::{error, full, AppState, Body};
 use crate::{
     auth::{carry, Admitted},
     steering::Token,
@@ -48,7 +48,11 @@ pub(super) fn manifest(
     admitted: &Admitted,
 ) -> Response<Body> {
     let Some(s) = &state.steering else {
-        return text(StatusCode::NOT_FOUND, "content steering is off");
+        return error(
+            StatusCode::NOT_FOUND,
+            "steering_off",
+            "content steering is off",
+        );
     };
     // "_HLS_pathway": the pathway the player is on (Content Steering spec,
     // "Steering Query Parameters").

@@ -4,7 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use hyper::{header, Request, Response, StatusCode};
 
-use super::{full, text, AppState, Body};
+use super::{error, full, AppState, Body};
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {
@@ -40,7 +40,7 @@ async fn file(path: &Path, name: &str) -> Response<Body> {
             );
             r
         }
-        Err(_) => text(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => error(StatusCode::NOT_FOUND, "not_found", "not found"),
     }
 }
 
@@ -55,15 +55,16 @@ pub(super) async fn page(state: &AppState, segs: &[&str]) -> Response<Body> {
         ["static", "vendor", "hls.min.js"] => {
             let r = file(&state.cfg.http.hlsjs, "hls.min.js").await;
             if r.status() == StatusCode::NOT_FOUND {
-                return text(
+                return error(
                     StatusCode::NOT_FOUND,
+                    "hlsjs_missing",
                     "hls.js is not installed: run scripts/setup.sh (npm install in web/)",
                 );
             }
             r
         }
         ["static", name] if safe_name(name) => file(&root.join(name), name).await,
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "not found"),
     }
 }
 
@@ -155,7 +156,7 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
     let known = state.cfg.streams.contains_key(name) || state.store.stream(name).is_some();
     let session = state.hub.session(name);
     if !known && session.is_none() {
-        return json_error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
+        return error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     }
     let publisher = session.map(|p| p.stats_json());
     let body = serde_json::json!({
@@ -174,15 +175,6 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
         header::HeaderValue::from_static("no-cache"),
     );
     r
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    full(
-        status,
-        "application/json",
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
 }
 
 #[cfg(test)]

@@ -414,10 +414,7 @@ pub(crate) fn error_response(
     code: &str,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    json_response(
-        status,
-        serde_json::json!({ "error": code, "message": message }).to_string(),
-    )
+    crate::http::error::full(status, code, message)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! How a node knows a peer is failing: it GETs each other pathway's `/readyz` (or its
 //! `probe` URL) every `probe_interval`, all at once, each within `probe_timeout`.
 //!
-//! - 200: up. 503 with the body `draining`: draining (the drain switch of that node).
+//! - 200: up. 503 with the code `draining`: draining (the drain switch of that node).
 //! - Anything else (another status, a refused connection, no answer in time) counts as a
 //!   failure; [`FAILS_BEFORE_DOWN`] failures in a row mark the peer down, so one lost
 //!   probe does not move every viewer. One good answer makes it up again.
@@ -57,6 +57,13 @@ type ProbeClient = hyper_util::client::legacy::Client<
     Empty<Bytes>,
 >;
 
+/// Whether a 503 body is a drain: `{"code": "draining", …}` (or an older node's plain
+/// `draining`).
+fn says_draining(body: &[u8]) -> bool {
+    body.starts_with(b"draining")
+        || serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["code"] == "draining")
+}
+
 async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> Seen {
     let Ok(uri) = url.parse::<hyper::Uri>() else {
         return Seen::Failed;
@@ -69,9 +76,7 @@ async fn probe(client: &ProbeClient, url: &str, timeout: Duration) -> Seen {
     };
     match tokio::time::timeout(timeout, ask).await {
         Ok(Some((StatusCode::OK, _))) => Seen::Ready,
-        Ok(Some((StatusCode::SERVICE_UNAVAILABLE, b))) if b.starts_with(b"draining") => {
-            Seen::Draining
-        }
+        Ok(Some((StatusCode::SERVICE_UNAVAILABLE, b))) if says_draining(&b) => Seen::Draining,
         _ => Seen::Failed,
     }
 }
@@ -183,6 +188,7 @@ mod tests {
         tokio::spawn(async move {
             for answer in [
                 "200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nready",
+                "503 Service Unavailable\r\nConnection: close\r\nContent-Length: 40\r\n\r\n{\"code\":\"draining\",\"message\":\"draining\"}",
                 "503 Service Unavailable\r\nConnection: close\r\nContent-Length: 9\r\n\r\ndraining\n",
                 "503 Service Unavailable\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbusy",
             ] {
@@ -199,6 +205,7 @@ mod tests {
         let url = format!("http://{addr}/readyz");
         let t = Duration::from_secs(5);
         assert_eq!(probe(&c, &url, t).await, Seen::Ready);
+        assert_eq!(probe(&c, &url, t).await, Seen::Draining);
         assert_eq!(probe(&c, &url, t).await, Seen::Draining);
         assert_eq!(probe(&c, &url, t).await, Seen::Failed);
         assert_eq!(

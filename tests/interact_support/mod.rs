@@ -412,7 +412,7 @@ pub async fn refused(url: &str) -> Result<(u16, String)> {
                 .context("refusal body is not JSON")?;
             Ok((
                 resp.status().as_u16(),
-                body["error"].as_str().unwrap_or_default().to_owned(),
+                body["code"].as_str().unwrap_or_default().to_owned(),
             ))
         }
         Err(e) => bail!("{url}: {e}"),
