@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a small Estuary cluster on loopback: Redis (interaction bus and origin
 # directory), an origin that publishes the --demo test pattern, and two edges that find
-# the stream in the directory and pull it over LL-HLS (HTTP/2). Ctrl-C stops everything.
+# the stream in the directory and pull it over LL-HLS (HTTP/2); each edge is a content
+# steering pathway of the other. Ctrl-C stops everything.
 #
 #   scripts/cluster.sh                  # release build
 #   PROFILE=debug scripts/cluster.sh    # debug build (faster to build, slower to run)
@@ -71,6 +72,12 @@ for e in 1 2; do
 origins = ["http://127.0.0.1:$ORIGIN_HTTP/live"]
 redis = "redis://127.0.0.1:$REDIS_PORT"
 secret = "$SECRET"
+# Each edge is a content steering pathway: stop one, its players move to the other.
+[steering]
+pathways = [{ id = "edge1", base = "http://127.0.0.1:$EDGE1_HTTP" },
+            { id = "edge2", base = "http://127.0.0.1:$EDGE2_HTTP" }]
+self_id = "edge$e"
+ttl = "10s"
 CFG
   } > "$DIR/edge$e.toml"
 done
@@ -94,6 +101,7 @@ cluster: up (configs and logs in $DIR)
   edge 1  http://localhost:$EDGE1_HTTP/watch/demo
   edge 2  http://localhost:$EDGE2_HTTP/watch/demo
   metrics curl -s http://127.0.0.1:$EDGE1_HTTP/metrics | grep estuary_upstream
+  steering curl -s http://127.0.0.1:$EDGE1_HTTP/live/demo/steering.json  (pathways edge1, edge2)
 MSG
 if [ -n "${CLUSTER_CHECK:-}" ]; then
   # Non-interactive check: both edges serve the demo stream, then exit.
@@ -104,7 +112,9 @@ if [ -n "${CLUSTER_CHECK:-}" ]; then
       sleep 0.5
     done
     [ -n "$ok" ] || { echo "cluster: edge on $port serves no playlist" >&2; exit 1; }
-    echo "cluster: edge on $port serves /live/demo"
+    curl -sf "http://127.0.0.1:$port/live/demo/index.m3u8" | grep -q EXT-X-CONTENT-STEERING \
+      || { echo "cluster: edge on $port gives no content steering" >&2; exit 1; }
+    echo "cluster: edge on $port serves /live/demo, with content steering"
   done
   for _ in $(seq 20); do
     where=$(redis-cli -p "$REDIS_PORT" GET estuary:origin:demo)

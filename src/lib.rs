@@ -16,6 +16,8 @@
 //! - [`logging`]: log setup, with a rate limit on what outside input makes libraries log.
 //! - [`upstream`]: the edge tier: followers of an origin's LL-HLS for streams not
 //!   published here.
+//! - [`steering`]: HLS content steering across the tier's regional nodes: pathways in
+//!   the multivariant playlist, the steering manifest, peer health probes.
 //! - [`metrics`]: metric families registered on a passed-down registry.
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`admin`]: the admin API under `/admin` (publishers, kick, viewers, cache, config,
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod node;
 pub mod packager;
 pub mod reload;
+pub mod steering;
 pub mod store;
 pub mod systemd;
 pub mod upstream;

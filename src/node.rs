@@ -63,6 +63,9 @@ pub enum NodeError {
     /// The webhook client could not be built.
     #[error("auth: {0}")]
     Auth(String),
+    /// The steering probes' client could not be built.
+    #[error("steering: {0}")]
+    Steering(String),
 }
 
 /// A started node.
@@ -148,6 +151,18 @@ impl Node {
         };
         let hub_for_directory = hub.clone();
         let admin = crate::admin::Admin::register(&registry);
+        let steering = crate::steering::Steering::new(&cfg.steering, ingest.draining());
+        let probes = match &steering {
+            Some(s) => Some(
+                s.start_probes(
+                    cfg.upstream.ca_file.as_deref(),
+                    &registry,
+                    token.child_token(),
+                )
+                .map_err(NodeError::Steering)?,
+            ),
+            None => None,
+        };
         let state = Arc::new(AppState {
             cfg: shared.clone(),
             reloader,
@@ -164,6 +179,7 @@ impl Node {
             draining: ingest.draining(),
             admin,
             auth,
+            steering,
         });
         let server = Server::bind_with(state.clone(), inherited.http).await?;
         if let Some(up) = &upstream {
@@ -178,6 +194,11 @@ impl Node {
         tracker.spawn(server.run(token.clone()));
         if let Some(up) = upstream {
             tracker.spawn(async move { up.closed().await });
+        }
+        if let Some(p) = probes {
+            tracker.spawn(async move {
+                let _ = p.await;
+            });
         }
         // The interaction hub keeps its own `[interact]`: hand it each reloaded one.
         let mut generations = shared.subscribe();

@@ -64,7 +64,7 @@ async fn admin_drain_refuses_new_publishers_and_exits_when_the_last_leaves() {
     // The admin API wants the token.
     let denied = request_full(node.http, "POST", "/admin/drain", None);
     assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
-    assert!(denied.contains("{\"error\":\"unauthorized\""), "{denied}");
+    assert!(denied.contains("{\"code\":\"unauthorized\""), "{denied}");
     assert_eq!(
         request(
             node.http,

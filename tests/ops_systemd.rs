@@ -6,14 +6,14 @@ mod common;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream, UdpSocket},
     os::unix::net::UnixDatagram,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{tempdir, Node};
+use common::{free_port, tempdir, Node};
 
 /// Collects notify datagrams for `limit`.
 fn collect(sock: &UnixDatagram, limit: Duration) -> Vec<String> {
@@ -151,14 +151,6 @@ fn no_notify_socket_no_harm() {
     assert_eq!(http_status(node.http, "/readyz"), 200);
 }
 
-fn free_port_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn free_port_udp() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -181,7 +173,7 @@ fn socket_activation_takes_over_tcp_and_udp() {
          [ladder]\npassthrough = true\nrungs = []\n[streams.demo]\n",
     )
     .unwrap();
-    let (http_port, srt_port) = (free_port_tcp(), free_port_udp());
+    let (http_port, srt_port) = (free_port(), free_port_udp());
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
     let mut child = Command::new("systemd-socket-activate")

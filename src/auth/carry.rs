@@ -93,7 +93,7 @@ pub fn path_segment(token: &str) -> String {
 /// Appends `pair` to every URI of a playlist: the URI lines (variants, segments) and
 /// every `URI="…"` attribute (`EXT-X-MEDIA`, `EXT-X-MAP`, `EXT-X-PART`,
 /// `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`, `EXT-X-I-FRAME-STREAM-INF`,
-/// `EXT-X-KEY`…).
+/// `EXT-X-KEY`…) and the `SERVER-URI` of `EXT-X-CONTENT-STEERING`.
 pub fn carry(playlist: &str, pair: &str) -> String {
     let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
     for line in playlist.split_inclusive('\n') {
@@ -127,7 +127,10 @@ fn carry_attributes(line: &str, pair: &str, out: &mut String) {
     const ATTR: &str = "URI=\"";
     let mut rest = line;
     while let Some(i) = rest.find(ATTR) {
-        let boundary = i > 0 && matches!(rest.as_bytes()[i - 1], b':' | b',');
+        // `SERVER-URI` (`EXT-X-CONTENT-STEERING`) is a URI too.
+        let before = &rest[..i];
+        let at_start = |b: &str| matches!(b.as_bytes().last(), Some(b':' | b','));
+        let boundary = at_start(before) || before.strip_suffix("SERVER-").is_some_and(at_start);
         let start = i + ATTR.len();
         out.push_str(&rest[..start]);
         rest = &rest[start..];
@@ -171,6 +174,14 @@ mod tests {
             carry(mv, "t=1"),
             "#EXTM3U\r\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8?t=1\"\r\n#EXT-X-STREAM-INF:BANDWIDTH=1\r\nsrc/index.m3u8?a=1&t=1"
         );
+        assert_eq!(
+            carry(
+                "#EXT-X-CONTENT-STEERING:SERVER-URI=\"s.json\",PATHWAY-ID=\"a\"",
+                "t=1"
+            ),
+            "#EXT-X-CONTENT-STEERING:SERVER-URI=\"s.json?t=1\",PATHWAY-ID=\"a\""
+        );
+        assert_eq!(carry("#X:XSERVER-URI=\"a\"", "t=1"), "#X:XSERVER-URI=\"a\"");
         // An unterminated attribute is left as it is.
         assert_eq!(carry("#X:URI=\"a", "t=1"), "#X:URI=\"a");
     }

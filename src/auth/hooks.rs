@@ -12,10 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
@@ -131,21 +128,9 @@ impl Hooks {
     /// # Errors
     /// A message when `hook_secret` is not a header value or TLS cannot be set up.
     pub fn new(cfg: Arc<AuthConfig>, registry: &Registry) -> Result<Self, String> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(3)));
-        http.set_nodelay(true);
-        http.enforce_http(false);
         let tls = crate::upstream::tls_client_config(cfg.hook_ca_file.as_deref(), None)
             .map_err(|e| format!("auth.hook_ca_file: {e}"))?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+        let client = crate::upstream::client::small_client(tls);
         let auth = cfg
             .hook_secret
             .as_ref()

@@ -60,6 +60,9 @@ pub struct Admitted {
     /// `name=token` to append to every playlist URI (the token came as a query
     /// parameter).
     pub carry: Option<String>,
+    /// The viewer's token and where it came from (content steering writes it into the
+    /// URIs that lead to other nodes).
+    pub token: Option<(String, carry::Source)>,
 }
 
 /// The play decision cache: (stream, token or address) → allowed. The cell makes
@@ -157,8 +160,10 @@ impl Auth {
         }
         Ok(Admitted {
             carry: tok
+                .as_ref()
                 .filter(|_| source == carry::Source::Query)
-                .map(|t| carry::query_pair(&a.token_name, &t)),
+                .map(|t| carry::query_pair(&a.token_name, t)),
+            token: tok.map(|t| (t, source)),
         })
     }
 

@@ -177,6 +177,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Signed playback URLs and the publish/play webhooks.
     pub auth: crate::auth::AuthConfig,
+    /// HLS content steering across the tier's regional nodes.
+    pub steering: crate::steering::SteeringConfig,
 }
 
 /// The operations API (`/admin/...`).
@@ -204,6 +206,7 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             admin: AdminConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            steering: crate::steering::SteeringConfig::default(),
         }
     }
 }
@@ -554,6 +557,9 @@ impl Config {
             .map_err(|(key, reason)| invalid(key, reason))?;
         self.auth
             .validate(&self.streams)
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        self.steering
+            .validate()
             .map_err(|(key, reason)| invalid(key, reason))?;
         for (name, s) in &self.streams {
             if let Some(l) = &s.ladder {

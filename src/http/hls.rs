@@ -42,13 +42,20 @@ pub(super) async fn live(
         path_token,
         remote,
     };
-    let carry = match state.auth.admit(viewer).await {
-        Ok(a) => a.carry,
+    let admitted = match state.auth.admit(viewer).await {
+        Ok(a) => a,
         Err(r) => return ("refused", r.map(BodyExt::boxed)),
     };
-    let carry = carry.as_deref();
+    let carry = admitted.carry.as_deref();
     match rest {
-        ["index.m3u8"] => ("multivariant", multivariant(state, stream, carry).await),
+        ["index.m3u8"] => (
+            "multivariant",
+            multivariant(state, req.headers(), stream, &admitted).await,
+        ),
+        ["steering.json"] => (
+            "steering",
+            super::steering::manifest(state, req.uri().query(), &admitted),
+        ),
         [rendition, "index.m3u8"] => (
             "media_playlist",
             media_playlist(state, stream, rendition, req.uri().query(), carry).await,
@@ -110,7 +117,12 @@ async fn upstream(
 }
 
 /// `GET /live/{stream}/index.m3u8`: waits briefly for a stream that is just starting.
-async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) -> Response<Body> {
+async fn multivariant(
+    state: &Arc<AppState>,
+    headers: &hyper::HeaderMap,
+    stream: &str,
+    admitted: &crate::auth::Admitted,
+) -> Response<Body> {
     if let Err(r) = upstream(state, stream, None).await {
         return r;
     }
@@ -124,7 +136,10 @@ async fn multivariant(state: &Arc<AppState>, stream: &str, carry: Option<&str>) 
         _ => None,
     };
     match text_now {
-        Some(t) => playlist_response(t, false, carry),
+        Some(t) => {
+            let t = super::steering::playlist(state, headers, stream, admitted, t);
+            playlist_response(t, false, admitted.carry.as_deref())
+        }
         None => error(
             StatusCode::NOT_FOUND,
             "no_media_yet",

@@ -6,6 +6,7 @@ mod conn;
 pub mod error;
 mod hls;
 mod range;
+mod steering;
 mod web;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -78,6 +79,8 @@ pub struct AppState {
     pub admin: crate::admin::Admin,
     /// Playback tokens and the play webhook.
     pub auth: Arc<crate::auth::Auth>,
+    /// Content steering, when `steering.pathways` is set.
+    pub steering: Option<crate::steering::Steering>,
 }
 
 impl AppState {

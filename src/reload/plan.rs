@@ -22,6 +22,7 @@ use crate::config::Config;
 /// - `interact.bus` and the room settings fixed when a room opens (reaction list, send
 ///   queue, chat rate, slow mode, timers).
 /// - `[upstream]`: the origin client, its TLS identity and the Redis directory.
+/// - `[steering]`: the pathways and their health probes start with the node.
 /// - The webhook client and its answer cache (`auth.publish_*`, `auth.play_*`,
 ///   `auth.hook_*`).
 pub const RESTART_ONLY: &[&str] = &[
@@ -51,6 +52,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "interact.poll_tally_interval",
     "interact.daterange_keep",
     "upstream",
+    "steering",
     "auth.publish_url",
     "auth.publish_timeout",
     "auth.publish_fail_open",

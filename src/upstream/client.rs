@@ -163,6 +163,8 @@ impl Client {
         if let Some(a) = &self.auth {
             req.headers_mut().insert(header::AUTHORIZATION, a.clone());
         }
+        req.headers_mut()
+            .insert(super::TIER_HEADER, header::HeaderValue::from_static("pull"));
         let resp = if https {
             self.tls.request(req).await
         } else {
@@ -180,6 +182,30 @@ impl Client {
             .map_err(|e| UpstreamError::Body(e.to_string()))?;
         Ok(body.to_bytes())
     }
+}
+
+/// A pooled client for small requests to `http://` or `https://` URLs (HTTP/1.1, or
+/// HTTP/2 by ALPN): the webhooks' and the steering probes'.
+pub fn small_client<B>(
+    tls: tokio_rustls::rustls::ClientConfig,
+) -> HyperClient<HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(3)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
 }
 
 /// A rustls client config trusting the system's roots plus `ca_file`, presenting

@@ -15,6 +15,14 @@ pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 /// Default lease of an origin registration in Redis (refreshed at a third of it).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
+/// Whether `o` is an `http://` or `https://` base URL without query or fragment.
+pub fn is_base_url(o: &str) -> bool {
+    let rest = o
+        .strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(['?', '#', ' ']))
+}
+
 /// Upstream (edge tier) settings. With no `origins` the node only serves what is
 /// published to it.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -93,14 +101,7 @@ impl UpstreamConfig {
     /// `(key, reason)` naming the dotted key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: &str| Err((format!("upstream.{k}"), r.to_owned()));
-        let base_url_ok = |o: &str| {
-            let rest = o
-                .strip_prefix("http://")
-                .or_else(|| o.strip_prefix("https://"));
-            rest.is_some_and(|r| {
-                !r.is_empty() && !r.starts_with('/') && !r.contains(['?', '#', ' '])
-            })
-        };
+        let base_url_ok = is_base_url;
         for (i, o) in self.origins.iter().enumerate() {
             if !base_url_ok(o) {
                 return bad(

@@ -103,6 +103,17 @@ pub fn authorized(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
     !cfg.require_secret || credentialed(cfg, headers)
 }
 
+/// Sent on every upstream request: a node of the tier pulling. Such a request gets the
+/// plain multivariant playlist, without the serving node's content steering (the edge
+/// adds its own).
+pub const TIER_HEADER: &str = "x-estuary-tier";
+
+/// Whether a request comes from a node of the tier (its `upstream.secret`, or the
+/// [`TIER_HEADER`] every upstream request carries).
+pub fn from_tier(cfg: &UpstreamConfig, headers: &HeaderMap) -> bool {
+    headers.contains_key(TIER_HEADER) || credentialed(cfg, headers)
+}
+
 /// Whether the request carries this node's `upstream.secret`: another node of the
 /// tier pulling on its own credential, which a signed stream lets in without a viewer
 /// token (the edge checks its viewers' tokens itself).
@@ -454,7 +465,10 @@ impl Upstream {
             };
             let parsed = std::str::from_utf8(&body)
                 .map_err(|_| "not UTF-8".to_owned())
-                .and_then(|t| playlist::rewrite_multivariant(t).map_err(|e| e.to_string()));
+                .and_then(|t| {
+                    let t = crate::steering::playlist::one_pathway(t);
+                    playlist::rewrite_multivariant(&t).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok((text, renditions)) => {
                     remote.origin.store(idx, Ordering::Relaxed);

@@ -392,7 +392,8 @@ pub fn is_simple_name(s: &str) -> bool {
 
 /// Rewrites a multivariant playlist for the edge: every media playlist URI becomes
 /// `{name}/index.m3u8`, keeping the upstream name when it is already of that form.
-/// Content steering is dropped (the edge is the steering target).
+/// Content steering is dropped: the edge follows one pathway
+/// ([`crate::steering::playlist::one_pathway`]) and advertises its own.
 ///
 /// # Errors
 /// [`ParseError`] if it is not a multivariant playlist.

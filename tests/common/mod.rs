@@ -40,6 +40,16 @@ impl Drop for Node {
     }
 }
 
+/// A loopback TCP port that was free a moment ago (the OS picked it; it is released for
+/// the node to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn tempdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "estuary-test-{tag}-{}-{:x}",
@@ -70,13 +80,25 @@ impl Node {
 
     /// Like [`Node::start_with_args`], with extra environment variables.
     pub fn start_with_env(tag: &str, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::launch(tag, 0, extra, args, env)
+    }
+
+    /// Like [`Node::start`], with HTTP on a given loopback port (from [`free_port`]), for
+    /// configs that must name a node's address before it starts (peers naming each other).
+    pub fn start_at(tag: &str, http_port: u16, extra: &str) -> Node {
+        Self::launch(tag, http_port, extra, &[], &[])
+    }
+
+    fn launch(tag: &str, http_port: u16, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempdir(tag);
         let cfg = dir.join("estuary.toml");
         // Root-level dotted keys, so `extra` may add more `srt.*` / `http.*` / `rtmp.*` keys
         // before its own tables (an `[rtmp]` table would clash with them).
         // RTMP is on by default: loopback port 0 too, so parallel tests never share :1935.
-        let base = "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:0\"\n\
-                    rtmp.listen = \"127.0.0.1:0\"\nrtmp.tls_listen = \"127.0.0.1:0\"\n";
+        let base = format!(
+            "srt.listen = \"127.0.0.1:0\"\nhttp.listen = \"127.0.0.1:{http_port}\"\n\
+             rtmp.listen = \"127.0.0.1:0\"\nrtmp.tls_listen = \"127.0.0.1:0\"\n"
+        );
         std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_estuary"))

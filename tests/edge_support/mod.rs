@@ -30,12 +30,28 @@ pub fn upstream_cfg(origins: &[&Node], extra: &str) -> String {
     format!("[upstream]\norigins = [{}]\n{extra}", list.join(", "))
 }
 
+/// `[steering]` naming edge `a` on port `pa` and edge `b` on `pb`.
+pub fn steering_cfg(pa: u16, pb: u16, self_id: &str, extra: &str) -> String {
+    format!(
+        "[steering]\npathways = [{{ id = \"a\", base = \"http://127.0.0.1:{pa}\" }}, \
+         {{ id = \"b\", base = \"http://127.0.0.1:{pb}\" }}]\nself_id = \"{self_id}\"\n\
+         ttl = \"1s\"\nprobe_interval = \"300ms\"\nprobe_timeout = \"250ms\"\n{extra}"
+    )
+}
+
 /// GET with an `Authorization: Bearer` header, over h2c.
 pub async fn get_auth(url: &str, secret: &str) -> Resp {
+    request_auth(hyper::Method::GET, url, secret).await
+}
+
+/// A request with an `Authorization: Bearer` header and no body, over h2c.
+pub async fn request_auth(method: hyper::Method, url: &str, secret: &str) -> Resp {
     let mut b = Client::builder(TokioExecutor::new());
     b.http2_only(true);
     let client: Client<_, Empty<Bytes>> = b.build_http();
-    let req = hyper::Request::get(url)
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
         .header("authorization", format!("Bearer {secret}"))
         .body(Empty::new())
         .unwrap();

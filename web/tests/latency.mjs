@@ -8,7 +8,7 @@
 // Prints one JSON line: RESULT {...} with medians and percentiles.
 //
 //   node web/tests/latency.mjs --url http://127.0.0.1:8080/watch/demo?q=source --secs 60 --label passthrough
-import { launch, loopbackContext, waitFor, median, percentile, sleep, assertLoopback } from "./lib.mjs";
+import { launch, openPage, waitFor, median, percentile, sleep, assertLoopback } from "./lib.mjs";
 
 function arg(name, dflt) {
   const i = process.argv.indexOf("--" + name);
@@ -32,9 +32,7 @@ hard.unref();
 const browser = await launch();
 let code = 1;
 try {
-  const ctx = await loopbackContext(browser);
-  const page = await ctx.newPage();
-  await page.goto(URL_, { waitUntil: "load", timeout: 20000 });
+  const page = await openPage(browser, URL_);
   await waitFor("playback", async () => {
     const s = await page.evaluate(() => window.estuary && window.estuary.stats());
     return s && s.playing && s.currentTime > 0.3 && s.playingDate ? s : null;

@@ -43,6 +43,14 @@ export async function loopbackContext(browser, opts = {}) {
   return ctx;
 }
 
+/** A new loopback-only page (see loopbackContext) that has loaded `url`. */
+export async function openPage(browser, url) {
+  const ctx = await loopbackContext(browser);
+  const page = await ctx.newPage();
+  await page.goto(url, { waitUntil: "load", timeout: 20000 });
+  return page;
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
