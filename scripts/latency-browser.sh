@@ -22,6 +22,9 @@
 #   PART_TARGET=100ms try another LL-HLS part target (hls.part_target; the default is 200ms)
 #   LADDER=1          also transcode with the default ladder of config/estuary.toml and
 #                     measure its top rung (the 720p source leaves out taller rungs)
+#   EDGE=1            also play the passthrough through an edge node pulling from this one
+#                     (the edge tier, HTTP/2 replication): same PDTs, so the difference is
+#                     what the edge adds
 # Everything listens on 127.0.0.1 only; every wait is bounded; all children are stopped
 # on exit.
 set -euo pipefail
@@ -75,6 +78,24 @@ LINE=$(head -n1 "$TMP/estuary.out")
 HTTP=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' <<<"$LINE")
 SRT=$(sed -n 's/.*"srt":"\([^"]*\)".*/\1/p' <<<"$LINE")
 [ -n "$HTTP" ] && [ -n "$SRT" ] || { echo "estuary did not start: $(tail -5 "$TMP/estuary.log")" >&2; exit 1; }
+
+# ---------------------------------------------------------------- edge (optional)
+if [ -n "${EDGE:-}" ]; then
+  cat > "$TMP/edge.toml" <<EOF
+srt.listen = "127.0.0.1:0"
+http.listen = "127.0.0.1:0"
+rtmp.enabled = false
+http.web_root = "$ROOT/web"
+http.hlsjs = "$ROOT/web/node_modules/hls.js/dist/hls.min.js"
+[upstream]
+origins = ["http://$HTTP/live"]
+EOF
+  "$ESTUARY_BIN" --config "$TMP/edge.toml" >"$TMP/edge.out" 2>"$TMP/edge.log" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q '"event":"listening"' "$TMP/edge.out" 2>/dev/null && break; sleep 0.1; done
+  EDGE_HTTP=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$TMP/edge.out" | head -n1)
+  [ -n "$EDGE_HTTP" ] || { echo "edge did not start: $(tail -5 "$TMP/edge.log")" >&2; exit 1; }
+fi
 
 # ---------------------------------------------------------------- nginx (baseline)
 NGINX_PORT=$(free_port)
@@ -155,6 +176,11 @@ if [ -n "$RUNG" ]; then
   LAD=$(measure "ladder:$RUNG" "http://$HTTP/watch/demo?q=$RUNG")
   echo "ladder ($RUNG): $LAD"
 fi
+if [ -n "${EDGE:-}" ]; then
+  wait_200 "http://$EDGE_HTTP/live/demo/source/index.m3u8"
+  EDG=$(measure edge "http://$EDGE_HTTP/watch/demo?q=source")
+  echo "edge: $EDG"
+fi
 BASE=$(measure baseline "http://127.0.0.1:$NGINX_PORT/player.html")
 echo "baseline: $BASE"
 
@@ -164,6 +190,10 @@ echo
 echo "median glass-to-glass (wall clock - PDT on screen), Chromium $(chromium --version 2>/dev/null | awk '{print $2}'), ${SECS}s:"
 printf '  estuary passthrough (LL-HLS)     %6s ms\n' "$P"
 if [ -n "$RUNG" ]; then printf '  estuary ladder (%s)        %6s ms\n' "$RUNG" "$(med "$LAD")"; fi
+if [ -n "${EDGE:-}" ]; then
+  E=$(med "$EDG")
+  printf '  estuary passthrough via an edge  %6s ms (edge adds %s ms)\n' "$E" "$((E - P))"
+fi
 printf '  baseline ffmpeg HLS + nginx      %6s ms\n' "$B"
 if [ -n "$P" ] && [ -n "$B" ] && [ "$P" -gt 0 ]; then
   awk -v b="$B" -v p="$P" 'BEGIN { printf "  ratio baseline / estuary         %6.2fx\n", b / p }'
