@@ -40,7 +40,7 @@ start_node "$dir/origin.toml" "$dir/origin"
 origin=$NODE_HTTP origin_pid=$NODE_PID
 ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine -t 3600 -c:v libx264 -preset ultrafast -tune zerolatency -g 60 -b:v 3M \
-  -c:a aac -f mpegts "srt://$NODE_SRT?streamid=bench" &
+  -c:a aac -f mpegts "srt://$NODE_SRT?streamid=bench" 2>"$dir/ffmpeg.log" &
 { base; cat <<CFG
 [upstream]
 origins = ["http://$origin/live"]
