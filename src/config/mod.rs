@@ -523,6 +523,21 @@ impl Config {
         if self.srt.max_connections == 0 {
             return Err(invalid("srt.max_connections", "must be at least 1"));
         }
+        // Zero would drop every publisher at once (no media "for 0 s") or before its
+        // first frame.
+        if self.srt.idle_timeout < Duration::from_secs(1)
+            || self.srt.idle_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid("srt.idle_timeout", "must be between 1s and 600s"));
+        }
+        if self.srt.no_video_timeout < Duration::from_secs(1)
+            || self.srt.no_video_timeout > Duration::from_secs(600)
+        {
+            return Err(invalid(
+                "srt.no_video_timeout",
+                "must be between 1s and 600s",
+            ));
+        }
         if self.http.idle_timeout < Duration::from_secs(1)
             || self.http.idle_timeout > Duration::from_secs(600)
         {

@@ -170,3 +170,16 @@ fn errors_carry_the_key() {
     );
     assert_eq!(key("[streams.x\n").as_deref(), Some("streams.x"));
 }
+
+#[test]
+fn zero_ingest_timeouts_are_refused() {
+    for (toml, key) in [
+        ("[srt]\nidle_timeout = \"0s\"", "srt.idle_timeout"),
+        ("[srt]\nno_video_timeout = \"0s\"", "srt.no_video_timeout"),
+        ("[rtmp]\nidle_timeout = \"0s\"", "rtmp.idle_timeout"),
+        ("[http]\nidle_timeout = \"0s\"", "http.idle_timeout"),
+    ] {
+        let e = Config::from_toml(toml).unwrap_err();
+        assert!(e.to_string().contains(key), "{toml}: {e}");
+    }
+}
