@@ -5,8 +5,9 @@
 #  - 200 LL-HLS players (scripts/hls_load: blocking reload + preload-hint part GET each),
 #    100 on the source rendition and 100 on the first encoded rung;
 #  - 1000 WebSocket clients in the stream's room, chat at CHAT_RATE msg/s (scripts/ws_load).
-# Every SAMPLE_SECS it prints the node's RSS, open file descriptors, publishers and
-# parts published. At the end: RSS drift after warm-up (first sample after WARMUP_MIN
+# Every SAMPLE_SECS it prints the node's RSS, the media cache's bytes (bounded by
+# cache.max_bytes, 512 MiB shipped: RSS grows until the cache is full, so read the drift
+# against it), open file descriptors, publishers and parts published. At the end: RSS drift after warm-up (first sample after WARMUP_MIN
 # minutes against the last), file descriptors before load and after the clients left,
 # and what the clients saw (errors by kind, parts, stalls; errors during the reconnect
 # windows are expected: the publisher is away for a moment).
@@ -66,7 +67,7 @@ target/ws_load/release/ws_load run --addr "$http" --stream soak --clients 1000 \
   --rate "$CHAT_RATE" --secs "$SECS" --secret "$SECRET" > "$dir/ws.txt" 2> "$dir/ws.err" &
 ws=$!
 
-printf '%6s %8s %6s %11s %8s\n' min rss_MB fds publishers parts
+printf '%6s %8s %9s %6s %11s %8s\n' min rss_MB cache_MB fds publishers parts
 warm_rss=""
 start=$SECONDS
 while [ $((SECONDS - start)) -lt "$SECS" ]; do
@@ -74,7 +75,8 @@ while [ $((SECONDS - start)) -lt "$SECS" ]; do
   m=$(( (SECONDS - start) / 60 ))
   r=$(rss)
   [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r
-  printf '%6d %8d %6d %11s %8s\n' "$m" "$r" "$(fds)" "$(metric estuary_publishers_active)" "$(metric estuary_parts_published_total)"
+  printf '%6d %8d %9d %6d %11s %8s\n' "$m" "$r" "$(( $(metric estuary_cache_bytes) / 1048576 ))" "$(fds)" \
+    "$(metric estuary_publishers_active)" "$(metric estuary_parts_published_total)"
 done
 last_rss=$(rss)
 wait $ws || true
