@@ -8,7 +8,7 @@ mod interact_support;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -93,7 +93,9 @@ async fn reload_metric(node: &Node, result: &str) -> f64 {
 /// A viewer at the live edge: blocking playlist reloads in a loop, and a WebSocket.
 struct Viewer {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+    /// Blocking reloads answered 200 so far.
+    ok: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
     ws: interact_support::Client,
 }
 
@@ -103,8 +105,10 @@ impl Viewer {
         wait_ok(&url, LIMIT).await;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let ok = Arc::new(AtomicU64::new(0));
+        let count = ok.clone();
         let task = tokio::spawn(async move {
-            let (mut ok, mut errors) = (0u64, Vec::new());
+            let mut errors = Vec::new();
             let mut lines = parse_playlist(&get(&url).await.text());
             // Bounded: at most 2,000 reloads, stopped long before by the test.
             for _ in 0..2_000 {
@@ -114,7 +118,7 @@ impl Viewer {
                 let (msn, part) = next_part_target(&lines);
                 let r = get(&format!("{url}?_HLS_msn={msn}&_HLS_part={part}")).await;
                 if r.status == 200 {
-                    ok += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
                     lines = parse_playlist(&r.text());
                 } else {
                     errors.push(format!("{msn}.{part}: {}", r.status));
@@ -122,12 +126,12 @@ impl Viewer {
                     lines = parse_playlist(&get(&url).await.text());
                 }
             }
-            (ok, errors)
+            errors
         });
         let token = interact_support::token_for(Role::Viewer, "watcher", Some(stream));
         let ws_url = format!("ws://{}/live/{stream}/events?token={token}", node.http);
         let ws = interact_support::Client::connect(&ws_url).await.unwrap();
-        Self { stop, task, ws }
+        Self { stop, ok, task, ws }
     }
 
     /// Every blocking reload answered 200 and the WebSocket still carries chat.
@@ -138,8 +142,15 @@ impl Viewer {
             .await
             .expect("the WebSocket stays open across reloads");
         assert_eq!(ack["type"], "ack", "{ack}");
+        // At least ten parts' worth of blocking reloads (bounded wait: a fast test run
+        // may finish before the viewer has made them).
+        let deadline = Instant::now() + LIMIT;
+        while self.ok.load(Ordering::Relaxed) < 10 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.stop.store(true, Ordering::Relaxed);
-        let (ok, errors) = self.task.await.unwrap();
+        let errors = self.task.await.unwrap();
+        let ok = self.ok.load(Ordering::Relaxed);
         assert!(
             errors.is_empty(),
             "blocking reloads failed: {errors:?}\n{}",
