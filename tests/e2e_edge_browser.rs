@@ -28,13 +28,8 @@ async fn hlsjs_in_chromium_plays_ll_hls_from_the_edge() {
     )
     .await;
     let v = browser::play(&edge.url("/watch/demo?q=source"), 15, 3, "edge").await;
+    browser::assert_played_smoothly(&v, 30);
     let result = v.to_string();
-    assert_eq!(v["fatal_errors"], 0, "{result}");
-    assert_eq!(v["stalls"], 0, "{result}");
-    // LL-HLS: hls.js loaded parts (not whole segments) at the edge, at real speed.
-    assert!(v["parts_loaded"].as_u64().unwrap() >= 30, "{result}");
-    let rate = v["playback_rate_ok"].as_f64().unwrap();
-    assert!((0.8..1.3).contains(&rate), "{result}");
     assert!(
         v["hls_latency_median_ms"].as_f64().unwrap() < 3000.0,
         "{result}"

@@ -247,30 +247,16 @@ async fn configured_pids_pick_the_tracks() {
     let file = dir.join("two-programs.ts");
     // PIDs from 0x100 in map order: video 320x240 (0x100), video 640x360 (0x101),
     // audio 48 kHz (0x102), audio 44.1 kHz (0x103).
-    let st = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=44100"])
-        .args([
-            "-map", "0:v", "-map", "1:v", "-map", "2:a", "-map", "3:a", "-t", "15",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-        ])
-        .args(["-f", "mpegts"])
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    multiplex(
+        &file,
+        &[
+            "testsrc2=size=320x240:rate=30",
+            "testsrc2=size=640x360:rate=30",
+            "sine=sample_rate=48000",
+            "sine=sample_rate=44100",
+        ],
+        &["-map", "0:v", "-map", "1:v", "-map", "2:a", "-map", "3:a"],
+    );
     let node = Node::start(
         "pids",
         "[streams.pick]\nvideo_pid = 0x101\naudio_pid = 0x103\n",
@@ -311,33 +297,26 @@ async fn audio_language_picks_the_track_or_falls_back_to_the_first() {
     let dir = tempdir("lang");
     let file = dir.join("two-languages.ts");
     // French at 48 kHz first, English at 44.1 kHz second.
-    let st = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=44100:frequency=880"])
-        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-t", "15"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-        ])
-        .args([
+    multiplex(
+        &file,
+        &[
+            "testsrc2=size=320x240:rate=30",
+            "sine=sample_rate=48000",
+            "sine=sample_rate=44100:frequency=880",
+        ],
+        &[
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-map",
+            "2:a",
             "-metadata:s:a:0",
             "language=fra",
             "-metadata:s:a:1",
             "language=eng",
-        ])
-        .args(["-f", "mpegts"])
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(st.success());
+        ],
+    );
     let node = Node::start(
         "lang",
         "[streams.english]\naudio_language = \"en\"\n\
@@ -361,4 +340,28 @@ async fn audio_language_picks_the_track_or_falls_back_to_the_first() {
         log.contains("no audio track in the configured language: using the first audio track"),
         "{log}"
     );
+}
+
+/// Writes a 15 s MPEG-TS to `file` from lavfi `sources`, with `maps` (and per-track
+/// metadata): H.264 ultrafast with a 1 s GOP, AAC.
+fn multiplex(file: &std::path::Path, sources: &[&str], maps: &[&str]) {
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    for s in sources {
+        cmd.args(["-f", "lavfi", "-i", s]);
+    }
+    cmd.args(maps)
+        .args([
+            "-t",
+            "15",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(file);
+    stdout_of(&mut cmd);
 }

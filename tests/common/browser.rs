@@ -53,3 +53,13 @@ pub async fn play(url: &str, secs: u32, settle: u32, label: &str) -> serde_json:
     println!("{result}");
     serde_json::from_str(result).unwrap()
 }
+
+/// hls.js played `v` (a [`play`] result) smoothly, with parts: no fatal error, no stall,
+/// at least `min_parts` parts loaded, at about real speed.
+pub fn assert_played_smoothly(v: &serde_json::Value, min_parts: u64) {
+    assert_eq!(v["fatal_errors"], 0, "{v}");
+    assert_eq!(v["stalls"], 0, "{v}");
+    assert!(v["parts_loaded"].as_u64().unwrap() >= min_parts, "{v}");
+    let rate = v["playback_rate_ok"].as_f64().unwrap();
+    assert!((0.8..1.3).contains(&rate), "{v}");
+}

@@ -602,3 +602,15 @@ pub async fn hls_frames(url: &str, secs: u32) -> usize {
         .filter(|l| !l.starts_with('#'))
         .count()
 }
+
+/// Runs `cmd` to the end and returns its standard output; fails with its standard error
+/// when it fails.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
