@@ -47,22 +47,9 @@ fn require_prerequisites() -> PathBuf {
     web
 }
 
-/// Mints a token with the `estuary token` subcommand, reading the secret from the config.
+/// Mints a token for `demo` (the `estuary token` subcommand, the secret from the config).
 fn mint(node: &Node, role: &str, user: &str, name: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .env("ESTUARY_CONFIG", node.dir.join("estuary.toml"))
-        .args(["token", "--role", role, "--user", user, "--name", name])
-        .args(["--stream", "demo"])
-        .output()
-        .expect("run estuary token");
-    assert!(
-        out.status.success(),
-        "`estuary token --role {role}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(token.split('.').count() == 3, "not a token: {token:?}");
-    token
+    mint_token(node, role, user, name, "demo")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,20 +186,7 @@ async fn chain_origin_edge_midtier_serves_the_origins_bytes_one_fetch_per_object
     );
 
     // A poll at the origin reaches the last edge's playlists as the origin's DATERANGE.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .args([
-            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--stream", "demo",
-            "--config",
-        ])
-        .arg(origin.dir.join("estuary.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = mint_token(&origin, "host", "ops", "Ops", "demo");
     let code = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
         .args(["-H", &format!("Authorization: Bearer {token}")])

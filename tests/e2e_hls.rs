@@ -271,20 +271,7 @@ async fn polls_are_placed_on_the_video_timeline_as_dateranges() {
     let _pub = ffmpeg_publish(&srt_url(&node, "demo", None), 40, 30);
     wait_ok(&node.url("/live/demo/index.m3u8"), Duration::from_secs(20)).await;
     // The CLI mints the host token from the same config.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_estuary"))
-        .args([
-            "token", "--role", "host", "--user", "ops", "--name", "Ops", "--stream", "demo",
-            "--config",
-        ])
-        .arg(node.dir.join("estuary.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = mint_token(&node, "host", "ops", "Ops", "demo");
     let post = |path: &str, body: &str| {
         let o = std::process::Command::new("curl")
             .args([

@@ -614,3 +614,15 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Mints an interaction token for `stream` with the `estuary token` subcommand, reading
+/// the secret from `node`'s config.
+pub fn mint_token(node: &Node, role: &str, user: &str, name: &str, stream: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_estuary"));
+    cmd.args(["token", "--role", role, "--user", user, "--name", name])
+        .args(["--stream", stream, "--config"])
+        .arg(node.dir.join("estuary.toml"));
+    let token = stdout_of(&mut cmd).trim().to_owned();
+    assert!(token.split('.').count() == 3, "not a token: {token:?}");
+    token
+}
