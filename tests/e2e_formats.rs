@@ -28,18 +28,9 @@ preset = "ultrafast"
 passthrough = true
 "#;
     let node = Node::start("hi444", cfg);
-    let args = [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "30",
-        "-pix_fmt",
-        "yuv444p10le",
-    ];
+    let mut args = x264_args(30);
+    args.extend(["-pix_fmt".to_owned(), "yuv444p10le".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _hi = ffmpeg_publish_with(&srt_url(&node, "hi", None), 30, &args, "1280x720");
     let _plain = ffmpeg_publish_with(&srt_url(&node, "plain", None), 30, &args, "1280x720");
     let mv = wait_ok(&node.url("/live/hi/index.m3u8"), Duration::from_secs(30)).await;

@@ -32,21 +32,9 @@ async fn run(case: Case, seed: u64) -> String {
     .await;
     let secs = 20;
     let url = format!("srt://{}?streamid=demo", relay.addr);
-    let _p = ffmpeg_publish_with(
-        &url,
-        secs,
-        &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "30",
-        ],
-        "640x360",
-    );
+    let x264 = x264_args(30);
+    let x264: Vec<&str> = x264.iter().map(String::as_str).collect();
+    let _p = ffmpeg_publish_with(&url, secs, &x264, "640x360");
     // (An async wait: the three cases share the test's two runtime threads.)
     tokio::time::sleep(Duration::from_secs(u64::from(secs) + 4)).await;
     let m = |name: &'static str| {
