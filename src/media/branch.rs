@@ -21,17 +21,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
 use gst::prelude::*;
 
-use super::{MediaChunk, MediaConfig, MediaError, MediaEvent, TrackInfo, AUDIO, PASSTHROUGH};
+use super::{MediaConfig, MediaError, MediaEvent, TrackInfo, AUDIO, PASSTHROUGH};
 use crate::{
     config::{RungCodec, RungConfig},
     packager::ChunkKind,
 };
 
+mod chunks;
 mod probes;
 mod select;
+use chunks::{chunks_of, Parts};
 use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
 pub(super) use select::{take_fallback, Fallback};
 
@@ -67,17 +68,27 @@ fn setup<E: std::fmt::Display>(e: E) -> MediaError {
 }
 
 /// cmafmux closes a chunk at the first sample boundary at or past its chunk duration, and
-/// a fragment only at a chunk boundary. Video chunks are exactly the part target, which
-/// divides the segment target and is a whole number of frames at 25/30/50/60 fps, so
-/// keyframes fall on chunk boundaries. AAC frames (1024 samples) never divide it, so
-/// audio asks for 85 %: its parts then stay within `PART-TARGET` at 44.1 and 48 kHz, as
-/// the draft requires.
-pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
-    if audio {
-        part_target.mul_f64(0.85)
-    } else {
-        part_target
+/// a fragment only at a chunk boundary. Encoded rungs (no B-frames) get chunks of exactly
+/// the part target, which divides the segment target and is a whole number of frames at
+/// 25/30/50/60 fps, so keyframes fall on chunk boundaries. A passthrough gets half that,
+/// joined into parts by [`Parts`] (see [`chunks`]): with B-frames a chunk can hold more
+/// than its duration's worth of frames. AAC frames (1024 samples) never divide the part
+/// target, so audio asks for 85 %: its parts then stay within `PART-TARGET` at 44.1 and
+/// 48 kHz, as the draft requires.
+pub(super) fn chunk_duration(part_target: Duration, track: Track) -> Duration {
+    match track {
+        Track::Audio => part_target.mul_f64(0.85),
+        Track::Passthrough => part_target / 2,
+        Track::Rung => part_target,
     }
+}
+
+/// What a `cmafmux ! appsink` branch carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Track {
+    Audio,
+    Passthrough,
+    Rung,
 }
 
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
@@ -506,9 +517,16 @@ fn sink_branch(
         "fragment-duration",
         ctx.cfg.segment_target.as_nanos() as u64,
     );
+    let track = if *rendition == *AUDIO {
+        Track::Audio
+    } else if force_keyunit {
+        Track::Rung
+    } else {
+        Track::Passthrough
+    };
     mux.set_property(
         "chunk-duration",
-        chunk_duration(ctx.cfg.part_target, *rendition == *AUDIO).as_nanos() as u64,
+        chunk_duration(ctx.cfg.part_target, track).as_nanos() as u64,
     );
     // In passthrough there is no encoder to ask for keyframes.
     mux.set_property("send-force-keyunit", force_keyunit);
@@ -525,9 +543,22 @@ fn sink_branch(
         .add_many([&mux, sink.upcast_ref()])
         .map_err(setup)?;
     mux.link(&sink).map_err(setup)?;
-    let tx = super::events::RenditionTx::new(ctx.tx.clone(), rendition.clone());
+    let tx = Arc::new(super::events::RenditionTx::new(
+        ctx.tx.clone(),
+        rendition.clone(),
+    ));
+    // A passthrough's chunks are joined into parts here; the others' are parts already.
+    let parts = (track == Track::Passthrough)
+        .then(|| Arc::new(std::sync::Mutex::new(Parts::new(ctx.cfg.part_target))));
+    let (eos_parts, eos_tx) = (parts.clone(), tx.clone());
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
+            .eos(move |_| {
+                // The part still open at the end of the input is published too.
+                if let Some(part) = eos_parts.as_ref().and_then(|p| p.lock().ok()?.flush()) {
+                    let _ = eos_tx.send(part);
+                }
+            })
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 // Timestamps are compared across renditions as running time: encoders
@@ -535,7 +566,7 @@ fn sink_branch(
                 let segment = sample
                     .segment()
                     .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
-                for mut chunk in chunks_of(&sample) {
+                for (mut chunk, frame) in chunks_of(&sample) {
                     chunk.pts = chunk.pts.and_then(|p| {
                         let p = gst::ClockTime::from_nseconds(p.as_nanos() as u64);
                         let rt = match &segment {
@@ -550,8 +581,14 @@ fn sink_branch(
                         (chunk.first_input, chunk.last_input) =
                             arrivals_of(&arrivals, pts, pts + chunk.duration);
                     }
-                    if tx.send(chunk).is_err() {
-                        return Err(gst::FlowError::Flushing);
+                    let done = match &parts {
+                        Some(p) => p.lock().expect("not poisoned").push(chunk, frame),
+                        None => vec![chunk],
+                    };
+                    for part in done {
+                        if tx.send(part).is_err() {
+                            return Err(gst::FlowError::Flushing);
+                        }
                     }
                 }
                 Ok(gst::FlowSuccess::Ok)
@@ -666,70 +703,6 @@ fn track_info(caps: &gst::CapsRef, rendition: &str) -> Option<TrackInfo> {
     })
 }
 
-/// Splits an appsink sample (a buffer list from cmafmux) into pieces: each `HEADER`
-/// buffer starts one, and the data buffers after it belong to it.
-fn chunks_of(sample: &gst::Sample) -> Vec<MediaChunk> {
-    let mut out: Vec<(MediaChunk, BytesMut)> = Vec::new();
-    let mut visit = |buf: &gst::BufferRef| {
-        let flags = buf.flags();
-        if flags.contains(gst::BufferFlags::HEADER) {
-            // The init segment is `DISCONT|HEADER`; the first fragment after it may carry
-            // DISCONT too, so an init is also recognised by its leading `ftyp`.
-            let kind = if flags.contains(gst::BufferFlags::DISCONT)
-                && (buf.pts().is_none() || is_init(buf))
-            {
-                ChunkKind::Init
-            } else if flags.contains(gst::BufferFlags::DELTA_UNIT) {
-                ChunkKind::PartStart
-            } else {
-                ChunkKind::SegmentStart
-            };
-            let init = kind == ChunkKind::Init;
-            out.push((
-                MediaChunk {
-                    kind,
-                    data: bytes::Bytes::new(),
-                    pts: buf
-                        .pts()
-                        .filter(|_| !init)
-                        .map(|t| Duration::from_nanos(t.nseconds())),
-                    duration: buf
-                        .duration()
-                        .filter(|_| !init)
-                        .map(|t| Duration::from_nanos(t.nseconds()))
-                        .unwrap_or_default(),
-                    last_input: None,
-                    first_input: None,
-                },
-                BytesMut::new(),
-            ));
-        }
-        if let (Some((_, acc)), Ok(map)) = (out.last_mut(), buf.map_readable()) {
-            acc.extend_from_slice(map.as_slice());
-        }
-    };
-    if let Some(list) = sample.buffer_list() {
-        for buf in list.iter() {
-            visit(buf);
-        }
-    } else if let Some(buf) = sample.buffer() {
-        visit(buf);
-    }
-    out.into_iter()
-        .map(|(mut c, acc)| {
-            c.data = acc.freeze();
-            c
-        })
-        .collect()
-}
-
-/// An init segment starts with an `ftyp` box.
-fn is_init(buf: &gst::BufferRef) -> bool {
-    buf.map_readable()
-        .map(|m| m.len() >= 8 && &m[4..8] == b"ftyp")
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,15 +756,17 @@ mod tests {
     #[test]
     fn chunk_duration_keeps_common_parts_within_target() {
         let t = Duration::from_millis(200);
-        for (frame, audio) in [
-            (1.0 / 30.0, false),
-            (1.0 / 25.0, false),
-            (1.0 / 50.0, false),
-            (1.0 / 60.0, false),
-            (1024.0 / 44100.0, true),
-            (1024.0 / 48000.0, true),
+        for (frame, track) in [
+            (1.0 / 30.0, Track::Rung),
+            (1.0 / 25.0, Track::Rung),
+            (1.0 / 50.0, Track::Rung),
+            (1.0 / 60.0, Track::Rung),
+            (1.0 / 30.0, Track::Passthrough),
+            (1.0 / 60.0, Track::Passthrough),
+            (1024.0 / 44100.0, Track::Audio),
+            (1024.0 / 48000.0, Track::Audio),
         ] {
-            let c = chunk_duration(t, audio);
+            let c = chunk_duration(t, track);
             let frames = (c.as_secs_f64() / frame - 1e-9).ceil();
             assert!(
                 frames * frame <= 0.2 + 1e-9,
