@@ -140,21 +140,21 @@ fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static
 }
 
 /// Builds the branch for one demuxed pad, if it is a track the stream uses.
-pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
-    add_track(ctx, pad, false)
+/// `caps` are the pad's (an elementary-stream source tells them before it runs).
+pub(super) fn add(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps) -> Result<(), MediaError> {
+    add_track(ctx, pad, caps, false)
 }
 
 /// Builds the branch for an audio pad set aside for its language, after all.
 fn add_forced(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
-    add_track(ctx, pad, true)
+    add_track(ctx, pad, pad_caps(pad), true)
 }
 
-fn add_track(ctx: &Ctx, pad: &gst::Pad, forced: bool) -> Result<(), MediaError> {
+fn add_track(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps, forced: bool) -> Result<(), MediaError> {
     let pipeline = ctx
         .pipeline
         .upgrade()
         .ok_or_else(|| setup("pipeline gone"))?;
-    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     tracing::debug!(pad = %pad.name(), caps = %caps, "elementary stream");
     let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
     let (kind, parser, filter, decoder) = match s.name().as_str() {
@@ -289,6 +289,11 @@ fn add_track(ctx: &Ctx, pad: &gst::Pad, forced: bool) -> Result<(), MediaError> 
         .expect("not poisoned")
         .push(pad.name().to_string());
     Ok(())
+}
+
+/// A demuxer pad's caps.
+pub(super) fn pad_caps(pad: &gst::Pad) -> gst::Caps {
+    pad.current_caps().unwrap_or_else(|| pad.query_caps(None))
 }
 
 fn aac_caps() -> gst::Caps {

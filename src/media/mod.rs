@@ -21,8 +21,10 @@ use crate::packager::ChunkKind;
 
 pub(crate) mod adts;
 mod branch;
+pub mod es;
 pub mod events;
 
+pub use es::{EsCodec, EsSample};
 pub use events::{EventRx, EventTx};
 
 /// Rendition names used for the passthrough copy and the shared audio group.
@@ -255,6 +257,30 @@ pub struct Pipeline {
     /// Set once the input ends or the pipeline stops: the demuxer then removes its pads,
     /// which is no source change.
     ending: Arc<std::sync::atomic::AtomicBool>,
+    /// Tracks handed over as elementary streams beside (or instead of) the container.
+    es: std::sync::Mutex<es::EsInput>,
+}
+
+/// A new elementary stream (a demuxer pad, or an elementary-stream source): announced,
+/// then given its branch; audio that cannot be carried is dropped, anything else that
+/// fails is reported.
+fn on_stream(ctx: &branch::Ctx, pad: &gst::Pad, caps: gst::Caps) {
+    let Some(pipeline) = ctx.pipeline.upgrade() else {
+        return;
+    };
+    let video = caps
+        .structure(0)
+        .is_some_and(|s| s.name().starts_with("video/"));
+    let _ = ctx.tx.send(MediaEvent::Stream { video });
+    if let Err(e) = branch::add(ctx, pad, caps) {
+        tracing::warn!(error = %e, "cannot handle elementary stream");
+        if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
+            // Audio we cannot carry is dropped; the video still plays.
+            let _ = branch::link_fakesink(&pipeline, pad);
+        } else {
+            let _ = ctx.tx.send(MediaEvent::Error(e));
+        }
+    }
 }
 
 impl Pipeline {
@@ -320,26 +346,8 @@ impl Pipeline {
         });
         let fallback_ctx = ctx.clone();
         demux.connect_no_more_pads(move |_| branch::take_fallback(&fallback_ctx));
-        demux.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = ctx.pipeline.upgrade() else {
-                return;
-            };
-            let video = pad
-                .current_caps()
-                .unwrap_or_else(|| pad.query_caps(None))
-                .structure(0)
-                .is_some_and(|s| s.name().starts_with("video/"));
-            let _ = ctx.tx.send(MediaEvent::Stream { video });
-            if let Err(e) = branch::add(&ctx, pad) {
-                tracing::warn!(error = %e, "cannot handle elementary stream");
-                if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
-                    // Audio we cannot carry is dropped; the video still plays.
-                    let _ = branch::link_fakesink(&pipeline, pad);
-                } else {
-                    let _ = ctx.tx.send(MediaEvent::Error(e));
-                }
-            }
-        });
+        let es = std::sync::Mutex::new(es::EsInput::new(ctx.clone()));
+        demux.connect_pad_added(move |_, pad| on_stream(&ctx, pad, branch::pad_caps(pad)));
 
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let tx = events;
@@ -381,6 +389,7 @@ impl Pipeline {
             pipeline,
             src,
             ending,
+            es,
         })
     }
 
@@ -390,11 +399,22 @@ impl Pipeline {
         let _ = self.src.push_buffer(buf);
     }
 
+    /// Feeds one elementary-stream sample (see [`es`]). Never blocks.
+    pub fn push_es(&self, sample: EsSample) {
+        self.es.lock().expect("not poisoned").push(sample);
+    }
+
     /// Signals the end of input; remaining data drains and EOS is reported.
     pub fn end_of_stream(&self) {
         self.ending
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.src.end_of_stream();
+        let es = self.es.lock().expect("not poisoned");
+        if es.active() {
+            // The container carried no track then: its demuxer would call EOS an error.
+            es.end_of_stream();
+        } else {
+            let _ = self.src.end_of_stream();
+        }
     }
 
     /// Stops the pipeline off the async runtime (state changes join GStreamer threads).
