@@ -173,7 +173,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
 /// An extended video tag body: `IsExHeader | FrameType | PacketType`, the FourCC, then
 /// (for `CodedFrames`) the SI24 composition offset, then `payload`.
-pub fn ex_video(fourcc: &[u8; 4], keyframe: bool, packet_type: u8, cts: Option<i32>, payload: &[u8]) -> Bytes {
+pub fn ex_video(
+    fourcc: &[u8; 4],
+    keyframe: bool,
+    packet_type: u8,
+    cts: Option<i32>,
+    payload: &[u8],
+) -> Bytes {
     let mut b = BytesMut::with_capacity(8 + payload.len());
     b.put_u8(0x80 | if keyframe { 0x10 } else { 0x20 } | packet_type);
     b.put_slice(fourcc);
@@ -242,7 +248,11 @@ fn encode(width: u32, height: u32, tx: tokio::sync::mpsc::Sender<Media>, stop: C
     };
     let config = |s: &gst::Sample| -> Bytes {
         let caps = s.caps().unwrap();
-        let data = caps.structure(0).unwrap().get::<gst::Buffer>("codec_data").unwrap();
+        let data = caps
+            .structure(0)
+            .unwrap()
+            .get::<gst::Buffer>("codec_data")
+            .unwrap();
         let map = data.map_readable().unwrap();
         Bytes::copy_from_slice(&map)
     };
@@ -349,7 +359,9 @@ where
                 None => return,
             }
         }
-        let _ = client.video(ex_video(b"hvc1", false, 2, None, &[]), base as u32).await;
+        let _ = client
+            .video(ex_video(b"hvc1", false, 2, None, &[]), base as u32)
+            .await;
         let _ = client.io.shutdown().await;
     });
     Publisher { stop, task }
@@ -402,7 +414,10 @@ async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
                 .min()
                 .unwrap_or_default();
             client.audio(aac(0, a), first).await.ok()?;
-            client.video(ex_video(b"hvc1", true, 0, None, v), first).await.ok()?;
+            client
+                .video(ex_video(b"hvc1", true, 0, None, v), first)
+                .await
+                .ok()?;
             headers_sent = true;
         }
         for m in held.drain(..) {
@@ -416,7 +431,10 @@ async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
                 } => {
                     last = i64::from(ts(dts_ms));
                     client
-                        .video(ex_video(b"hvc1", keyframe, 1, Some(cts_ms), &data), ts(dts_ms))
+                        .video(
+                            ex_video(b"hvc1", keyframe, 1, Some(cts_ms), &data),
+                            ts(dts_ms),
+                        )
                         .await
                 }
                 Media::Audio { ms, data, .. } => client.audio(aac(1, &data), ts(ms)).await,

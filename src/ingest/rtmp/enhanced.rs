@@ -197,12 +197,18 @@ mod tests {
         // Keyframe, CodedFrames, CTS +66 ms.
         let key = Bytes::from_static(b"\x91hvc1\x00\x00\x42\x00\x00\x00\x01\xAA");
         let (dts, pts, k, data) = frame(video(&key, 1000).unwrap());
-        assert_eq!((dts, pts, k), (Duration::from_secs(1), Duration::from_millis(1066), true));
+        assert_eq!(
+            (dts, pts, k),
+            (Duration::from_secs(1), Duration::from_millis(1066), true)
+        );
         assert_eq!(&data[..], b"\x00\x00\x00\x01\xAA");
         // Inter frame, CTS -33 ms (SI24 sign extension).
         let b = Bytes::from_static(b"\xA1hvc1\xFF\xFF\xDF\x00\x00\x00\x01\xBB");
         let (dts, pts, k, _) = frame(video(&b, 1000).unwrap());
-        assert_eq!((dts, pts, k), (Duration::from_secs(1), Duration::from_millis(967), false));
+        assert_eq!(
+            (dts, pts, k),
+            (Duration::from_secs(1), Duration::from_millis(967), false)
+        );
         // CodedFramesX: no CTS field.
         let x = Bytes::from_static(b"\xA3avc1\x00\x00\x00\x01\xCC");
         let (dts, pts, _, data) = frame(video(&x, 40).unwrap());
@@ -213,14 +219,18 @@ mod tests {
     #[test]
     fn nothing_to_pass_on_is_skipped() {
         for body in [
-            &b"\x92hvc1"[..],           // SequenceEnd
-            b"\x94hvc1\x02\x00",        // Metadata
+            &b"\x92hvc1"[..],            // SequenceEnd
+            b"\x94hvc1\x02\x00",         // Metadata
             b"\xD1hvc1\x00\x00\x00\x01", // command frame
-            b"\x91hvc1\x00\x00",        // frame too short for its CTS
-            b"\x90hv",                  // truncated FourCC
+            b"\x91hvc1\x00\x00",         // frame too short for its CTS
+            b"\x90hv",                   // truncated FourCC
             b"",
         ] {
-            assert_eq!(video(&Bytes::copy_from_slice(body), 0), Ok(Video::Skip), "{body:?}");
+            assert_eq!(
+                video(&Bytes::copy_from_slice(body), 0),
+                Ok(Video::Skip),
+                "{body:?}"
+            );
         }
     }
 
@@ -253,12 +263,18 @@ mod tests {
         );
         match audio(&Bytes::from_static(b"\xAF\x01\x21\x22"), 23).unwrap() {
             Audio::Sample(EsSample::Frame { dts, pts, data, .. }) => {
-                assert_eq!((dts, pts), (Duration::from_millis(23), Duration::from_millis(23)));
+                assert_eq!(
+                    (dts, pts),
+                    (Duration::from_millis(23), Duration::from_millis(23))
+                );
                 assert_eq!(&data[..], b"\x21\x22");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(audio(&Bytes::from_static(b"\x2F\x00"), 0), Ok(Audio::Other(2)));
+        assert_eq!(
+            audio(&Bytes::from_static(b"\x2F\x00"), 0),
+            Ok(Audio::Other(2))
+        );
         assert_eq!(audio(&Bytes::new(), 0), Ok(Audio::Skip));
     }
 }

@@ -88,7 +88,10 @@ impl Router {
     /// configurations.
     pub(super) fn replay(&mut self, session: &Session) {
         session.push(flv::header());
-        for (kind, h) in [flv::VIDEO, flv::AUDIO].into_iter().zip(self.headers.clone()) {
+        for (kind, h) in [flv::VIDEO, flv::AUDIO]
+            .into_iter()
+            .zip(self.headers.clone())
+        {
             if let Some((ts, body)) = h {
                 // Known codecs only were stored, so nothing is refused here.
                 let _ = self.media(kind, ts, body, session);
