@@ -4,15 +4,12 @@
 //! codec change with a discontinuity. Unknown FourCCs are refused by name.
 
 mod common;
-mod ertmp_support;
+mod rtmp_support;
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::*;
-use ertmp_support::*;
+use rtmp_support::*;
 
 /// Passthrough plus one small H.264 rung (cheap on a shared machine).
 const CONFIG: &str = r#"
@@ -30,52 +27,18 @@ preset = "ultrafast"
 [streams.demo]
 "#;
 
-/// Waits until `rendition`'s playlist lists at least `n` complete segments.
-async fn wait_segments(node: &Node, rendition: &str, n: usize) -> Vec<Line> {
-    let url = node.url(&format!("/live/demo/{rendition}/index.m3u8"));
-    wait_ok(&url, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = parse_playlist(&get(&url).await.text());
-        if segments(&lines).len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{rendition}: fewer than {n} segments\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Fetches init + the newest segment of `rendition` and returns ffprobe's summary
-/// (`codec,width,height,frames,packets` for video).
-async fn probe_latest(node: &Node, rendition: &str) -> String {
-    let lines = wait_segments(node, rendition, 1).await;
-    let (_, _, uri) = segments(&lines).last().cloned().expect("a segment");
-    // The newest EXT-X-MAP: a rebuilt pipeline has a new init segment.
-    let map = attrs(tags(&lines, "EXT-X-MAP").last().expect("EXT-X-MAP"))["URI"].clone();
-    let init = get(&node.url(&format!("/live/demo/{rendition}/{map}"))).await;
-    let seg = get(&node.url(&format!("/live/demo/{rendition}/{uri}"))).await;
-    assert_eq!((init.status, seg.status), (200, 200));
-    let file = node.dir.join(format!("demo-{rendition}.mp4"));
-    std::fs::write(&file, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
-    ffprobe(&file)
-}
-
 /// Checks what an Enhanced RTMP HEVC publisher gives: HEVC passed through, an H.264
 /// rung that decodes, AAC audio, parts published.
 async fn assert_hevc_stream(node: &Node) {
-    wait_segments(node, "source", 2).await;
-    let source = probe_latest(node, "source").await;
+    wait_segments(node, "demo", "source", 2).await;
+    let source = probe_latest(node, "demo", "source").await;
     assert!(source.starts_with("hevc,640,360,"), "{source}");
-    let rung = probe_latest(node, "240p").await;
+    let rung = probe_latest(node, "demo", "240p").await;
     assert!(rung.starts_with("h264,426,240,"), "{rung}");
     // ffprobe decoded the rung's frames (`-count_frames`).
     let frames: u32 = rung.split(',').nth(3).unwrap().parse().unwrap();
     assert!(frames > 0, "{rung}");
-    let audio = probe_latest(node, "audio").await;
+    let audio = probe_latest(node, "demo", "audio").await;
     assert!(audio.starts_with("aac,"), "{audio}");
     let master = get(&node.url("/live/demo/index.m3u8")).await.text();
     assert!(master.contains("hvc1."), "{master}");
@@ -97,10 +60,11 @@ async fn assert_hevc_stream(node: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_style_hevc_publishes_over_rtmp() {
     let node = Node::start("ertmp-hevc", CONFIG);
+    let encoder = Encoder::start(640, 360).await;
     let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
-    let _p = publish_hevc(client, Plan::default());
+    let _p = publish_hevc(client, encoder, Plan::default());
     assert_hevc_stream(&node).await;
-    let lines = wait_segments(&node, "source", 2).await;
+    let lines = wait_segments(&node, "demo", "source", 2).await;
     assert!(!tags(&lines, "EXT-X-PART").is_empty());
     let detail: serde_json::Value =
         serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
@@ -110,34 +74,16 @@ async fn obs_style_hevc_publishes_over_rtmp() {
 /// The same over RTMPS, the client verifying the node's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_style_hevc_publishes_over_rtmps() {
-    let dir = tempdir("ertmps-cert");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(ok.success());
+    let (cert, key) = self_signed_cert("ertmps-cert");
     let extra = format!(
         "rtmp.tls_cert = \"{}\"\nrtmp.tls_key = \"{}\"\n{CONFIG}",
         cert.display(),
         key.display(),
     );
     let node = Node::start("ertmps-hevc", &extra);
+    let encoder = Encoder::start(640, 360).await;
     let client = rtmps_client(node.rtmps.expect("RTMPS listens"), &cert, "demo").await;
-    let _p = publish_hevc(client, Plan::default());
+    let _p = publish_hevc(client, encoder, Plan::default());
     assert_hevc_stream(&node).await;
     let detail: serde_json::Value =
         serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
@@ -150,13 +96,14 @@ async fn obs_style_hevc_publishes_over_rtmps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mid_stream_sequence_start_gives_a_discontinuity() {
     let node = Node::start("ertmp-resize", CONFIG);
+    let encoder = Encoder::start(640, 360).await;
     let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
     let plan = Plan {
         resize_after: Some(Duration::from_secs(8)),
         ..Plan::default()
     };
-    let _p = publish_hevc(client, plan);
-    wait_segments(&node, "source", 1).await;
+    let _p = publish_hevc(client, encoder, plan);
+    wait_segments(&node, "demo", "source", 1).await;
     wait_metric(
         &node,
         "estuary_stream_errors_total",
@@ -188,7 +135,7 @@ async fn mid_stream_sequence_start_gives_a_discontinuity() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let source = probe_latest(&node, "source").await;
+    let source = probe_latest(&node, "demo", "source").await;
     assert!(source.starts_with("hevc,320,180,"), "{source}");
     wait_publishers(&node, 1.0, Duration::from_secs(5)).await;
 }

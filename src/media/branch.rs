@@ -139,15 +139,14 @@ fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static
         });
 }
 
-/// Builds the branch for one demuxed pad, if it is a track the stream uses.
-/// `caps` are the pad's (an elementary-stream source tells them before it runs).
+/// Builds the branch for one demuxed pad with its `caps`, if it is a track the stream uses.
 pub(super) fn add(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps) -> Result<(), MediaError> {
     add_track(ctx, pad, caps, false)
 }
 
 /// Builds the branch for an audio pad set aside for its language, after all.
 fn add_forced(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
-    add_track(ctx, pad, pad_caps(pad), true)
+    add_track(ctx, pad, super::pad_caps(pad), true)
 }
 
 fn add_track(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps, forced: bool) -> Result<(), MediaError> {
@@ -289,11 +288,6 @@ fn add_track(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps, forced: bool) -> Result
         .expect("not poisoned")
         .push(pad.name().to_string());
     Ok(())
-}
-
-/// A demuxer pad's caps.
-pub(super) fn pad_caps(pad: &gst::Pad) -> gst::Caps {
-    pad.current_caps().unwrap_or_else(|| pad.query_caps(None))
 }
 
 fn aac_caps() -> gst::Caps {

@@ -174,16 +174,7 @@ impl EsInput {
             .upgrade()
             .ok_or_else(|| MediaError::Setup("pipeline gone".into()))?;
         let kind = if codec.video() { "video" } else { "audio" };
-        let src = gst_app::AppSrc::builder()
-            .name(format!("es-{kind}"))
-            .caps(&codec.caps(record))
-            .is_live(true)
-            .format(gst::Format::Time)
-            .do_timestamp(false)
-            .max_bytes(16 * 1024 * 1024)
-            .block(false)
-            .build();
-        src.set_property_from_str("leaky-type", "downstream");
+        let src = super::input_src(&format!("es-{kind}"), &codec.caps(record));
         pipeline
             .add(&src)
             .map_err(|e| MediaError::Setup(e.to_string()))?;

@@ -261,6 +261,29 @@ pub struct Pipeline {
     es: std::sync::Mutex<es::EsInput>,
 }
 
+/// A demuxer pad's caps.
+fn pad_caps(pad: &gst::Pad) -> gst::Caps {
+    pad.current_caps().unwrap_or_else(|| pad.query_caps(None))
+}
+
+/// A live source of the publisher's input with `caps`.
+fn input_src(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
+    let src = gst_app::AppSrc::builder()
+        .name(name)
+        .caps(caps)
+        .is_live(true)
+        .format(gst::Format::Time)
+        // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
+        // stamps, and the jittered frame durations make parts run over PART-TARGET.
+        .do_timestamp(false)
+        .max_bytes(16 * 1024 * 1024)
+        .block(false)
+        .build();
+    // A stalled pipeline drops old input rather than growing without bound.
+    src.set_property_from_str("leaky-type", "downstream");
+    src
+}
+
 /// A new elementary stream (a demuxer pad, or an elementary-stream source): announced,
 /// then given its branch; audio that cannot be carried is dropped, anything else that
 /// fails is reported.
@@ -296,19 +319,7 @@ impl Pipeline {
     ) -> Result<Self, MediaError> {
         init()?;
         let pipeline = gst::Pipeline::with_name(&format!("ingest-{stream}"));
-        let src = gst_app::AppSrc::builder()
-            .name("src")
-            .caps(&input.caps())
-            .is_live(true)
-            .format(gst::Format::Time)
-            // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
-            // stamps, and the jittered frame durations make parts run over PART-TARGET.
-            .do_timestamp(false)
-            .max_bytes(16 * 1024 * 1024)
-            .block(false)
-            .build();
-        // A stalled pipeline drops old input rather than growing without bound.
-        src.set_property_from_str("leaky-type", "downstream");
+        let src = input_src("src", &input.caps());
         let demux = gst::ElementFactory::make(input.demuxer())
             .name("demux")
             .build()
@@ -347,7 +358,7 @@ impl Pipeline {
         let fallback_ctx = ctx.clone();
         demux.connect_no_more_pads(move |_| branch::take_fallback(&fallback_ctx));
         let es = std::sync::Mutex::new(es::EsInput::new(ctx.clone()));
-        demux.connect_pad_added(move |_, pad| on_stream(&ctx, pad, branch::pad_caps(pad)));
+        demux.connect_pad_added(move |_, pad| on_stream(&ctx, pad, pad_caps(pad)));
 
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let tx = events;

@@ -1,4 +1,5 @@
-//! A test publisher for what no installed encoder sends: Enhanced RTMP (HEVC in FLV with
+//! RTMP test support: playlist and probe helpers shared by the RTMP tests, and a test
+//! publisher for what no installed encoder sends: Enhanced RTMP (HEVC in FLV with
 //! a FourCC header, as OBS 29.1+ publishes it).
 //!
 //! The RTMP side is `rml_rtmp`'s client handshake and `ClientSession`. The media is real:
@@ -26,6 +27,65 @@ use rml_rtmp::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// Waits until `stream`'s `rendition` playlist lists at least `n` complete segments.
+pub async fn wait_segments(node: &Node, stream: &str, rendition: &str, n: usize) -> Vec<Line> {
+    let url = node.url(&format!("/live/{stream}/{rendition}/index.m3u8"));
+    wait_ok(&url, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = parse_playlist(&get(&url).await.text());
+        if segments(&lines).len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}/{rendition}: fewer than {n} segments\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Fetches the newest segment of `rendition` with its init segment (the newest
+/// EXT-X-MAP: a rebuilt pipeline has a new one) and returns ffprobe's summary
+/// (`codec,width,height,frames` for video).
+pub async fn probe_latest(node: &Node, stream: &str, rendition: &str) -> String {
+    let lines = wait_segments(node, stream, rendition, 1).await;
+    let (_, _, uri) = segments(&lines).last().cloned().expect("a segment");
+    let map = attrs(tags(&lines, "EXT-X-MAP").last().expect("EXT-X-MAP"))["URI"].clone();
+    let init = get(&node.url(&format!("/live/{stream}/{rendition}/{map}"))).await;
+    let seg = get(&node.url(&format!("/live/{stream}/{rendition}/{uri}"))).await;
+    assert_eq!((init.status, seg.status), (200, 200));
+    let file = node.dir.join(format!("{stream}-{rendition}.mp4"));
+    std::fs::write(&file, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
+    ffprobe(&file)
+}
+
+/// A self-signed P-256 certificate for IP 127.0.0.1 (an end-entity one, so a client
+/// that trusts it verifies the node), written under a new temp dir: (cert, key).
+pub fn self_signed_cert(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempdir(tag);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    stdout_of(
+        std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (cert, key)
+}
 
 /// A connected publisher: the byte stream and the RTMP session on it.
 pub struct Client<S> {
@@ -287,11 +347,46 @@ fn encode(width: u32, height: u32, tx: tokio::sync::mpsc::Sender<Media>, stop: C
     let _ = pipeline.set_state(gst::State::Null);
 }
 
+/// Running encoders (see [`encode`]), stopped on drop.
+pub struct Encoder {
+    size: (u32, u32),
+    rx: tokio::sync::mpsc::Receiver<Media>,
+    /// What came while waiting for the encoders to start.
+    early: Vec<Media>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Encoder {
+    /// Starts the encoders at `width`x`height` and waits (bounded) for their first
+    /// output, so a publisher connecting next sends media at once.
+    pub async fn start(width: u32, height: u32) -> Encoder {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        std::thread::spawn(move || encode(width, height, tx, token));
+        let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("the encoders start")
+            .expect("the encoders run");
+        Encoder {
+            size: (width, height),
+            rx,
+            early: vec![first],
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<Media> {
+        if !self.early.is_empty() {
+            return Some(self.early.remove(0));
+        }
+        self.rx.recv().await
+    }
+}
+
 /// How the publisher behaves.
 #[derive(Clone, Copy)]
 pub struct Plan {
-    pub width: u32,
-    pub height: u32,
     /// Send for this long (then `SequenceEnd` and close).
     pub secs: u64,
     /// After this long, restart the encoder at (`width`/2 x `height`/2): a new hvcC in a
@@ -302,8 +397,6 @@ pub struct Plan {
 impl Default for Plan {
     fn default() -> Self {
         Self {
-            width: 640,
-            height: 360,
             secs: 60,
             resize_after: None,
         }
@@ -322,8 +415,8 @@ impl Drop for Publisher {
     }
 }
 
-/// Publishes HEVC + AAC as OBS 29.1+ does over `client`, following `plan`.
-pub fn publish_hevc<S>(mut client: Client<S>, plan: Plan) -> Publisher
+/// Publishes `encoder`'s HEVC + AAC as OBS 29.1+ does over `client`, following `plan`.
+pub fn publish_hevc<S>(mut client: Client<S>, encoder: Encoder, plan: Plan) -> Publisher
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -332,8 +425,9 @@ where
     let task = tokio::spawn(async move {
         // OBS announces the codec by its FourCC in onMetaData.
         let mut meta = StreamMetadata::new();
-        meta.video_width = Some(plan.width);
-        meta.video_height = Some(plan.height);
+        let (width, height) = encoder.size;
+        meta.video_width = Some(width);
+        meta.video_height = Some(height);
         meta.video_codec_id = Some(u32::from_be_bytes(*b"hvc1"));
         meta.video_frame_rate = Some(30.0);
         meta.audio_codec_id = Some(10);
@@ -343,18 +437,21 @@ where
             return;
         }
         let end = Instant::now() + Duration::from_secs(plan.secs);
-        let mut sizes = vec![(plan.width, plan.height)];
-        if plan.resize_after.is_some() {
-            sizes.push((plan.width / 2, plan.height / 2));
-        }
+        let mut encoder = Some(encoder);
         // Timestamps continue across an encoder restart, as one OBS session's do.
         let mut base = 0i64;
-        for (i, (w, h)) in sizes.iter().copied().enumerate() {
+        for i in 0..2 {
             let until = match (i, plan.resize_after) {
                 (0, Some(after)) => Instant::now() + after,
-                _ => end,
+                (0, None) => end,
+                (_, None) => break,
+                (_, Some(_)) => {
+                    encoder = Some(Encoder::start(width / 2, height / 2).await);
+                    end
+                }
             };
-            match run_encoder(&mut client, (w, h), base, until, &token).await {
+            let enc = encoder.take().expect("an encoder");
+            match run_encoder(&mut client, enc, base, until, &token).await {
                 Some(last) => base = last + 40,
                 None => return,
             }
@@ -371,15 +468,11 @@ where
 /// or `None` when the connection failed or the publisher was stopped.
 async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<S>,
-    (w, h): (u32, u32),
+    mut encoder: Encoder,
     base: i64,
     until: Instant,
     token: &CancellationToken,
 ) -> Option<i64> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let enc_stop = CancellationToken::new();
-    let _guard = enc_stop.clone().drop_guard();
-    std::thread::spawn(move || encode(w, h, tx, enc_stop));
     // Encoder time starts near 0 and may be negative for the first decode times (B-frames):
     // lift it so every timestamp sent is positive.
     let ts = |t: i64| (base + 200 + t).max(0) as u32;
@@ -391,7 +484,7 @@ async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
         let m = tokio::select! {
             () = token.cancelled() => return None,
             () = tokio::time::sleep_until(until.into()) => return Some(last),
-            m = rx.recv() => m?,
+            m = encoder.next() => m?,
         };
         // Headers first, audio's before video's (OBS's order): hold media until both
         // encoders have told their configuration.
