@@ -2,7 +2,9 @@
 //!
 //! The protocol (handshake, chunk stream, AMF0 commands) is `rml_rtmp`'s; this module
 //! decides who may publish and turns the publisher's audio and video messages into an
-//! FLV byte stream for the same media pipeline SRT feeds (`appsrc ! flvdemux`).
+//! FLV byte stream for the same media pipeline SRT feeds (`appsrc ! flvdemux`), or, for
+//! Enhanced RTMP (HEVC with a FourCC, as OBS 29.1+ sends it), into elementary-stream
+//! samples for that pipeline's own sources (`route`, `enhanced`).
 //!
 //! OBS: Server `rtmp://HOST/live`, Stream key `NAME` (or `NAME?key=KEY` when the stream
 //! has an `rtmp_key`); ffmpeg: `-f flv rtmp://HOST/live/NAME`. The stream allow-list is

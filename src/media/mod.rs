@@ -1,7 +1,8 @@
 //! GStreamer media pipelines: MPEG-TS (SRT) or FLV (RTMP) bytes in, CMAF chunks out.
 //!
 //! One pipeline per publish session:
-//! `appsrc ! tsdemux` (or `appsrc ! flvdemux`), then per elementary stream
+//! `appsrc ! tsdemux` (or `appsrc ! flvdemux`, or one `appsrc` per track fed with
+//! elementary-stream samples, see [`es`]), then per elementary stream
 //! `queue ! {h264,h265,aac}parse ! capsfilter ! cmafmux ! appsink`.
 //! GStreamer runs on its own threads; appsink callbacks hand chunks to tokio over a
 //! bounded channel ([`events`]) and never block: a packager that falls behind costs
