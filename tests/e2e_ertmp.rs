@@ -60,15 +60,31 @@ async fn assert_hevc_stream(node: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_style_hevc_publishes_over_rtmp() {
     let node = Node::start("ertmp-hevc", CONFIG);
-    let encoder = Encoder::start(640, 360).await;
+    let encoder = Encoder::start(b"hvc1", 640, 360).await;
     let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
-    let _p = publish_hevc(client, encoder, Plan::default());
+    let _p = publish_enhanced(client, encoder, Plan::default());
     assert_hevc_stream(&node).await;
     let lines = wait_segments(&node, "demo", "source", 2).await;
     assert!(!tags(&lines, "EXT-X-PART").is_empty());
     let detail: serde_json::Value =
         serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
     assert_eq!(detail["publisher"]["protocol"], "rtmp", "{detail}");
+}
+
+/// Enhanced RTMP H.264 (`avc1`, with B-frames) is taken the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_avc_publishes_over_rtmp() {
+    let node = Node::start("ertmp-avc", CONFIG);
+    let encoder = Encoder::start(b"avc1", 640, 360).await;
+    let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
+    let _p = publish_enhanced(client, encoder, Plan::default());
+    wait_segments(&node, "demo", "source", 2).await;
+    let source = probe_latest(&node, "demo", "source").await;
+    assert!(source.starts_with("h264,640,360,"), "{source}");
+    let rung = probe_latest(&node, "demo", "240p").await;
+    assert!(rung.starts_with("h264,426,240,"), "{rung}");
+    let audio = probe_latest(&node, "demo", "audio").await;
+    assert!(audio.starts_with("aac,"), "{audio}");
 }
 
 /// The same over RTMPS, the client verifying the node's certificate.
@@ -81,9 +97,9 @@ async fn obs_style_hevc_publishes_over_rtmps() {
         key.display(),
     );
     let node = Node::start("ertmps-hevc", &extra);
-    let encoder = Encoder::start(640, 360).await;
+    let encoder = Encoder::start(b"hvc1", 640, 360).await;
     let client = rtmps_client(node.rtmps.expect("RTMPS listens"), &cert, "demo").await;
-    let _p = publish_hevc(client, encoder, Plan::default());
+    let _p = publish_enhanced(client, encoder, Plan::default());
     assert_hevc_stream(&node).await;
     let detail: serde_json::Value =
         serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
@@ -96,13 +112,13 @@ async fn obs_style_hevc_publishes_over_rtmps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mid_stream_sequence_start_gives_a_discontinuity() {
     let node = Node::start("ertmp-resize", CONFIG);
-    let encoder = Encoder::start(640, 360).await;
+    let encoder = Encoder::start(b"hvc1", 640, 360).await;
     let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
     let plan = Plan {
         resize_after: Some(Duration::from_secs(8)),
         ..Plan::default()
     };
-    let _p = publish_hevc(client, encoder, plan);
+    let _p = publish_enhanced(client, encoder, plan);
     wait_segments(&node, "demo", "source", 1).await;
     wait_metric(
         &node,

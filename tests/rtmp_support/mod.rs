@@ -271,14 +271,30 @@ enum Media {
     },
 }
 
-/// The encoders: `width`x`height` at 30 fps, x265 with 2 B-frames and a 2 s GOP, and
-/// 48 kHz stereo AAC. Samples go to `tx` until it closes or `stop` is cancelled.
-fn encode(width: u32, height: u32, tx: tokio::sync::mpsc::Sender<Media>, stop: CancellationToken) {
+/// The encoders: `width`x`height` at 30 fps, x265 (`hvc1`) or x264 (`avc1`) with 2
+/// B-frames and a 2 s GOP, and 48 kHz stereo AAC. Samples go to `tx` until it closes or
+/// `stop` is cancelled.
+fn encode(
+    fourcc: [u8; 4],
+    (width, height): (u32, u32),
+    tx: tokio::sync::mpsc::Sender<Media>,
+    stop: CancellationToken,
+) {
     gst::init().unwrap();
+    let video = match &fourcc {
+        b"hvc1" => {
+            "x265enc speed-preset=ultrafast bitrate=800 key-int-max=60 \
+                    option-string=bframes=2:scenecut=0:open-gop=0 \
+                    ! h265parse ! video/x-h265,stream-format=hvc1,alignment=au"
+        }
+        _ => {
+            "x264enc speed-preset=ultrafast bitrate=800 key-int-max=60 bframes=2 b-adapt=false \
+              ! h264parse ! video/x-h264,stream-format=avc,alignment=au"
+        }
+    };
     let desc = format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1,format=I420 \
-         ! x265enc speed-preset=ultrafast bitrate=800 key-int-max=60 option-string=bframes=2:scenecut=0:open-gop=0 \
-         ! h265parse ! video/x-h265,stream-format=hvc1,alignment=au ! appsink name=v sync=false \
+         ! {video} ! appsink name=v sync=false \
          audiotestsrc is-live=true wave=sine ! audio/x-raw,rate=48000,channels=2 ! audioconvert ! avenc_aac \
          ! aacparse ! audio/mpeg,mpegversion=4,stream-format=raw ! appsink name=a sync=false"
     );
@@ -349,6 +365,7 @@ fn encode(width: u32, height: u32, tx: tokio::sync::mpsc::Sender<Media>, stop: C
 
 /// Running encoders (see [`encode`]), stopped on drop.
 pub struct Encoder {
+    fourcc: [u8; 4],
     size: (u32, u32),
     rx: tokio::sync::mpsc::Receiver<Media>,
     /// What came while waiting for the encoders to start.
@@ -357,18 +374,21 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Starts the encoders at `width`x`height` and waits (bounded) for their first
-    /// output, so a publisher connecting next sends media at once.
-    pub async fn start(width: u32, height: u32) -> Encoder {
+    /// Starts the encoders for `fourcc` (`hvc1` or `avc1`) at `width`x`height` and waits
+    /// (bounded) for their first output, so a publisher connecting next sends media at
+    /// once.
+    pub async fn start(fourcc: &[u8; 4], width: u32, height: u32) -> Encoder {
+        let fourcc = *fourcc;
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         let stop = CancellationToken::new();
         let token = stop.clone();
-        std::thread::spawn(move || encode(width, height, tx, token));
+        std::thread::spawn(move || encode(fourcc, (width, height), tx, token));
         let first = tokio::time::timeout(Duration::from_secs(60), rx.recv())
             .await
             .expect("the encoders start")
             .expect("the encoders run");
         Encoder {
+            fourcc,
             size: (width, height),
             rx,
             early: vec![first],
@@ -415,8 +435,9 @@ impl Drop for Publisher {
     }
 }
 
-/// Publishes `encoder`'s HEVC + AAC as OBS 29.1+ does over `client`, following `plan`.
-pub fn publish_hevc<S>(mut client: Client<S>, encoder: Encoder, plan: Plan) -> Publisher
+/// Publishes `encoder`'s video (HEVC or H.264 in extended tags) + AAC as OBS 29.1+ does
+/// over `client`, following `plan`.
+pub fn publish_enhanced<S>(mut client: Client<S>, encoder: Encoder, plan: Plan) -> Publisher
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -425,10 +446,10 @@ where
     let task = tokio::spawn(async move {
         // OBS announces the codec by its FourCC in onMetaData.
         let mut meta = StreamMetadata::new();
-        let (width, height) = encoder.size;
+        let ((width, height), fourcc) = (encoder.size, encoder.fourcc);
         meta.video_width = Some(width);
         meta.video_height = Some(height);
-        meta.video_codec_id = Some(u32::from_be_bytes(*b"hvc1"));
+        meta.video_codec_id = Some(u32::from_be_bytes(fourcc));
         meta.video_frame_rate = Some(30.0);
         meta.audio_codec_id = Some(10);
         meta.encoder = Some("estuary-test (OBS-like Enhanced RTMP)".into());
@@ -446,7 +467,7 @@ where
                 (0, None) => end,
                 (_, None) => break,
                 (_, Some(_)) => {
-                    encoder = Some(Encoder::start(width / 2, height / 2).await);
+                    encoder = Some(Encoder::start(&fourcc, width / 2, height / 2).await);
                     end
                 }
             };
@@ -457,7 +478,7 @@ where
             }
         }
         let _ = client
-            .video(ex_video(b"hvc1", false, 2, None, &[]), base as u32)
+            .video(ex_video(&fourcc, false, 2, None, &[]), base as u32)
             .await;
         let _ = client.io.shutdown().await;
     });
@@ -508,7 +529,7 @@ async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
                 .unwrap_or_default();
             client.audio(aac(0, a), first).await.ok()?;
             client
-                .video(ex_video(b"hvc1", true, 0, None, v), first)
+                .video(ex_video(&encoder.fourcc, true, 0, None, v), first)
                 .await
                 .ok()?;
             headers_sent = true;
@@ -525,7 +546,7 @@ async fn run_encoder<S: AsyncRead + AsyncWrite + Unpin>(
                     last = i64::from(ts(dts_ms));
                     client
                         .video(
-                            ex_video(b"hvc1", keyframe, 1, Some(cts_ms), &data),
+                            ex_video(&encoder.fourcc, keyframe, 1, Some(cts_ms), &data),
                             ts(dts_ms),
                         )
                         .await
