@@ -27,12 +27,33 @@ preset = "ultrafast"
 [streams.demo]
 "#;
 
+/// Publishes 640x360 `fourcc` video + AAC over plain RTMP to `demo`.
+async fn publish(node: &Node, fourcc: &[u8; 4], plan: Plan) -> rtmp_support::Publisher {
+    let encoder = Encoder::start(fourcc, 640, 360).await;
+    let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
+    publish_enhanced(client, encoder, plan)
+}
+
 /// Checks what an Enhanced RTMP HEVC publisher gives: HEVC passed through, an H.264
 /// rung that decodes, AAC audio, parts published.
 async fn assert_hevc_stream(node: &Node) {
     wait_segments(node, "demo", "source", 2).await;
     let source = probe_latest(node, "demo", "source").await;
     assert!(source.starts_with("hevc,640,360,"), "{source}");
+    // The B-frames came through in decode order with their composition offsets: ffmpeg
+    // decodes them as B pictures, in presentation order.
+    let frames = stdout_of(
+        std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["frame=pict_type,pts_time", "-of", "csv=p=0"])
+            .arg(node.dir.join("demo-source.mp4")),
+    );
+    let pts: Vec<f64> = frames
+        .lines()
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect();
+    assert!(frames.contains(",B"), "{frames}");
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "{frames}");
     let rung = probe_latest(node, "demo", "240p").await;
     assert!(rung.starts_with("h264,426,240,"), "{rung}");
     // ffprobe decoded the rung's frames (`-count_frames`).
@@ -60,9 +81,7 @@ async fn assert_hevc_stream(node: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_style_hevc_publishes_over_rtmp() {
     let node = Node::start("ertmp-hevc", CONFIG);
-    let encoder = Encoder::start(b"hvc1", 640, 360).await;
-    let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
-    let _p = publish_enhanced(client, encoder, Plan::default());
+    let _p = publish(&node, b"hvc1", Plan::default()).await;
     assert_hevc_stream(&node).await;
     let lines = wait_segments(&node, "demo", "source", 2).await;
     assert!(!tags(&lines, "EXT-X-PART").is_empty());
@@ -75,9 +94,7 @@ async fn obs_style_hevc_publishes_over_rtmp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enhanced_avc_publishes_over_rtmp() {
     let node = Node::start("ertmp-avc", CONFIG);
-    let encoder = Encoder::start(b"avc1", 640, 360).await;
-    let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
-    let _p = publish_enhanced(client, encoder, Plan::default());
+    let _p = publish(&node, b"avc1", Plan::default()).await;
     wait_segments(&node, "demo", "source", 2).await;
     let source = probe_latest(&node, "demo", "source").await;
     assert!(source.starts_with("h264,640,360,"), "{source}");
@@ -112,13 +129,11 @@ async fn obs_style_hevc_publishes_over_rtmps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mid_stream_sequence_start_gives_a_discontinuity() {
     let node = Node::start("ertmp-resize", CONFIG);
-    let encoder = Encoder::start(b"hvc1", 640, 360).await;
-    let client = rtmp_client(node.rtmp.expect("RTMP listens"), "demo").await;
     let plan = Plan {
         resize_after: Some(Duration::from_secs(8)),
         ..Plan::default()
     };
-    let _p = publish_enhanced(client, encoder, plan);
+    let _p = publish(&node, b"hvc1", plan).await;
     wait_segments(&node, "demo", "source", 1).await;
     wait_metric(
         &node,
