@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 mod kick;
 mod progress;
+mod replay;
 mod session;
 
 pub use progress::{Progress, PublisherMeta, SrtStats};
@@ -161,6 +162,7 @@ impl Hub {
             progress,
             cfg,
             rebuilds: VecDeque::new(),
+            replay: (input == Input::MpegTs).then(Default::default),
         })
     }
 

@@ -61,8 +61,10 @@ async fn mid_stream_changes_keep_the_stream_and_its_playlists_valid() {
         .map(|c| corpus::push(&files[&c.name()], node.srt, &c.name(), secs))
         .collect();
 
-    // While they play, every playlist keeps its TARGETDURATION and PART-TARGET.
+    // While they play, every playlist keeps its TARGETDURATION and PART-TARGET; every
+    // segment listed is kept, to add up the media each stream published.
     let mut seen: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut media: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
     let healthy_before = parts(&node, "healthy", "source").await;
     let end = Instant::now() + Duration::from_secs(u64::from(secs) + 4);
     while Instant::now() < end {
@@ -82,6 +84,10 @@ async fn mid_stream_changes_keep_the_stream_and_its_playlists_valid() {
                 seen.entry(format!("{name}/{r}"))
                     .or_default()
                     .insert((td, pt));
+                if r == "source" {
+                    let kept = media.entry(name.clone()).or_default();
+                    kept.extend(segments(&lines).into_iter().map(|(msn, d, _)| (msn, d)));
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -95,10 +101,35 @@ async fn mid_stream_changes_keep_the_stream_and_its_playlists_valid() {
         "the healthy stream stalled beside the faulty ones"
     );
 
+    // The media a stream without a mid-stream change published in the same time: what a
+    // changing one should publish too, less what its rebuild cost.
+    let seconds = |name: &str| media.get(name).map_or(0.0, |m| m.values().sum::<f64>());
+    let reference = Case::ALL
+        .iter()
+        .filter(|c| matches!(c, Case::M2ts | Case::EightAudio | Case::TwoVideo))
+        .map(|c| seconds(&c.name()))
+        .fold(f64::INFINITY, f64::min);
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for c in Case::ALL {
         let name = c.name();
+        if c.changes() {
+            // The rebuild starts from where the change began in the input, so it costs
+            // at most the part the old pipeline had open (0.2 s). An audio-only change
+            // restarts the video at its next keyframe: at most a GOP (1 s) more.
+            let allowed = match c {
+                Case::SampleRateChange | Case::ChannelChange => 1.5,
+                _ => 0.5,
+            };
+            let lost = reference - seconds(&name);
+            report.push(format!("{name}: lost {lost:.2} s of video in the rebuild"));
+            if lost > allowed {
+                failures.push(format!(
+                    "{name}: the rebuild lost {lost:.2} s of video (allowed {allowed} s; \
+                     {reference:.1} s published without a change)"
+                ));
+            }
+        }
         let v = parts(&node, &name, "source").await;
         let a = parts(&node, &name, "audio").await;
         let pl = get(&node.url(&format!("/live/{name}/source/index.m3u8"))).await;

@@ -34,6 +34,8 @@ pub struct Session {
     pub(super) rebuilds: VecDeque<Instant>,
     /// The config in force when the session started: a rebuild keeps its ladder.
     pub(super) cfg: Arc<crate::config::Config>,
+    /// The last seconds of MPEG-TS input, so a rebuild starts where the change began.
+    pub(super) replay: Option<std::sync::Mutex<super::replay::Replay>>,
 }
 
 impl Session {
@@ -43,6 +45,9 @@ impl Session {
             self.progress
                 .input_bytes
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Some(replay) = &self.replay {
+                replay.lock().expect("not poisoned").observe(&data);
+            }
             r.pipeline.push(data);
         }
     }
@@ -89,16 +94,21 @@ impl Session {
             stop,
             mut task,
         } = self.run.take()?;
-        if drain && !failed.is_cancelled() {
+        // A failed pipeline has nothing worth draining: stop it at once, so a rebuild
+        // loses as little as it can. Otherwise let cmafmux flush, but not for long.
+        let joined = if drain && !failed.is_cancelled() {
             pipeline.end_of_stream();
-        }
-        // Do not wait long on a pipeline that will not drain.
-        let joined = tokio::time::timeout(Duration::from_millis(500), &mut task).await;
+            tokio::time::timeout(Duration::from_millis(500), &mut task)
+                .await
+                .ok()
+        } else {
+            None
+        };
         pipeline.stop().await;
         stop.cancel();
         let result = match joined {
-            Ok(r) => r,
-            Err(_) => task.await,
+            Some(r) => r,
+            None => task.await,
         };
         match result {
             Ok(r) => Some(r),
@@ -152,6 +162,18 @@ impl Session {
             self.progress.clone(),
         ) {
             Ok(run) => {
+                // Feed the new pipeline from where the change began, not from now.
+                if let Some(resume) = self
+                    .replay
+                    .as_ref()
+                    .and_then(|r| r.lock().expect("not poisoned").take(cause.change()))
+                {
+                    let bytes: usize = resume.data.iter().map(Bytes::len).sum();
+                    tracing::info!(stream = %self.name, why = resume.why, bytes, "rebuilt pipeline starts at the change");
+                    for b in resume.data {
+                        run.pipeline.push(b);
+                    }
+                }
                 self.run = Some(run);
                 Ok(cause)
             }

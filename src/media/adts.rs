@@ -14,17 +14,21 @@ pub struct AdtsFormat {
 
 /// The format of every ADTS frame in `data` (a PES payload), or `None` when the frames
 /// disagree or `data` does not start with an ADTS header.
-pub fn format_of(data: &[u8]) -> Option<AdtsFormat> {
+#[cfg(test)]
+fn format_of(data: &[u8]) -> Option<AdtsFormat> {
+    frames_of(data).map(|(f, _)| f)
+}
+
+/// The format every ADTS frame in `data` (a PES payload) announces, and how many frames
+/// it holds; `None` when the frames disagree or `data` does not start with a header.
+fn frames_of(data: &[u8]) -> Option<(AdtsFormat, u32)> {
     let mut at = 0;
     let mut found = None;
+    let mut frames = 0;
     while at + 7 <= data.len() {
         let h = &data[at..at + 7];
-        if h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
+        let Some(f) = header_format(h) else {
             break;
-        }
-        let f = AdtsFormat {
-            rate_index: (h[2] >> 2) & 0x0F,
-            channels: ((h[2] & 0x01) << 2) | (h[3] >> 6),
         };
         match found {
             None => found = Some(f),
@@ -37,8 +41,25 @@ pub fn format_of(data: &[u8]) -> Option<AdtsFormat> {
             return None;
         }
         at += len;
+        frames += 1;
     }
-    found
+    found.map(|f| (f, frames))
+}
+
+/// The format one ADTS header (at the start of `h`) announces.
+pub fn header_format(h: &[u8]) -> Option<AdtsFormat> {
+    if h.len() < 4 || h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
+        return None;
+    }
+    Some(AdtsFormat {
+        rate_index: (h[2] >> 2) & 0x0F,
+        channels: ((h[2] & 0x01) << 2) | (h[3] >> 6),
+    })
+}
+
+/// The error that rebuilds the pipeline for a confirmed change of audio format.
+pub fn change_error(from: AdtsFormat, to: AdtsFormat) -> crate::media::MediaError {
+    crate::media::format_changed(crate::media::Change::Audio, &format!("{from:?} -> {to:?}"))
 }
 
 /// What to do with one audio buffer.
@@ -56,17 +77,21 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Guard {
     established: Option<AdtsFormat>,
+    /// A new format and the frames seen with it.
     pending: Option<(AdtsFormat, u32)>,
 }
 
-/// Buffers a new format must last before it counts as a real change (PES packets, each one
-/// or a few AAC frames: about half a second).
-pub const CONFIRM: u32 = 20;
+/// Frames a new format must last, all agreeing, before it counts as a real change (about
+/// 230 ms at 44.1 kHz). Counted in frames, not PES packets: ffmpeg packs up to ten AAC
+/// frames in one PES, and twenty of those would hold a real change back for 4.6 s. Damage
+/// flips one header, which makes its PES disagree with itself; it never makes ten frames
+/// agree on a new format.
+pub const CONFIRM: u32 = 10;
 
 impl Guard {
     /// Judges one buffer's payload.
     pub fn check(&mut self, data: &[u8]) -> Verdict {
-        let Some(f) = format_of(data) else {
+        let Some((f, frames)) = frames_of(data) else {
             // Mixed formats inside one PES, or no header where one must be: damaged.
             return if self.established.is_some() {
                 Verdict::Drop
@@ -84,12 +109,12 @@ impl Guard {
         }
         let n = match &mut self.pending {
             Some((p, n)) if *p == f => {
-                *n += 1;
+                *n += frames;
                 *n
             }
             _ => {
-                self.pending = Some((f, 1));
-                1
+                self.pending = Some((f, frames));
+                frames
             }
         };
         if n >= CONFIRM {
@@ -147,5 +172,10 @@ mod tests {
         assert!(
             matches!(g.check(&b), Verdict::Changed(x, y) if x.rate_index == 3 && y.rate_index == 4)
         );
+        // Ten frames of a new format in one PES are a change at once.
+        let mut g = Guard::default();
+        assert_eq!(g.check(&a), Verdict::Pass);
+        let ten: Vec<u8> = (0..CONFIRM).flat_map(|_| frame(4, 1, 200)).collect();
+        assert!(matches!(g.check(&ten), Verdict::Changed(_, y) if y.channels == 1));
     }
 }

@@ -608,10 +608,18 @@ fn watch_track_gated(
         };
         if let Some(prev) = last.as_ref() {
             if *prev != info && watch_changes {
-                let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
-                    "{rendition}: {} {:?} -> {} {:?}",
+                let change = if *rendition == *AUDIO {
+                    crate::media::Change::Audio
+                } else {
+                    crate::media::Change::Video
+                };
+                let detail = format!(
+                    "{} {:?} -> {} {:?}",
                     prev.codecs, prev.resolution, info.codecs, info.resolution
-                ))));
+                );
+                let _ = tx.send(MediaEvent::Error(crate::media::format_changed(
+                    change, &detail,
+                )));
             }
             return;
         }

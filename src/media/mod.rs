@@ -24,6 +24,7 @@ pub(crate) mod adts;
 mod branch;
 pub mod es;
 pub mod events;
+pub(crate) mod ts;
 
 pub use es::{EsCodec, EsSample};
 pub use events::{EventRx, EventTx};
@@ -76,7 +77,41 @@ pub enum MediaError {
     },
 }
 
+/// Which part of the source a [`MediaError::SourceChanged`] is about, so a rebuild can
+/// start where the change began (see `live::replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The audio format (sample rate, channels, codec).
+    Audio,
+    /// The video format (size, frame rate, codec or profile).
+    Video,
+    /// Anything else: PIDs, program, timestamps, or not a source change.
+    Other,
+}
+
+const AUDIO_CHANGED: &str = "audio format changed: ";
+const VIDEO_CHANGED: &str = "video format changed: ";
+
+/// The error that rebuilds the pipeline for a change of the audio or video format.
+pub(crate) fn format_changed(change: Change, detail: &str) -> MediaError {
+    let what = match change {
+        Change::Audio => AUDIO_CHANGED,
+        Change::Video => VIDEO_CHANGED,
+        Change::Other => "",
+    };
+    MediaError::SourceChanged(format!("{what}{detail}"))
+}
+
 impl MediaError {
+    /// Which part of the source changed, for a [`MediaError::SourceChanged`].
+    pub fn change(&self) -> Change {
+        match self {
+            MediaError::SourceChanged(m) if m.starts_with(AUDIO_CHANGED) => Change::Audio,
+            MediaError::SourceChanged(m) if m.starts_with(VIDEO_CHANGED) => Change::Video,
+            _ => Change::Other,
+        }
+    }
+
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

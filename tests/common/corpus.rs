@@ -32,6 +32,10 @@ pub enum Case {
     SampleRateChange,
     /// Stereo, then mono.
     ChannelChange,
+    /// 640x360, then 1280x720.
+    ResolutionChange,
+    /// 30 fps, then 25 fps.
+    FrameRateChange,
     /// Timestamps jump forward by an hour (an encoder restart behind a gateway).
     JumpForward,
     /// Timestamps jump back by 5 s.
@@ -53,12 +57,14 @@ pub enum Case {
 
 impl Case {
     /// Every case.
-    pub const ALL: [Case; 13] = [
+    pub const ALL: [Case; 15] = [
         Case::CodecChange,
         Case::PidChange,
         Case::ProgramChange,
         Case::SampleRateChange,
         Case::ChannelChange,
+        Case::ResolutionChange,
+        Case::FrameRateChange,
         Case::JumpForward,
         Case::JumpBack,
         Case::M2ts,
@@ -91,6 +97,9 @@ impl Case {
 /// What one half looks like.
 struct Half<'a> {
     vcodec: &'a [&'a str],
+    size: &'a str,
+    /// Frames per second; the GOP is one second.
+    fps: u32,
     rate: u32,
     channels: u32,
     /// `-output_ts_offset`, seconds.
@@ -107,8 +116,6 @@ const H264: &[&str] = &[
     "ultrafast",
     "-tune",
     "zerolatency",
-    "-g",
-    "30",
 ];
 const HEVC: &[&str] = &[
     "-c:v",
@@ -125,6 +132,8 @@ impl Default for Half<'_> {
     fn default() -> Self {
         Half {
             vcodec: H264,
+            size: "640x360",
+            fps: 30,
             rate: 48_000,
             channels: 2,
             offset: 0,
@@ -138,7 +147,12 @@ impl Default for Half<'_> {
 fn encode(out: &Path, h: &Half) {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={}:rate={}", h.size, h.fps),
+        ])
         .args([
             "-f",
             "lavfi",
@@ -153,6 +167,7 @@ fn encode(out: &Path, h: &Half) {
         cmd.args(["-map", "1:a"]);
     }
     cmd.args(h.vcodec)
+        .args(["-g", &h.fps.to_string()])
         .args(["-b:v", "800k", "-c:a", "aac", "-b:a", "96k"])
         .args(["-ac", &h.channels.to_string()])
         .args(["-output_ts_offset", &h.offset.to_string()])
@@ -222,6 +237,14 @@ pub fn make(dir: &Path, case: Case) -> PathBuf {
                 ..next
             }),
         ),
+        Case::ResolutionChange => (
+            first,
+            Some(Half {
+                size: "1280x720",
+                ..next
+            }),
+        ),
+        Case::FrameRateChange => (first, Some(Half { fps: 25, ..next })),
         Case::JumpForward => (
             first,
             Some(Half {
@@ -370,7 +393,7 @@ pub fn media_then_null(dir: &Path, secs_media: u32, secs_null: u32) -> PathBuf {
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
         .args(["-t", &secs_media.to_string()])
         .args(H264)
-        .args(["-b:v", "800k", "-f", "mpegts"])
+        .args(["-g", "30", "-b:v", "800k", "-f", "mpegts"])
         .arg(&a)
         .stdin(Stdio::null());
     assert!(cmd.status().expect("ffmpeg").success());

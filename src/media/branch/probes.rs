@@ -57,9 +57,9 @@ pub(super) fn guard_adts(ctx: &Ctx, q: &gst::Element) {
                 crate::media::adts::Verdict::Drop => gst::PadProbeReturn::Drop,
                 crate::media::adts::Verdict::Changed(from, to) => {
                     if !std::mem::replace(&mut g.1, true) {
-                        let _ = tx.send(MediaEvent::Error(MediaError::SourceChanged(format!(
-                            "audio: {from:?} -> {to:?}"
-                        ))));
+                        let _ = tx.send(MediaEvent::Error(crate::media::adts::change_error(
+                            from, to,
+                        )));
                     }
                     gst::PadProbeReturn::Drop
                 }
