@@ -32,7 +32,9 @@ use crate::{
 
 mod probes;
 mod select;
-use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
+use probes::{
+    arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, on_caps, watch_timestamps,
+};
 pub(super) use select::{take_fallback, Fallback};
 
 /// What every branch builder needs.
@@ -119,24 +121,6 @@ fn queue(max: Duration, leaky: bool) -> Result<gst::Element, MediaError> {
         q.set_property_from_str("leaky", "downstream");
     }
     Ok(q)
-}
-
-/// Calls `f` with every caps event leaving `element`'s src pad (on the streaming thread,
-/// before the buffers that follow it).
-fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static) {
-    // Probes are `Fn`; caps events on one pad are serialised, so the lock never waits.
-    let f = Mutex::new(f);
-    element
-        .static_pad("src")
-        .expect("element has a src pad")
-        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                if let gst::EventView::Caps(c) = ev.view() {
-                    (f.lock().expect("not poisoned"))(c.caps());
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
 }
 
 /// Builds the branch for one demuxed pad with its `caps`, if it is a track the stream uses.

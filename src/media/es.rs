@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gst::prelude::*;
 
-use super::{branch, MediaError, MediaEvent};
+use super::{branch, Change, MediaError, MediaEvent};
 
 /// A codec an elementary stream may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,12 +143,16 @@ impl EsInput {
         let slot = usize::from(!codec.video());
         if let Some(t) = &self.tracks[slot] {
             if t.codec != codec || t.record != record {
+                let change = if codec.video() {
+                    Change::Video
+                } else {
+                    Change::Audio
+                };
+                let detail = format!("new {codec:?} configuration mid-stream");
                 let _ = self
                     .ctx
                     .tx
-                    .send(MediaEvent::Error(MediaError::SourceChanged(format!(
-                        "new {codec:?} configuration mid-stream"
-                    ))));
+                    .send(MediaEvent::Error(super::format_changed(change, &detail)));
             }
             return;
         }
