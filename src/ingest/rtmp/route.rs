@@ -4,6 +4,11 @@
 //! The first video tag decides. OBS sends its audio configuration before its video one,
 //! so audio waits (a few tags, bounded) until then; an audio-only publisher is framed
 //! as FLV once the wait is over.
+//!
+//! A changed codec configuration rebuilds the pipeline (the node cannot change an init
+//! segment). The samples that follow it are kept (bounded) until then, so the rebuilt
+//! pipeline starts at the change, with the keyframe that came with it, rather than a GOP
+//! later.
 
 use bytes::Bytes;
 
@@ -15,6 +20,9 @@ use crate::{live::Session, media::EsSample};
 
 /// Audio tags held before the first video tag decides the path (about 6 s of AAC).
 const PENDING_AUDIO: usize = 256;
+/// Samples kept after a configuration change for the rebuilt pipeline (about 6 s of
+/// 30 fps video with AAC); past that, the rebuild has long happened.
+const SINCE_CHANGE: usize = 512;
 
 enum Mode {
     /// No video yet: audio tags wait here.
@@ -31,6 +39,8 @@ pub(super) struct Router {
     /// The latest codec configurations (video, audio) with their timestamps: a rebuilt
     /// pipeline gets them again, or it would not know the codecs.
     headers: [Option<(u32, Bytes)>; 2],
+    /// Elementary samples since a changed configuration, for the rebuilt pipeline.
+    since_change: Option<Vec<EsSample>>,
     /// Whether dropping non-AAC audio beside extended video was logged.
     warned: bool,
 }
@@ -40,6 +50,7 @@ impl Router {
         Self {
             mode: Mode::Pending(Vec::new()),
             headers: [None, None],
+            since_change: None,
             warned: false,
         }
     }
@@ -76,16 +87,34 @@ impl Router {
             return Ok(());
         }
         if let Video::Sample(sample) = enhanced::video(&body, ts)? {
-            if matches!(sample, EsSample::Config { .. }) {
-                self.headers[0] = Some((ts, body));
-            }
-            session.push_es(sample);
+            self.push_es(0, (ts, body), sample, session);
         }
         Ok(())
     }
 
-    /// Feeds a rebuilt pipeline what it needs first: the FLV header and the latest codec
-    /// configurations.
+    /// Passes an elementary sample on, keeping the configurations (slot 0 video, 1 audio)
+    /// for a rebuilt pipeline and, after one changed, the samples that follow it.
+    fn push_es(&mut self, slot: usize, tag: (u32, Bytes), sample: EsSample, session: &Session) {
+        if let EsSample::Config { .. } = sample {
+            if self.headers[slot]
+                .as_ref()
+                .is_some_and(|(_, h)| *h != tag.1)
+            {
+                self.since_change = Some(Vec::new());
+            }
+            self.headers[slot] = Some(tag);
+        } else if let Some(kept) = &mut self.since_change {
+            if kept.len() < SINCE_CHANGE {
+                kept.push(sample.clone());
+            } else {
+                self.since_change = None;
+            }
+        }
+        session.push_es(sample);
+    }
+
+    /// Feeds a rebuilt pipeline what it needs first: the FLV header, the latest codec
+    /// configurations and what followed a configuration change.
     pub(super) fn replay(&mut self, session: &Session) {
         session.push(flv::header());
         for (kind, h) in [flv::VIDEO, flv::AUDIO]
@@ -96,6 +125,9 @@ impl Router {
                 // Known codecs only were stored, so nothing is refused here.
                 let _ = self.media(kind, ts, body, session);
             }
+        }
+        for sample in self.since_change.take().unwrap_or_default() {
+            session.push_es(sample);
         }
     }
 
@@ -130,12 +162,7 @@ impl Router {
             return Ok(());
         }
         match enhanced::audio(&body, ts)? {
-            Audio::Sample(sample) => {
-                if matches!(sample, EsSample::Config { .. }) {
-                    self.headers[1] = Some((ts, body));
-                }
-                session.push_es(sample);
-            }
+            Audio::Sample(sample) => self.push_es(1, (ts, body), sample, session),
             Audio::Other(format) if !std::mem::replace(&mut self.warned, true) => {
                 tracing::warn!(
                     sound_format = format,
