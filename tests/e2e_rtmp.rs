@@ -2,6 +2,7 @@
 //! reconnects, idle publishers.
 
 mod common;
+mod rtmp_support;
 
 use std::{
     net::SocketAddr,
@@ -10,6 +11,7 @@ use std::{
 };
 
 use common::*;
+use rtmp_support::{probe_latest, self_signed_cert, wait_segments};
 
 const KEY: &str = "right-key-123";
 
@@ -35,41 +37,6 @@ async fn parts_of(node: &Node, stream: &str) -> f64 {
     .await
 }
 
-/// Waits until `stream`'s source playlist lists at least `n` complete segments.
-async fn wait_segments(node: &Node, stream: &str, n: usize) -> Vec<Line> {
-    let url = node.url(&format!("/live/{stream}/source/index.m3u8"));
-    wait_ok(&url, Duration::from_secs(25)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines = parse_playlist(&get(&url).await.text());
-        if segments(&lines).len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stream}: fewer than {n} segments\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Fetches init + the newest segment of `rendition` and returns ffprobe's summary.
-async fn probe_latest(node: &Node, stream: &str, rendition: &str) -> String {
-    let lines = parse_playlist(
-        &get(&node.url(&format!("/live/{stream}/{rendition}/index.m3u8")))
-            .await
-            .text(),
-    );
-    let (_, _, uri) = segments(&lines).last().cloned().expect("a segment");
-    let init = get(&node.url(&format!("/live/{stream}/{rendition}/init.mp4"))).await;
-    let seg = get(&node.url(&format!("/live/{stream}/{rendition}/{uri}"))).await;
-    assert_eq!((init.status, seg.status), (200, 200));
-    let file = node.dir.join(format!("{stream}-{rendition}.mp4"));
-    std::fs::write(&file, [init.body.to_vec(), seg.body.to_vec()].concat()).unwrap();
-    ffprobe(&file)
-}
-
 /// ffmpeg publishes `rtmp://HOST/live/demo`; the LL-HLS playlists appear and decode; the
 /// stream list shows the RTMP URL and OBS's Server / Stream key fields; SIGTERM with the
 /// publisher live exits cleanly.
@@ -78,7 +45,7 @@ async fn ffmpeg_publishes_over_rtmp() {
     let mut node = Node::start("rtmp-ffmpeg", &config());
     let addr = rtmp(&node);
     let _p = ffmpeg_rtmp(&format!("rtmp://{addr}/live/demo"), 30);
-    let lines = wait_segments(&node, "demo", 2).await;
+    let lines = wait_segments(&node, "demo", "source", 2).await;
     assert!(!tags(&lines, "EXT-X-PART").is_empty());
     let master = get(&node.url("/live/demo/index.m3u8")).await;
     assert_eq!(master.status, 200);
@@ -154,7 +121,7 @@ async fn gstreamer_rtmp2sink_publishes() {
         .spawn()
         .expect("gst-launch-1.0");
     let _gst = Publisher(gst);
-    wait_segments(&node, "demo", 2).await;
+    wait_segments(&node, "demo", "source", 2).await;
     let video = probe_latest(&node, "demo", "source").await;
     assert!(video.starts_with("h264,640,360,"), "{video}");
     let audio = probe_latest(&node, "demo", "audio").await;
@@ -195,7 +162,7 @@ async fn refusals_are_counted_and_the_live_publisher_keeps_going() {
 
     // OBS's form: Server rtmp://HOST/live, Stream key keyed?key=KEY.
     let _first = ffmpeg_rtmp(&format!("rtmp://{addr}/live/keyed?key={KEY}"), 40);
-    wait_segments(&node, "keyed", 1).await;
+    wait_segments(&node, "keyed", "source", 1).await;
     let mut second = ffmpeg_rtmp(&format!("rtmp://{addr}/live/keyed?key={KEY}"), 5);
     assert_eq!(second.wait_exit(Duration::from_secs(15)), Some(false));
     wait_metric(
@@ -290,7 +257,7 @@ async fn reconnect_gives_discontinuity_and_monotonic_msn() {
 async fn frozen_publisher_is_dropped_after_idle_timeout() {
     let node = Node::start("rtmp-idle", &config());
     let p = ffmpeg_rtmp(&format!("rtmp://{}/live/demo", rtmp(&node)), 60);
-    wait_segments(&node, "demo", 1).await;
+    wait_segments(&node, "demo", "source", 1).await;
     let pid = p.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
@@ -313,21 +280,7 @@ async fn frozen_publisher_is_dropped_after_idle_timeout() {
 /// default) publishes to `rtmps://HOST:PORT/live/demo`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmps_publishes_with_a_self_signed_certificate() {
-    let dir = tempdir("rtmps-cert");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(ok.success());
+    let (cert, key) = self_signed_cert("rtmps-cert");
     let extra = format!(
         "rtmp.tls_cert = \"{}\"\nrtmp.tls_key = \"{}\"\n{}",
         cert.display(),
@@ -338,7 +291,7 @@ async fn rtmps_publishes_with_a_self_signed_certificate() {
     let addr = node.rtmps.expect("RTMPS listens with a certificate");
     assert_ne!(Some(addr), node.rtmp);
     let _p = ffmpeg_rtmp(&format!("rtmps://{addr}/live/demo"), 30);
-    wait_segments(&node, "demo", 1).await;
+    wait_segments(&node, "demo", "source", 1).await;
     let video = probe_latest(&node, "demo", "source").await;
     assert!(video.starts_with("h264,640,360,"), "{video}");
 
@@ -354,129 +307,6 @@ async fn rtmps_publishes_with_a_self_signed_certificate() {
         demo["rtmps_url"],
         format!("rtmps://127.0.0.1:{}/live/demo", addr.port())
     );
-}
-
-/// A minimal RTMP publisher (rml_rtmp's client session) for what no installed encoder
-/// sends: Enhanced RTMP. Connects to app `live`, publishes `key`, and returns the socket
-/// and session once the publish is accepted.
-async fn rtmp_client(
-    addr: SocketAddr,
-    key: &str,
-) -> (tokio::net::TcpStream, rml_rtmp::sessions::ClientSession) {
-    use rml_rtmp::{
-        handshake::{Handshake, HandshakeProcessResult, PeerType},
-        sessions::{
-            ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-            PublishRequestType,
-        },
-    };
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut hs = Handshake::new(PeerType::Client);
-    tcp.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut rest = Vec::new();
-    for _ in 0..100 {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "server closed during the handshake");
-        match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                tcp.write_all(&response_bytes).await.unwrap()
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                tcp.write_all(&response_bytes).await.unwrap();
-                rest = remaining_bytes;
-                break;
-            }
-        }
-    }
-    let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let mut out = vec![session.request_connection("live".into()).unwrap()];
-    let mut input = rest;
-    for _ in 0..200 {
-        out.extend(session.handle_input(&input).unwrap());
-        let mut published = false;
-        for r in std::mem::take(&mut out) {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => tcp.write_all(&p.bytes).await.unwrap(),
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
-                    let r = session
-                        .request_publishing(key.into(), PublishRequestType::Live)
-                        .unwrap();
-                    if let ClientSessionResult::OutboundResponse(p) = r {
-                        tcp.write_all(&p.bytes).await.unwrap();
-                    }
-                }
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
-                    published = true
-                }
-                _ => {}
-            }
-        }
-        if published {
-            return (tcp, session);
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
-            .await
-            .expect("server answers")
-            .unwrap();
-        assert!(n > 0, "server closed before accepting the publish");
-        input = buf[..n].to_vec();
-    }
-    panic!("publish not accepted");
-}
-
-/// Enhanced RTMP video (an `hvc1` FourCC header, as OBS 29.1+ sends for HEVC) is not
-/// supported yet: the publisher is told clearly in the log, counted and disconnected,
-/// rather than fed to a demuxer that would misread it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enhanced_rtmp_hevc_is_refused_clearly() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let node = Node::start("rtmp-enhanced", &config());
-    let (mut tcp, mut session) = rtmp_client(rtmp(&node), "demo").await;
-    // IsExHeader | keyframe, PacketType SequenceStart, FourCC hvc1, then a (dummy) hvcC.
-    let mut tag = vec![0x90, b'h', b'v', b'c', b'1'];
-    tag.extend_from_slice(&[1, 0, 0, 0, 0]);
-    let r = session
-        .publish_video_data(
-            bytes::Bytes::from(tag),
-            rml_rtmp::time::RtmpTimestamp::new(0),
-            false,
-        )
-        .unwrap();
-    if let rml_rtmp::sessions::ClientSessionResult::OutboundResponse(p) = r {
-        tcp.write_all(&p.bytes).await.unwrap();
-    }
-    wait_metric(
-        &node,
-        "estuary_rtmp_rejected_total",
-        "reason=\"unsupported_codec\"",
-        1.0,
-        Duration::from_secs(10),
-    )
-    .await;
-    // The node closes the connection (reads end within a bounded number of tries).
-    let mut buf = [0u8; 4096];
-    let mut closed = false;
-    for _ in 0..50 {
-        match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) => {}
-            Err(_) => break,
-        }
-    }
-    assert!(closed, "connection still open");
-    assert!(node.log().contains("Enhanced RTMP"));
-    assert_eq!(parts_of(&node, "demo").await, 0.0);
-    wait_publishers(&node, 0.0, Duration::from_secs(10)).await;
 }
 
 /// `rtmp.max_connections` caps connections (the next is closed at once and counted), and

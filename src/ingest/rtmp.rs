@@ -2,7 +2,9 @@
 //!
 //! The protocol (handshake, chunk stream, AMF0 commands) is `rml_rtmp`'s; this module
 //! decides who may publish and turns the publisher's audio and video messages into an
-//! FLV byte stream for the same media pipeline SRT feeds (`appsrc ! flvdemux`).
+//! FLV byte stream for the same media pipeline SRT feeds (`appsrc ! flvdemux`), or, for
+//! Enhanced RTMP (HEVC with a FourCC, as OBS 29.1+ sends it), into elementary-stream
+//! samples for that pipeline's own sources (`route`, `enhanced`).
 //!
 //! OBS: Server `rtmp://HOST/live`, Stream key `NAME` (or `NAME?key=KEY` when the stream
 //! has an `rtmp_key`); ffmpeg: `-f flv rtmp://HOST/live/NAME`. The stream allow-list is
@@ -12,11 +14,12 @@
 
 mod access;
 use access::target;
+mod enhanced;
 mod flv;
+mod route;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rml_rtmp::{
     handshake::{Handshake, HandshakeProcessResult, PeerType},
@@ -535,9 +538,8 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
 struct Publishing<'a> {
     name: &'a str,
     sh: &'a Shared,
-    /// The latest codec configurations (video, audio) with their timestamps: a rebuilt
-    /// pipeline gets them again after its FLV header, or flvdemux would not know the codecs.
-    headers: [Option<(u32, Bytes)>; 2],
+    /// Where the media goes (FLV for flvdemux, or elementary streams).
+    router: route::Router,
     bytes: prometheus::IntCounter,
 }
 
@@ -546,7 +548,7 @@ impl<'a> Publishing<'a> {
         Self {
             name,
             sh,
-            headers: [None, None],
+            router: route::Router::new(),
             bytes: sh.metrics.ingest_bytes.with_label_values(&[name]),
         }
     }
@@ -591,12 +593,7 @@ impl<'a> Publishing<'a> {
                         tracing::info!(stream = %self.name, cause = %why, "pipeline rebuilt");
                         failed = session.failed();
                         media.0 = std::time::Instant::now();
-                        session.push(flv::header());
-                        for (kind, h) in [flv::VIDEO, flv::AUDIO].into_iter().zip(&self.headers) {
-                            if let Some(tag) = h.as_ref().and_then(|(ts, h)| flv::tag(kind, *ts, h)) {
-                                session.push(tag);
-                            }
-                        }
+                        self.router.replay(session);
                     }
                     Err(e) => {
                         if let Some(e) = e {
@@ -671,21 +668,10 @@ impl<'a> Publishing<'a> {
             }
             _ => return Ok(true),
         };
-        if kind == flv::VIDEO {
-            if let Some(flv::VideoKind::Enhanced(fourcc)) = flv::video_kind(&data) {
-                tracing::error!(
-                    fourcc = %String::from_utf8_lossy(&fourcc),
-                    "Enhanced RTMP video (HEVC/AV1/VP9 in FLV) is not supported; publish H.264 over RTMP, or HEVC over SRT"
-                );
-                return Err("unsupported_codec");
-            }
-        }
-        if flv::is_sequence_header(kind, &data) {
-            self.headers[usize::from(kind == flv::AUDIO)] = Some((ts, data.clone()));
-        }
         self.bytes.inc_by(data.len() as u64);
-        if let Some(tag) = flv::tag(kind, ts, &data) {
-            session.push(tag);
+        if let Err(why) = self.router.media(kind, ts, data, session) {
+            tracing::error!(error = %why, "media refused");
+            return Err(why.reason());
         }
         Ok(true)
     }

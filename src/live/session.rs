@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Hub, LiveStream, Progress, PublisherMeta, MAX_REBUILDS, REBUILD_WINDOW};
-use crate::media::{Input, MediaError, Pipeline};
+use crate::media::{EsSample, Input, MediaError, Pipeline};
 
 /// One pipeline run inside a session.
 pub(super) struct Run {
@@ -49,6 +49,20 @@ impl Session {
                 replay.lock().expect("not poisoned").observe(&data);
             }
             r.pipeline.push(data);
+        }
+    }
+
+    /// Feeds one elementary-stream sample (for input no demuxer reads); never blocks.
+    pub fn push_es(&self, sample: EsSample) {
+        if let Some(r) = &self.run {
+            let len = match &sample {
+                EsSample::Config { record, .. } => record.len(),
+                EsSample::Frame { data, .. } => data.len(),
+            };
+            self.progress
+                .input_bytes
+                .fetch_add(len as u64, Ordering::Relaxed);
+            r.pipeline.push_es(sample);
         }
     }
 

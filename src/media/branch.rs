@@ -33,7 +33,9 @@ mod chunks;
 mod probes;
 mod select;
 use chunks::{chunks_of, Parts};
-use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
+use probes::{
+    arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, on_caps, watch_timestamps,
+};
 pub(super) use select::{take_fallback, Fallback};
 
 /// What every branch builder needs.
@@ -132,40 +134,21 @@ fn queue(max: Duration, leaky: bool) -> Result<gst::Element, MediaError> {
     Ok(q)
 }
 
-/// Calls `f` with every caps event leaving `element`'s src pad (on the streaming thread,
-/// before the buffers that follow it).
-fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static) {
-    // Probes are `Fn`; caps events on one pad are serialised, so the lock never waits.
-    let f = Mutex::new(f);
-    element
-        .static_pad("src")
-        .expect("element has a src pad")
-        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                if let gst::EventView::Caps(c) = ev.view() {
-                    (f.lock().expect("not poisoned"))(c.caps());
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
-}
-
-/// Builds the branch for one demuxed pad, if it is a track the stream uses.
-pub(super) fn add(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
-    add_track(ctx, pad, false)
+/// Builds the branch for one demuxed pad with its `caps`, if it is a track the stream uses.
+pub(super) fn add(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps) -> Result<(), MediaError> {
+    add_track(ctx, pad, caps, false)
 }
 
 /// Builds the branch for an audio pad set aside for its language, after all.
 fn add_forced(ctx: &Ctx, pad: &gst::Pad) -> Result<(), MediaError> {
-    add_track(ctx, pad, true)
+    add_track(ctx, pad, super::pad_caps(pad), true)
 }
 
-fn add_track(ctx: &Ctx, pad: &gst::Pad, forced: bool) -> Result<(), MediaError> {
+fn add_track(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps, forced: bool) -> Result<(), MediaError> {
     let pipeline = ctx
         .pipeline
         .upgrade()
         .ok_or_else(|| setup("pipeline gone"))?;
-    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     tracing::debug!(pad = %pad.name(), caps = %caps, "elementary stream");
     let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
     let (kind, parser, filter, decoder) = match s.name().as_str() {

@@ -1,7 +1,8 @@
 //! GStreamer media pipelines: MPEG-TS (SRT) or FLV (RTMP) bytes in, CMAF chunks out.
 //!
 //! One pipeline per publish session:
-//! `appsrc ! tsdemux` (or `appsrc ! flvdemux`), then per elementary stream
+//! `appsrc ! tsdemux` (or `appsrc ! flvdemux`, or one `appsrc` per track fed with
+//! elementary-stream samples, see [`es`]), then per elementary stream
 //! `queue ! {h264,h265,aac}parse ! capsfilter ! cmafmux ! appsink`.
 //! GStreamer runs on its own threads; appsink callbacks hand chunks to tokio over a
 //! bounded channel ([`events`]) and never block: a packager that falls behind costs
@@ -21,9 +22,11 @@ use crate::packager::ChunkKind;
 
 pub(crate) mod adts;
 mod branch;
+pub mod es;
 pub mod events;
 pub(crate) mod ts;
 
+pub use es::{EsCodec, EsSample};
 pub use events::{EventRx, EventTx};
 
 /// Rendition names used for the passthrough copy and the shared audio group.
@@ -290,6 +293,53 @@ pub struct Pipeline {
     /// Set once the input ends or the pipeline stops: the demuxer then removes its pads,
     /// which is no source change.
     ending: Arc<std::sync::atomic::AtomicBool>,
+    /// Tracks handed over as elementary streams beside (or instead of) the container.
+    es: std::sync::Mutex<es::EsInput>,
+}
+
+/// A demuxer pad's caps.
+fn pad_caps(pad: &gst::Pad) -> gst::Caps {
+    pad.current_caps().unwrap_or_else(|| pad.query_caps(None))
+}
+
+/// A live source of the publisher's input with `caps`.
+fn input_src(name: &str, caps: &gst::Caps) -> gst_app::AppSrc {
+    let src = gst_app::AppSrc::builder()
+        .name(name)
+        .caps(caps)
+        .is_live(true)
+        .format(gst::Format::Time)
+        // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
+        // stamps, and the jittered frame durations make parts run over PART-TARGET.
+        .do_timestamp(false)
+        .max_bytes(16 * 1024 * 1024)
+        .block(false)
+        .build();
+    // A stalled pipeline drops old input rather than growing without bound.
+    src.set_property_from_str("leaky-type", "downstream");
+    src
+}
+
+/// A new elementary stream (a demuxer pad, or an elementary-stream source): announced,
+/// then given its branch; audio that cannot be carried is dropped, anything else that
+/// fails is reported.
+fn on_stream(ctx: &branch::Ctx, pad: &gst::Pad, caps: gst::Caps) {
+    let Some(pipeline) = ctx.pipeline.upgrade() else {
+        return;
+    };
+    let video = caps
+        .structure(0)
+        .is_some_and(|s| s.name().starts_with("video/"));
+    let _ = ctx.tx.send(MediaEvent::Stream { video });
+    if let Err(e) = branch::add(ctx, pad, caps) {
+        tracing::warn!(error = %e, "cannot handle elementary stream");
+        if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
+            // Audio we cannot carry is dropped; the video still plays.
+            let _ = branch::link_fakesink(&pipeline, pad);
+        } else {
+            let _ = ctx.tx.send(MediaEvent::Error(e));
+        }
+    }
 }
 
 impl Pipeline {
@@ -305,19 +355,7 @@ impl Pipeline {
     ) -> Result<Self, MediaError> {
         init()?;
         let pipeline = gst::Pipeline::with_name(&format!("ingest-{stream}"));
-        let src = gst_app::AppSrc::builder()
-            .name("src")
-            .caps(&input.caps())
-            .is_live(true)
-            .format(gst::Format::Time)
-            // The stream's own PTS, not arrival stamps: tsdemux would skew-correct arrival
-            // stamps, and the jittered frame durations make parts run over PART-TARGET.
-            .do_timestamp(false)
-            .max_bytes(16 * 1024 * 1024)
-            .block(false)
-            .build();
-        // A stalled pipeline drops old input rather than growing without bound.
-        src.set_property_from_str("leaky-type", "downstream");
+        let src = input_src("src", &input.caps());
         let demux = gst::ElementFactory::make(input.demuxer())
             .name("demux")
             .build()
@@ -355,26 +393,8 @@ impl Pipeline {
         });
         let fallback_ctx = ctx.clone();
         demux.connect_no_more_pads(move |_| branch::take_fallback(&fallback_ctx));
-        demux.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = ctx.pipeline.upgrade() else {
-                return;
-            };
-            let video = pad
-                .current_caps()
-                .unwrap_or_else(|| pad.query_caps(None))
-                .structure(0)
-                .is_some_and(|s| s.name().starts_with("video/"));
-            let _ = ctx.tx.send(MediaEvent::Stream { video });
-            if let Err(e) = branch::add(&ctx, pad) {
-                tracing::warn!(error = %e, "cannot handle elementary stream");
-                if matches!(e, MediaError::Unsupported { kind: "audio", .. }) {
-                    // Audio we cannot carry is dropped; the video still plays.
-                    let _ = branch::link_fakesink(&pipeline, pad);
-                } else {
-                    let _ = ctx.tx.send(MediaEvent::Error(e));
-                }
-            }
-        });
+        let es = std::sync::Mutex::new(es::EsInput::new(ctx.clone()));
+        demux.connect_pad_added(move |_, pad| on_stream(&ctx, pad, pad_caps(pad)));
 
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let tx = events;
@@ -416,6 +436,7 @@ impl Pipeline {
             pipeline,
             src,
             ending,
+            es,
         })
     }
 
@@ -425,11 +446,22 @@ impl Pipeline {
         let _ = self.src.push_buffer(buf);
     }
 
+    /// Feeds one elementary-stream sample (see [`es`]). Never blocks.
+    pub fn push_es(&self, sample: EsSample) {
+        self.es.lock().expect("not poisoned").push(sample);
+    }
+
     /// Signals the end of input; remaining data drains and EOS is reported.
     pub fn end_of_stream(&self) {
         self.ending
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.src.end_of_stream();
+        let es = self.es.lock().expect("not poisoned");
+        if es.active() {
+            // The container carried no track then: its demuxer would call EOS an error.
+            es.end_of_stream();
+        } else {
+            let _ = self.src.end_of_stream();
+        }
     }
 
     /// Stops the pipeline off the async runtime (state changes join GStreamer threads).

@@ -33,30 +33,6 @@ pub fn tag(kind: u8, timestamp_ms: u32, body: &[u8]) -> Option<Bytes> {
     Some(b.freeze())
 }
 
-/// What the first byte of a video tag body says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VideoKind {
-    /// Legacy `CodecID` 7: H.264, which `flvdemux` takes.
-    Avc,
-    /// Enhanced RTMP (`IsExHeader` bit set): a FourCC (`hvc1`, `av01`, `vp09`) follows.
-    Enhanced([u8; 4]),
-    /// Another legacy codec id (Sorenson, VP6, screen video...).
-    Other(u8),
-}
-
-/// Classifies a video tag body; `None` when it is empty.
-pub fn video_kind(body: &[u8]) -> Option<VideoKind> {
-    let first = *body.first()?;
-    if first & 0x80 != 0 {
-        let fourcc = body.get(1..5).and_then(|f| <[u8; 4]>::try_from(f).ok())?;
-        return Some(VideoKind::Enhanced(fourcc));
-    }
-    Some(match first & 0x0F {
-        7 => VideoKind::Avc,
-        other => VideoKind::Other(other),
-    })
-}
-
 /// Whether a tag body is a codec configuration ("sequence header"): an AVC
 /// `AVCDecoderConfigurationRecord` (`AVCPacketType` 0) or an AAC `AudioSpecificConfig`
 /// (`AACPacketType` 0). A rebuilt pipeline needs them again before any frame.
@@ -91,15 +67,7 @@ mod tests {
     }
 
     #[test]
-    fn video_kinds_and_headers() {
-        assert_eq!(video_kind(&[0x17, 0]), Some(VideoKind::Avc));
-        assert_eq!(video_kind(&[0x12]), Some(VideoKind::Other(2)));
-        assert_eq!(
-            video_kind(&[0x90, b'h', b'v', b'c', b'1']),
-            Some(VideoKind::Enhanced(*b"hvc1"))
-        );
-        assert_eq!(video_kind(&[0x90, b'h']), None);
-        assert_eq!(video_kind(&[]), None);
+    fn sequence_headers() {
         assert!(is_sequence_header(VIDEO, &[0x17, 0, 0, 0, 0]));
         assert!(!is_sequence_header(VIDEO, &[0x17, 1, 0, 0, 0]));
         assert!(!is_sequence_header(VIDEO, &[0x90, 0, 0, 0, 0]));

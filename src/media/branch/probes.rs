@@ -173,3 +173,21 @@ pub(super) fn arrivals_of(
     let last = in_chunk().map(|(_, t)| *t).max();
     (first, last)
 }
+
+/// Calls `f` with every caps event leaving `element`'s src pad (on the streaming thread,
+/// before the buffers that follow it).
+pub(super) fn on_caps(element: &gst::Element, f: impl FnMut(&gst::CapsRef) + Send + 'static) {
+    // Probes are `Fn`; caps events on one pad are serialised, so the lock never waits.
+    let f = Mutex::new(f);
+    element
+        .static_pad("src")
+        .expect("element has a src pad")
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if let gst::EventView::Caps(c) = ev.view() {
+                    (f.lock().expect("not poisoned"))(c.caps());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
