@@ -130,7 +130,12 @@ impl ObjectStore for MemoryStore {
 
     fn get(&self, key: &str) -> Option<Object> {
         let r = self.cache.get(key);
-        if r.is_some() { &self.hits } else { &self.misses }.inc();
+        if r.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        }
+        .inc();
         r
     }
 }
