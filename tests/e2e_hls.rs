@@ -133,6 +133,7 @@ async fn publish_play_blocking_reload_preload_and_delta() {
 
     // Blocking reload: ask for the part after the newest; the answer waits for it, and
     // lists the part the preload hint named.
+    let asked = std::time::SystemTime::now();
     let pl = get(&url).await;
     let lines = parse_playlist(&pl.text());
     let hinted = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
@@ -141,6 +142,28 @@ async fn publish_play_blocking_reload_preload_and_delta() {
     let blocked = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
     let waited = t0.elapsed();
     assert_eq!(blocked.status, 200);
+    // The stream API stamps each rendition's latest part with its publication time (the
+    // parked-request benchmark's zero): the part waited for did not exist when the
+    // playlist above was asked for, so the newest is stamped after that, and not later
+    // than now.
+    let api: serde_json::Value =
+        serde_json::from_slice(&get(&node.url("/api/streams/demo")).await.body).unwrap();
+    let src = &api["renditions"]["source"];
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            * 1e3
+    };
+    let stamp = src["part_published_unix_ms"].as_f64().expect("a stamp");
+    assert!(
+        stamp >= ms(asked) && stamp <= ms(std::time::SystemTime::now()),
+        "{src}"
+    );
+    assert!(
+        src["hint"].as_str().is_some_and(|h| h.starts_with('p')),
+        "{src}"
+    );
     let bl = parse_playlist(&blocked.text());
     let listed = tags(&bl, "EXT-X-PART")
         .iter()
