@@ -62,32 +62,7 @@ enum Cmd {
         ramp: usize,
     },
     /// Blocking requests parked at once, released by one publish: memory, CPU, latency.
-    Parked {
-        /// Media playlist URL, e.g. http://127.0.0.1:8080/live/bench/source/index.m3u8.
-        #[arg(long)]
-        url: String,
-        /// Blocking playlist reloads parked per round.
-        #[arg(long, default_value_t = 10_000)]
-        reloads: usize,
-        /// Preload-hint part GETs parked per round.
-        #[arg(long, default_value_t = 10_000)]
-        hints: usize,
-        /// Connections carrying them (HTTP/1.1: exactly reloads + hints).
-        #[arg(long, default_value_t = 1_000)]
-        conns: usize,
-        /// HTTP/2 with prior knowledge instead of HTTP/1.1.
-        #[arg(long)]
-        h2: bool,
-        /// Local addresses to bind connections to, in turn, e.g. 127.0.0.2,127.0.0.3.
-        #[arg(long, value_delimiter = ',')]
-        sources: Vec<std::net::IpAddr>,
-        /// Publishes measured.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// The node's process id (RSS and CPU are read from /proc).
-        #[arg(long)]
-        node_pid: u32,
-    },
+    Parked(parked::Args),
     /// The same blocking reloads at two servers; how much later B answers than A.
     Paired {
         /// Media playlist at the origin.
@@ -373,28 +348,7 @@ async fn main() -> Result<()> {
             ramp,
         } => play(url, players, secs, h2, ramp).await,
         Cmd::Paired { a, b, parts } => paired(a, b, parts).await,
-        Cmd::Parked {
-            url,
-            reloads,
-            hints,
-            conns,
-            h2,
-            sources,
-            rounds,
-            node_pid,
-        } => {
-            parked::run(parked::Args {
-                url,
-                reloads,
-                hints,
-                conns,
-                h2,
-                sources,
-                rounds,
-                node_pid,
-            })
-            .await
-        }
+        Cmd::Parked(a) => parked::run(a).await,
     }
 }
 

@@ -30,22 +30,32 @@ use tokio::{net::TcpSocket, sync::Semaphore, task::JoinSet};
 use crate::{blocking_url, client, get, next_of, resolve};
 
 /// What `hls_load parked` is told.
+#[derive(clap::Args)]
 pub struct Args {
-    /// Media playlist URL.
+    /// Media playlist URL, e.g. http://127.0.0.1:8080/live/bench/source/index.m3u8.
+    #[arg(long)]
     pub url: String,
     /// Blocking playlist reloads parked per round.
+    #[arg(long, default_value_t = 10_000)]
     pub reloads: usize,
     /// Preload-hint part GETs parked per round.
+    #[arg(long, default_value_t = 10_000)]
     pub hints: usize,
-    /// Connections carrying them.
+    /// Connections carrying them (HTTP/1.1: exactly reloads + hints).
+    #[arg(long, default_value_t = 1_000)]
     pub conns: usize,
-    /// HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    /// HTTP/2 with prior knowledge instead of HTTP/1.1.
+    #[arg(long)]
     pub h2: bool,
-    /// Local addresses connections are bound to, in turn (more ephemeral ports).
+    /// Local addresses to bind connections to, in turn (more ephemeral ports), e.g.
+    /// 127.0.0.2,127.0.0.3.
+    #[arg(long, value_delimiter = ',')]
     pub sources: Vec<IpAddr>,
-    /// Rounds (publishes) measured.
+    /// Publishes measured.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// The node's process id, for RSS and CPU.
+    /// The node's process id (RSS and CPU are read from /proc).
+    #[arg(long)]
     pub node_pid: u32,
 }
 
