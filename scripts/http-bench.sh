@@ -16,7 +16,11 @@
 # the machine is not also busy encoding; each node still packages its live stream while
 # measured, which nginx does not have to.
 #
-# Usage: scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
+# With PERF=1 it also profiles the node (perf) serving parts over plain HTTP, and prints
+# the kernel's and its own share of the time and the share of the body copy into the
+# socket (`_copy_from_iter`).
+#
+# Usage: [PERF=1] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
 #        (defaults 10, 64, 3, "1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,6 +141,16 @@ NG
       done
     done
   done
+  if [ -n "${PERF:-}" ]; then
+    # Where the node's time goes while it serves parts over plain HTTP.
+    e=$(fresh "$URL_plain" part p-part.m4s)
+    perf record -F 2000 -g -p "$PID_plain" -o "$dir/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    run "$w" "$e" >/dev/null
+    wait $!
+    echo "perf, Estuary serving parts over plain HTTP with $w worker(s), share of its samples:"
+    perf report -i "$dir/perf.data" --no-children --sort dso -g none 2>/dev/null | grep '%' | head -3
+    perf report -i "$dir/perf.data" --no-children --sort symbol -g none 2>/dev/null | grep -m1 _copy_from_iter
+  fi
   kill "$(cat "$dir/nginx.pid")"; rm -f "$dir/nginx.pid"
   kill "$PID_plain" "$PID_tls" $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
