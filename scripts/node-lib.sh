@@ -4,7 +4,7 @@
 # e.g. `TOKIO_WORKER_THREADS=1 start_node "$dir/c.toml" "$dir"`.
 start_node() {
   local cfg=$1 out=$2
-  ./target/release/estuary --config "$cfg" > "$out/node.out" 2> "$out/node.log" &
+  "${CARGO_TARGET_DIR:-target}/release/estuary" --config "$cfg" > "$out/node.out" 2> "$out/node.log" &
   NODE_PID=$!
   for _ in $(seq 100); do grep -q listening "$out/node.out" 2>/dev/null && break; sleep 0.1; done
   NODE_HTTP=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$out/node.out")

@@ -609,6 +609,7 @@ impl LiveStream {
                 .or(seg.segments().back())
                 .map(|s| s.pdt + s.duration),
             hint: Some(seg.next_part_uri()),
+            part_published: None,
         };
         self.entry.publish(name, view);
     }

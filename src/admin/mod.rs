@@ -30,7 +30,7 @@ use serde_json::json;
 use crate::http::{AppState, Body};
 
 pub use config_view::REDACTED;
-pub use viewers::{PeerAddr, Viewers};
+pub use viewers::Viewers;
 
 /// Longest ban a kick may set.
 pub const MAX_BAN: Duration = Duration::from_secs(24 * 3600);

@@ -19,7 +19,7 @@
 use std::{
     collections::{hash_map::Entry, BTreeMap, HashMap},
     hash::{BuildHasher, Hash, Hasher, RandomState},
-    net::SocketAddr,
+    net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -31,11 +31,6 @@ use serde::Serialize;
 pub const WINDOW: Duration = Duration::from_secs(15);
 /// Most clients tracked per stream.
 pub const MAX_CLIENTS: usize = 100_000;
-
-/// The peer address of the connection a request came on (a request extension, set by
-/// the HTTP server).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// A client's identity, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,13 +78,10 @@ pub struct StreamViewers {
 }
 
 impl Viewers {
-    /// The identity of the client sending `req`.
-    pub fn client<B>(&self, req: &Request<B>) -> ClientId {
+    /// The identity of the client sending `req` from `peer` (the connection's address).
+    pub fn client<B>(&self, req: &Request<B>, peer: IpAddr) -> ClientId {
         let mut h = self.keys.build_hasher();
-        req.extensions()
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip())
-            .hash(&mut h);
+        Some(peer).hash(&mut h);
         for name in [
             header::HeaderName::from_static("x-forwarded-for"),
             header::USER_AGENT,
@@ -185,27 +177,24 @@ fn parse(path: &str) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
 
-    fn req(ip: &str, ua: &str) -> Request<()> {
-        let mut r = Request::builder()
+    fn req(ua: &str) -> Request<()> {
+        Request::builder()
             .header(header::USER_AGENT, ua)
             .body(())
-            .unwrap();
-        r.extensions_mut()
-            .insert(PeerAddr(format!("{ip}:5000").parse().unwrap()));
-        r
+            .unwrap()
     }
 
     #[test]
     fn distinct_clients_by_rendition_in_a_window() {
         let v = Viewers::default();
         let (a, b) = (
-            v.client(&req("10.0.0.1", "hls.js")),
-            v.client(&req("10.0.0.2", "hls.js")),
+            v.client(&req("hls.js"), "10.0.0.1".parse().unwrap()),
+            v.client(&req("hls.js"), "10.0.0.2".parse().unwrap()),
         );
-        let c = v.client(&req("10.0.0.1", "AppleCoreMedia"));
+        let c = v.client(&req("AppleCoreMedia"), "10.0.0.1".parse().unwrap());
         assert_eq!(
             a,
-            v.client(&req("10.0.0.1", "hls.js")),
+            v.client(&req("hls.js"), "10.0.0.1".parse().unwrap()),
             "the port does not matter"
         );
         assert_ne!(a, c);

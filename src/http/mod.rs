@@ -217,8 +217,7 @@ impl Server {
             let closed = self.state.metrics.http_closed.clone();
             let state = self.state.clone();
             let act = reg.act.clone();
-            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(crate::admin::PeerAddr(remote));
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 let guard = act.request();
                 async move {
@@ -344,7 +343,7 @@ async fn handle(
     // Media playlist fetches count HLS viewers (see admin::viewers).
     let client = path
         .ends_with("/index.m3u8")
-        .then(|| state.admin.viewers.client(&req));
+        .then(|| state.admin.viewers.client(&req, remote.ip()));
     // "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
     // message that lacks a Host header field" (RFC 9112 §3.2).
     let (route, mut resp) =
@@ -370,7 +369,12 @@ async fn handle(
         .with_label_values(&[route, resp.status().as_str()])
         .inc();
     let h = resp.headers_mut();
-    if let Ok(v) = header::HeaderValue::from_str(&state.cfg.load().http.cors_origin) {
+    // The default `*` needs no copy per request.
+    let cors = match state.cfg.load().http.cors_origin.as_str() {
+        "*" => Ok(header::HeaderValue::from_static("*")),
+        o => header::HeaderValue::from_str(o),
+    };
+    if let Ok(v) = cors {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     if head {

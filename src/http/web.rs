@@ -160,10 +160,36 @@ pub(super) fn stream_detail(state: &AppState, name: &str) -> Response<Body> {
         return error(StatusCode::NOT_FOUND, "no_stream", "no such stream");
     }
     let publisher = session.map(|p| p.stats_json());
+    // Each rendition's latest part and when it was published (Unix ms): the node-side
+    // clock the parked-request benchmark measures release latency from.
+    let renditions: serde_json::Map<_, _> = state
+        .store
+        .stream(name)
+        .map(|e| {
+            e.rendition_names()
+                .into_iter()
+                .filter_map(|r| e.view(&r).map(|v| (r, v)))
+                .map(|(r, v)| {
+                    let ms = v.part_published.and_then(|t| {
+                        t.duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_secs_f64() * 1e3)
+                    });
+                    let j = serde_json::json!({
+                        "last_part": v.last,
+                        "hint": v.hint,
+                        "part_published_unix_ms": ms,
+                    });
+                    (r, j)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let body = serde_json::json!({
         "name": name,
         "live": publisher.is_some(),
         "publisher": publisher,
+        "renditions": renditions,
         "playlist": format!("/live/{name}/index.m3u8"),
     });
     let mut r = full(

@@ -81,7 +81,10 @@ impl Expiry<String, Object> for PerObjectTtl {
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Object>,
-    metrics: Metrics,
+    /// `cache_lookups{result="hit"}` and `{result="miss"}`, looked up once: every media
+    /// request counts one.
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
 }
 
 impl MemoryStore {
@@ -106,7 +109,11 @@ impl MemoryStore {
                 m.cache_evicted.with_label_values(&[cause]).inc();
             })
             .build();
-        Self { cache, metrics }
+        Self {
+            cache,
+            hits: metrics.cache_lookups.with_label_values(&["hit"]),
+            misses: metrics.cache_lookups.with_label_values(&["miss"]),
+        }
     }
 
     /// Bytes held now (after pending maintenance).
@@ -123,10 +130,12 @@ impl ObjectStore for MemoryStore {
 
     fn get(&self, key: &str) -> Option<Object> {
         let r = self.cache.get(key);
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[if r.is_some() { "hit" } else { "miss" }])
-            .inc();
+        if r.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        }
+        .inc();
         r
     }
 }
@@ -157,6 +166,10 @@ pub struct RenditionView {
     /// URI of the next part (the preload hint), kept while the publisher is away too: the
     /// part with that name is the next one published, whenever that is.
     pub hint: Option<String>,
+    /// When the latest part (`last`) was published here: stamped by
+    /// [`StreamEntry::publish`], the moment parked requests for it are released (the
+    /// parked-request benchmark measures release latency from it).
+    pub part_published: Option<std::time::SystemTime>,
 }
 
 impl RenditionView {
@@ -188,15 +201,19 @@ impl StreamEntry {
         }
     }
 
-    /// Publishes a rendition's new view.
-    pub fn publish(&self, rendition: &str, view: RenditionView) {
-        let view = Arc::new(view);
+    /// Publishes a rendition's new view, stamping when its latest part appeared.
+    pub fn publish(&self, rendition: &str, mut view: RenditionView) {
         let existing = self
             .renditions
             .read()
             .expect("not poisoned")
             .get(rendition)
             .cloned();
+        view.part_published = match &existing {
+            Some(tx) if tx.borrow().last == view.last => tx.borrow().part_published,
+            _ => view.last.map(|_| std::time::SystemTime::now()),
+        };
+        let view = Arc::new(view);
         match existing {
             Some(tx) => {
                 tx.send_replace(view);
@@ -352,6 +369,21 @@ mod tests {
         // A part index past the end of a closed segment means the next segment's first.
         assert!(v.has(5, Some(6)));
         assert!(!v.has(7, Some(0)));
+    }
+
+    #[test]
+    fn a_new_part_is_stamped_once() {
+        let e = StreamEntry::new();
+        e.publish("v", view(vec![], None));
+        assert!(e.view("v").unwrap().part_published.is_none());
+        e.publish("v", view(vec![(4, 5)], Some((5, 1))));
+        let first = e.view("v").unwrap().part_published.expect("stamped");
+        // A republish with the same latest part (a playlist change) keeps its stamp.
+        std::thread::sleep(Duration::from_millis(2));
+        e.publish("v", view(vec![(4, 5)], Some((5, 1))));
+        assert_eq!(e.view("v").unwrap().part_published, Some(first));
+        e.publish("v", view(vec![(4, 5)], Some((5, 2))));
+        assert!(e.view("v").unwrap().part_published.unwrap() > first);
     }
 
     #[test]

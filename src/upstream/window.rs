@@ -291,6 +291,7 @@ impl Window {
             inits: inits.to_vec(),
             last_pdt,
             hint: self.header.hint.clone().filter(|_| !self.header.ended),
+            part_published: None,
         }
     }
 }

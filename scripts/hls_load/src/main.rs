@@ -6,9 +6,15 @@
 //! outstanding at a time. It prints parts fetched, errors by status, players that went
 //! without a new part for longer than three part targets, and the wait for hinted parts.
 //!
+//! `hls_load parked` parks thousands of blocking reloads and preload-hint GETs on one
+//! node at once and times their release from the node's publication of the part (see
+//! `parked.rs`).
+//!
 //! `hls_load paired` issues the same blocking reload to two servers at once (an origin
 //! and an edge of it), `--parts` times in a row, and prints how much later the second
 //! answered: the latency the edge adds, as a player sees it.
+
+mod parked;
 
 use std::{
     collections::BTreeMap,
@@ -55,6 +61,8 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         ramp: usize,
     },
+    /// Blocking requests parked at once, released by one publish: memory, CPU, latency.
+    Parked(parked::Args),
     /// The same blocking reloads at two servers; how much later B answers than A.
     Paired {
         /// Media playlist at the origin.
@@ -340,6 +348,7 @@ async fn main() -> Result<()> {
             ramp,
         } => play(url, players, secs, h2, ramp).await,
         Cmd::Paired { a, b, parts } => paired(a, b, parts).await,
+        Cmd::Parked(a) => parked::run(a).await,
     }
 }
 
