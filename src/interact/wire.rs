@@ -61,9 +61,6 @@ pub(super) struct Outbox {
     len: usize,
 }
 
-/// Capacity an idle outbox keeps; a burst's larger queue is given back after it is written.
-const IDLE_CAPACITY: usize = 8;
-
 impl Outbox {
     pub fn push(&mut self, f: &WireFrame) {
         self.len += f.0.len();
@@ -81,7 +78,9 @@ impl Outbox {
     pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
         io.write_all_buf(self).await?;
         io.flush().await?;
-        self.frames.shrink_to(IDLE_CAPACITY);
+        // An idle connection keeps no queue memory (one allocation a write is cheap next
+        // to the system call).
+        self.frames = VecDeque::new();
         Ok(())
     }
 }

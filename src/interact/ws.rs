@@ -411,7 +411,15 @@ impl Conn {
                             let _ = ws.flush().await;
                             return End::Client;
                         }
-                        // tungstenite answers pings itself.
+                        // tungstenite queues the pong while reading; send it now, so
+                        // that tungstenite holds nothing when the outbox is written.
+                        Some(Ok(Message::Ping(_))) => {
+                            match tokio::time::timeout(cfg.ping_timeout, ws.flush()).await {
+                                Ok(Ok(())) => continue,
+                                Ok(Err(_)) => return End::Client,
+                                Err(_) => return End::Close(CLOSE_TIMEOUT, "write timeout"),
+                            }
+                        }
                         Some(Ok(_)) => continue,
                     };
                     let reply = if text.len() > cfg.max_frame_size {
@@ -539,9 +547,8 @@ fn frame_type(m: &ClientMsg) -> &'static str {
     }
 }
 
-/// Writes the outbox: first whatever tungstenite still holds (a pong it queued while
-/// reading), then the shared frames straight to the socket.
+/// Writes the outbox straight to the socket. tungstenite holds nothing at this point: its
+/// writes (replies, pings, pongs) are flushed when they are made.
 async fn write_out(ws: &mut Ws, out: &mut Outbox) -> Result<(), ()> {
-    ws.flush().await.map_err(|_| ())?;
     out.write_to(ws.get_mut()).await.map_err(|_| ())
 }
