@@ -535,8 +535,11 @@ async fn a_burst_read_late_arrives_whole_and_in_order() -> Result<()> {
     v.expect("state").await?;
     let n = 1_000;
     for i in 0..n {
-        h.send_ref(json!({"type":"chat","text": format!("b{i}")}), &format!("{i}"))
-            .await?;
+        h.send_ref(
+            json!({"type":"chat","text": format!("b{i}")}),
+            &format!("{i}"),
+        )
+        .await?;
         if i == n / 4 {
             // The pong is the library's too.
             v.ws.send(Message::Ping("p".into())).await?;

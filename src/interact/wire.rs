@@ -116,7 +116,10 @@ impl Buf for Outbox {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, b) in dst.iter_mut().zip(self.frames.iter().filter(|b| !b.is_empty())) {
+        for (slot, b) in dst
+            .iter_mut()
+            .zip(self.frames.iter().filter(|b| !b.is_empty()))
+        {
             *slot = IoSlice::new(b);
             n += 1;
         }
@@ -259,7 +262,10 @@ mod tests {
         out.write_to(&mut io).await.unwrap();
         let got = read_back(io.out).await;
         assert_eq!(got.len(), 50);
-        assert!(got.iter().enumerate().all(|(i, t)| t.starts_with(&format!("{i}:"))));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.starts_with(&format!("{i}:"))));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::{connect, rss_kb};
+use crate::{connect, count_ready, rss_kb};
 
 /// An idle run's parameters.
 pub struct Idle {
@@ -68,14 +68,7 @@ pub async fn run(p: Idle) -> Result<()> {
         });
     }
     drop(ready_tx);
-    let (mut ok, mut failed) = (0usize, 0usize);
-    for _ in 0..p.conns {
-        match ready_rx.recv().await {
-            Some(true) => ok += 1,
-            Some(false) => failed += 1,
-            None => break,
-        }
-    }
+    let (ok, failed) = count_ready(&mut ready_rx, p.conns).await;
     let open_secs = started.elapsed().as_secs_f64();
     eprintln!("opened {ok} connections ({failed} failed) in {open_secs:.1}s");
     // Let the node finish the upgrades and settle.
@@ -97,8 +90,13 @@ pub async fn run(p: Idle) -> Result<()> {
         f64::NAN
     };
     println!("idle connections   {ok} open ({failed} failed, {survived} alive at the end), opened in {open_secs:.1}s");
-    println!("node RSS           {rss0} KiB before, {rss1} KiB with {ok} open, {rss2} KiB after closing");
-    println!("RSS per connection {per:.0} bytes ({:.2} KiB)", per / 1024.0);
+    println!(
+        "node RSS           {rss0} KiB before, {rss1} KiB with {ok} open, {rss2} KiB after closing"
+    );
+    println!(
+        "RSS per connection {per:.0} bytes ({:.2} KiB)",
+        per / 1024.0
+    );
     println!(
         "RESULT idle conns={ok} failed={failed} rss_before_kib={rss0} rss_open_kib={rss1} rss_after_kib={rss2} bytes_per_conn={per:.0}"
     );

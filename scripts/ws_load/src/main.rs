@@ -167,24 +167,59 @@ async fn connect(
     let cfg = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        url,
-        MaybeTlsStream::Plain(tcp),
-        Some(cfg),
-    )
-    .await?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(cfg))
+            .await?;
     Ok(ws)
+}
+
+/// Waits for `n` connection attempts to report; returns (connected, failed). Each reports
+/// once; the senders live on in the connection tasks.
+pub(crate) async fn count_ready(
+    rx: &mut tokio::sync::mpsc::Receiver<bool>,
+    n: usize,
+) -> (usize, usize) {
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..n {
+        match rx.recv().await {
+            Some(true) => ok += 1,
+            Some(false) => failed += 1,
+            None => break,
+        }
+    }
+    (ok, failed)
+}
+
+/// A counter from the node's `/metrics` (None when the node has no such route).
+async fn metric(addr: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// User + system CPU time of `pid` so far, in seconds (from /proc/PID/stat).
 fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// User and system (kernel) CPU time of `pid` so far, in seconds.
+fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let user: u64 = f.get(11)?.parse().ok()?;
+    let system: u64 = f.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
-    Some(ticks as f64 / 100.0)
+    Some((user as f64 / 100.0, system as f64 / 100.0))
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -235,19 +270,17 @@ async fn run_cli(cmd: Cmd) -> Result<()> {
                 Some(stream.as_str()),
                 Duration::from_secs(3600),
             )?;
-            run(
-                Load {
-                    addr,
-                    stream,
-                    clients,
-                    rate,
-                    secs,
-                    token,
-                    pid,
-                    parallel: connect_parallel,
-                    bind,
-                },
-            )
+            run(Load {
+                addr,
+                stream,
+                clients,
+                rate,
+                secs,
+                token,
+                pid,
+                parallel: connect_parallel,
+                bind,
+            })
             .await
         }
         Cmd::Idle {
@@ -288,24 +321,15 @@ struct Load {
 }
 
 async fn run(load: Load) -> Result<()> {
-    let Load {
-        addr,
-        stream,
-        clients,
-        rate,
-        secs,
-        token,
-        pid,
-        parallel,
-        bind,
-    } = load;
-    let url = format!("ws://{addr}/live/{stream}/events");
+    let (clients, rate, secs, pid) = (load.clients, load.rate, load.secs, load.pid);
+    let (addr, bind, token) = (&load.addr, &load.bind, &load.token);
+    let url = format!("ws://{addr}/live/{}/events", load.stream);
     let t0 = Instant::now();
     let hist = Arc::new(Hist::new());
     let delivered = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
     let rss0 = pid.and_then(rss_kb);
-    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let sem = Arc::new(tokio::sync::Semaphore::new(load.parallel));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(clients.max(1));
     let stop = tokio_util::sync::CancellationToken::new();
     for i in 0..clients {
@@ -322,8 +346,7 @@ async fn run(load: Load) -> Result<()> {
         );
         tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
-            let ws =
-                tokio::time::timeout(Duration::from_secs(30), connect(&url, &addr, src)).await;
+            let ws = tokio::time::timeout(Duration::from_secs(30), connect(&url, &addr, src)).await;
             drop(permit);
             let mut ws = match ws {
                 Ok(Ok(ws)) => ws,
@@ -356,16 +379,7 @@ async fn run(load: Load) -> Result<()> {
         });
     }
     drop(ready_tx);
-    let mut ok = 0;
-    let mut failed = 0;
-    // Each client reports once; the senders live on in the client tasks.
-    for _ in 0..clients {
-        match ready_rx.recv().await {
-            Some(true) => ok += 1,
-            Some(false) => failed += 1,
-            None => break,
-        }
-    }
+    let (ok, failed) = count_ready(&mut ready_rx, clients).await;
     let connect_secs = t0.elapsed().as_secs_f64();
     eprintln!("connected {ok} clients ({failed} failed) in {connect_secs:.1}s");
     // Let the node settle, then read its idle RSS.
@@ -379,7 +393,9 @@ async fn run(load: Load) -> Result<()> {
     tokio::spawn(async move { while let Some(Ok(_)) = src.next().await {} });
     let before = delivered.load(Ordering::Relaxed);
     let cpu0 = pid.and_then(cpu_secs);
+    let split0 = pid.and_then(cpu_split);
     let own0 = cpu_secs(std::process::id());
+    let writes0 = metric(addr, "estuary_interact_broadcast_writes_total").await;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     let total = rate * secs;
@@ -406,10 +422,19 @@ async fn run(load: Load) -> Result<()> {
         .zip(cpu0)
         .map(|(b, a)| b - a)
         .unwrap_or(f64::NAN);
+    let kernel_share = pid
+        .and_then(cpu_split)
+        .zip(split0)
+        .map(|((u1, s1), (u0, s0))| (s1 - s0) / ((u1 - u0) + (s1 - s0)).max(1e-9))
+        .unwrap_or(f64::NAN);
     let own_cpu = cpu_secs(std::process::id())
         .zip(own0)
         .map(|(b, a)| b - a)
         .unwrap_or(f64::NAN);
+    let writes = metric(addr, "estuary_interact_broadcast_writes_total")
+        .await
+        .zip(writes0)
+        .map(|(b, a)| b - a);
     stop.cancel();
     let got = delivered.load(Ordering::Relaxed) - before;
     println!(
@@ -423,10 +448,18 @@ async fn run(load: Load) -> Result<()> {
     println!("latency p99        {:.2} ms", hist.quantile(0.99));
     println!("latency max bucket {:.2} ms", hist.quantile(1.0));
     println!(
-        "node CPU           {node_cpu:.2} s in {secs_all:.1} s ({:.0} % of a core, {:.1} µs per delivery)",
+        "node CPU           {node_cpu:.2} s in {secs_all:.1} s ({:.0} % of a core, {:.0} % of it in the kernel, {:.1} µs per delivery)",
         node_cpu / secs_all * 100.0,
+        kernel_share * 100.0,
         node_cpu * 1e6 / got.max(1) as f64
     );
+    if let Some(w) = writes.filter(|w| *w > 0.0) {
+        println!(
+            "socket writes      {w:.0} ({:.1} frames a write, {:.1} µs of node CPU a write)",
+            got as f64 / w,
+            node_cpu * 1e6 / w
+        );
+    }
     println!(
         "client CPU         {own_cpu:.2} s ({:.0} % of a core)",
         own_cpu / secs_all * 100.0
