@@ -67,6 +67,12 @@ impl Outbox {
         self.frames.push_back(f.0.clone());
     }
 
+    /// Room for `n` more frames, so that draining a queue does not grow the outbox step by
+    /// step.
+    pub fn reserve(&mut self, n: usize) {
+        self.frames.reserve(n);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -174,7 +180,7 @@ mod tests {
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             self.calls += 1;
-            if self.calls % self.stall == 0 {
+            if self.calls.is_multiple_of(self.stall) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }

@@ -348,6 +348,7 @@ impl Conn {
                     // Coalesce: everything queued now goes out in one vectored write and
                     // one flush. The ring holds at most `send_queue` frames, which bounds
                     // the drain.
+                    out.reserve(rx.len() + 1);
                     out.push(&first);
                     let mut n = 1u64;
                     while n < cfg.send_queue as u64 {
