@@ -24,11 +24,12 @@
 # Node: ESTUARY_BIN (default: the release `estuary`, built here), or WS_LOAD_NODE=inprocess
 #   for `ws_load serve` (interaction routes only).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 NICE=${NICE:--10}
 if [ "$NICE" != 0 ] && [ -z "${WS_LOAD_SESSION:-}" ] && command -v setsid >/dev/null; then
-  exec setsid -w env WS_LOAD_SESSION=1 "$0" "$@"
+  exec setsid -w env WS_LOAD_SESSION=1 "$(realpath "$0")" "$@"
 fi
+cd "$(dirname "$0")/.."
+
 if [ "$NICE" != 0 ]; then
   echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || echo "could not set the autogroup's niceness" >&2
   renice -n "$NICE" -p $$ >/dev/null 2>&1 || true
