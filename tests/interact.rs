@@ -11,6 +11,7 @@ use anyhow::Result;
 use estuary::interact::Role;
 use interact_support::{one_ack_one_duplicate, refused, token, token_for, Client, Node};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn chat_order_history_and_resume() -> Result<()> {
@@ -515,6 +516,58 @@ async fn slow_consumer_is_dropped_and_room_goes_on() -> Result<()> {
     }
     assert!(slow_got < n, "slow client got {slow_got} of {n}");
     assert!(code.is_none() || code == Some(4001), "{code:?}");
+    Ok(())
+}
+
+/// A viewer that stops reading while the host sends a burst gets the burst later, drained
+/// in few coalesced writes, yet as whole frames in send order, with the pong to its ping and
+/// the reply to its request (written by the WebSocket library, not from the shared frames)
+/// in between.
+#[tokio::test]
+async fn a_burst_read_late_arrives_whole_and_in_order() -> Result<()> {
+    let node = Node::start(
+        "send_queue = 4096\nchat_rate_per_min = 1000000\nchat_burst = 100000\nconn_burst = 100000\nconn_rate_per_sec = 100000",
+    )
+    .await?;
+    let host = token(Role::Host, "h");
+    let mut h = node.connect("room1", Some(&host)).await?;
+    let mut v = node.connect("room1", None).await?;
+    v.expect("state").await?;
+    let n = 1_000;
+    for i in 0..n {
+        h.send_ref(
+            json!({"type":"chat","text": format!("b{i}")}),
+            &format!("{i}"),
+        )
+        .await?;
+        if i == n / 4 {
+            // The pong is the library's too.
+            v.ws.send(Message::Ping("p".into())).await?;
+        }
+        if i == n / 2 {
+            v.send(json!({"v":1,"type":"resume","after":"0-0"})).await?;
+        }
+    }
+    for i in 0..n {
+        let r = h.reply(&format!("{i}")).await?;
+        assert_eq!(r["type"], "ack", "{r}");
+    }
+    let (mut next, mut history) = (0, 0);
+    for _ in 0..(n + 10) {
+        if next == n && history == 1 {
+            break;
+        }
+        let f = v.next().await?;
+        match f["type"].as_str() {
+            Some("chat") => {
+                assert_eq!(f["text"], format!("b{next}"), "{f}");
+                next += 1;
+            }
+            Some("history") => history += 1,
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    assert_eq!((next, history), (n, 1));
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct Metrics {
     pub errors: IntCounterVec,
     /// Frames written to clients.
     pub deliveries: IntCounter,
+    /// Coalesced writes of broadcast frames (deliveries / writes = frames per write).
+    pub broadcast_writes: IntCounter,
     /// Frames broadcast by rooms (each serialized once).
     pub broadcasts: IntCounter,
     /// Connections dropped because they fell `send_queue` frames behind.
@@ -59,6 +61,10 @@ impl Metrics {
                 "estuary_interact_deliveries_total",
                 "Frames written to interaction clients",
             )?,
+            broadcast_writes: IntCounter::new(
+                "estuary_interact_broadcast_writes_total",
+                "Coalesced socket writes of broadcast frames (one per drained queue)",
+            )?,
             broadcasts: IntCounter::new(
                 "estuary_interact_broadcasts_total",
                 "Frames broadcast by interaction rooms",
@@ -96,6 +102,7 @@ impl Metrics {
         registry.register(Box::new(m.frames_in.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.broadcast_writes.clone()))?;
         registry.register(Box::new(m.broadcasts.clone()))?;
         registry.register(Box::new(m.slow_drops.clone()))?;
         registry.register(Box::new(m.closed_abuse.clone()))?;

@@ -13,7 +13,10 @@
 //!   and is closed after `room_idle_timeout` without connections or activity.
 //! - `redis`: the Redis bus (pub/sub for events, a stream for history, Lua scripts for
 //!   atomic tallies); the memory bus is the room applying its own events.
-//! - `ws`: one task per WebSocket connection (tokio-tungstenite).
+//! - `wire`: a broadcast framed once (`WireFrame`, the same bytes for every
+//!   receiver) and a connection's outbox, written in one vectored write.
+//! - `ws`: one task per WebSocket connection (tokio-tungstenite reads client frames and
+//!   writes replies; broadcasts go to the socket from the outbox).
 //! - `api`: the host server API.
 //!
 //! The media path only sees [`Timeline`] (what we read from it) and a `watch` of each
@@ -28,6 +31,7 @@ mod redis;
 mod room;
 pub mod text;
 pub mod token;
+mod wire;
 mod ws;
 
 use std::{

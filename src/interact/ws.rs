@@ -12,7 +12,10 @@ use governor::{
 use http_body_util::Full;
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::{sync::broadcast::error::TryRecvError, time::Instant};
+use tokio::{
+    sync::broadcast::error::{RecvError, TryRecvError},
+    time::Instant,
+};
 use tokio_tungstenite::{
     tungstenite::{
         self,
@@ -27,11 +30,9 @@ use super::{
     protocol::{self, encode, ClientMsg, ErrorCode, ServerMsg, UserInfo},
     room::{Actor, Room, RoomHandle},
     token::{verify_token, Role},
+    wire::Outbox,
     Interact, InteractError,
 };
-
-/// Most broadcast frames written before one flush.
-const WRITE_BATCH: usize = 64;
 
 /// Frames above `max_frame_size` up to this size get an error frame and the connection
 /// lives; larger ones close it (1009) without being read, so a peer cannot make us buffer
@@ -244,7 +245,10 @@ impl Conn {
         m.connections.inc();
         let _viewer = self.room.viewer();
         let span = tracing::debug_span!("ws", stream = %self.stream, conn = self.conn_id, user = %self.actor.user.id);
-        let end = tracing::Instrument::instrument(self.serve(&mut ws, after), span.clone()).await;
+        let mut out = Outbox::default();
+        let end =
+            tracing::Instrument::instrument(self.serve(&mut ws, &mut out, after), span.clone())
+                .await;
         match end {
             End::Client => {}
             End::Close(code, reason) => {
@@ -252,7 +256,15 @@ impl Conn {
                     code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+                // Whatever frames were already taken from the room go first, so the close
+                // frame never lands in the middle of one.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    if !out.is_empty() {
+                        out.write_to(ws.get_mut()).await?;
+                    }
+                    ws.close(Some(frame)).await.map_err(std::io::Error::other)
+                })
+                .await;
             }
         }
         span.in_scope(|| tracing::debug!("websocket closed"));
@@ -280,7 +292,17 @@ impl Conn {
             .await
     }
 
-    async fn serve(&self, ws: &mut Ws, after: Option<String>) -> End {
+    /// Counts and ends a connection that fell `send_queue` frames behind its room; the
+    /// client is told with close code 4001 and can `resume` from its last chat id.
+    fn slow(&self) -> End {
+        self.hub.metrics.slow_drops.inc();
+        End::Close(CLOSE_SLOW, "too slow: fell behind the room")
+    }
+
+    /// Serves the connection. Invariant: `out` is empty whenever tungstenite writes (a
+    /// reply, a ping), so raw frames and tungstenite's frames never interleave mid-frame;
+    /// it is non-empty only when a write was cut short, and then serving ends.
+    async fn serve(&self, ws: &mut Ws, out: &mut Outbox, after: Option<String>) -> End {
         // This connection's settings, fixed for its life.
         let cfg = self.hub.cfg.load_full();
         let m = self.hub.metrics.clone();
@@ -293,10 +315,13 @@ impl Conn {
         if let Err(e) = self.reply(ws, &welcome).await {
             return e;
         }
-        for f in joined.frames {
-            if let Err(e) = self.send(ws, Message::Text(f)).await {
-                return e;
-            }
+        for f in &joined.frames {
+            out.push(f);
+        }
+        match tokio::time::timeout(cfg.ping_timeout, write_out(ws, out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => return End::Client,
+            Err(_) => return End::Close(CLOSE_TIMEOUT, "write timeout"),
         }
         let mut rx = joined.rx;
         let limiter = RateLimiter::direct(
@@ -307,54 +332,46 @@ impl Conn {
         let mut last_seen = Instant::now();
         let mut ping =
             tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
-        let token = self.hub.token.clone();
+        // One waiter on the hub's token for the connection's life, not one per wake-up:
+        // every connection of a room shares that token.
+        let cancelled = self.hub.token.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
-                _ = token.cancelled() => return End::Close(1001, "server shutting down"),
+                _ = &mut cancelled => return End::Close(1001, "server shutting down"),
                 r = rx.recv() => {
                     let first = match r {
                         Ok(f) => f,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            m.slow_drops.inc();
-                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            return End::Close(1001, "room closed");
-                        }
+                        Err(RecvError::Lagged(_)) => return self.slow(),
+                        Err(RecvError::Closed) => return End::Close(1001, "room closed"),
                     };
-                    // Batch: feed what is queued, then one flush (one write syscall).
+                    // Coalesce: everything queued now goes out in one vectored write and
+                    // one flush. The ring holds at most `send_queue` frames, which bounds
+                    // the drain.
+                    out.reserve(rx.len() + 1);
+                    out.push(&first);
                     let mut n = 1u64;
-                    let write = async {
-                        ws.feed(Message::Text(first)).await?;
-                        while n < WRITE_BATCH as u64 {
-                            match rx.try_recv() {
-                                Ok(f) => {
-                                    ws.feed(Message::Text(f)).await?;
-                                    n += 1;
-                                }
-                                Err(TryRecvError::Lagged(_)) => {
-                                    return Ok::<bool, tungstenite::Error>(false);
-                                }
-                                Err(_) => break,
+                    while n < cfg.send_queue as u64 {
+                        match rx.try_recv() {
+                            Ok(f) => {
+                                out.push(&f);
+                                n += 1;
                             }
+                            // What was queued before the gap is still written (on close).
+                            Err(TryRecvError::Lagged(_)) => return self.slow(),
+                            Err(_) => break,
                         }
-                        ws.flush().await?;
-                        Ok(true)
-                    };
-                    match tokio::time::timeout(cfg.ping_timeout, write).await {
-                        Ok(Ok(true)) => m.deliveries.inc_by(n),
-                        Ok(Ok(false)) => {
-                            m.slow_drops.inc();
-                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
+                    }
+                    match tokio::time::timeout(cfg.ping_timeout, write_out(ws, out)).await {
+                        Ok(Ok(())) => {
+                            m.deliveries.inc_by(n);
+                            m.broadcast_writes.inc();
                         }
-                        Ok(Err(_)) => return End::Client,
+                        Ok(Err(())) => return End::Client,
                         // A write stuck while the room queued `send_queue` frames more is a
                         // slow consumer (the lag would be seen at the next read); a stuck
                         // write with little behind it is a dead or stalled peer.
-                        Err(_) if rx.len() >= cfg.send_queue => {
-                            m.slow_drops.inc();
-                            return End::Close(CLOSE_SLOW, "too slow: fell behind the room");
-                        }
+                        Err(_) if rx.len() >= cfg.send_queue => return self.slow(),
                         Err(_) => {
                             m.closed_abuse.with_label_values(&["write_timeout"]).inc();
                             return End::Close(CLOSE_TIMEOUT, "write timeout");
@@ -395,7 +412,15 @@ impl Conn {
                             let _ = ws.flush().await;
                             return End::Client;
                         }
-                        // tungstenite answers pings itself.
+                        // tungstenite queues the pong while reading; send it now, so
+                        // that tungstenite holds nothing when the outbox is written.
+                        Some(Ok(Message::Ping(_))) => {
+                            match tokio::time::timeout(cfg.ping_timeout, ws.flush()).await {
+                                Ok(Ok(())) => continue,
+                                Ok(Err(_)) => return End::Client,
+                                Err(_) => return End::Close(CLOSE_TIMEOUT, "write timeout"),
+                            }
+                        }
                         Some(Ok(_)) => continue,
                     };
                     let reply = if text.len() > cfg.max_frame_size {
@@ -521,4 +546,10 @@ fn frame_type(m: &ClientMsg) -> &'static str {
         ClientMsg::Tip(_) => "tip",
         ClientMsg::System { .. } => "system",
     }
+}
+
+/// Writes the outbox straight to the socket. tungstenite holds nothing at this point: its
+/// writes (replies, pings, pongs) are flushed when they are made.
+async fn write_out(ws: &mut Ws, out: &mut Outbox) -> Result<(), ()> {
+    out.write_to(ws.get_mut()).await.map_err(|_| ())
 }

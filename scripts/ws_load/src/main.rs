@@ -5,10 +5,20 @@
 //! time; every client timestamps deliveries. Prints deliveries/s, p50/p99 delivery latency
 //! and, with `--pid`, the node's RSS per idle connection.
 //!
+//! `ws_load idle` opens `--conns` WebSocket connections that stay idle (they answer pings),
+//! spread over several source addresses (`--bind`) so that no source runs out of ephemeral
+//! ports, and prints the node's RSS growth per connection; then it closes them and prints
+//! the RSS after.
+//!
 //! `ws_load serve` runs an in-process node (interaction routes only) for when the `estuary`
 //! binary is not at hand; it prints `{"http":"ADDR","pid":PID}`.
+//!
+//! `--threads` sizes the client's runtime: one when the script pins the client to one core.
+
+mod idle;
 
 use std::{
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -19,10 +29,17 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    tungstenite::{protocol::WebSocketConfig, Message},
+    MaybeTlsStream, WebSocketStream,
+};
 
 #[derive(Parser)]
 struct Cli {
+    /// Runtime worker threads (default: one per core the process may run on).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -55,12 +72,44 @@ enum Cmd {
         /// Concurrent connection attempts.
         #[arg(long, default_value_t = 200)]
         connect_parallel: usize,
+        /// Source addresses for the viewers, comma-separated, used in turn (default: the
+        /// system's choice).
+        #[arg(long, value_delimiter = ',')]
+        bind: Vec<IpAddr>,
     },
-    /// Serve an in-process node on 127.0.0.1 with a load-friendly config.
+    /// Open idle connections and measure the node's memory per connection.
+    Idle {
+        /// Node HTTP address.
+        #[arg(long)]
+        addr: String,
+        /// Stream (room) name.
+        #[arg(long, default_value = "load")]
+        stream: String,
+        /// Connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Node pid, to read its RSS from /proc.
+        #[arg(long)]
+        pid: u32,
+        /// Source addresses, comma-separated, used in turn (each gives one ephemeral port
+        /// range, about 28,000 connections).
+        #[arg(long, value_delimiter = ',')]
+        bind: Vec<IpAddr>,
+        /// Concurrent connection attempts.
+        #[arg(long, default_value_t = 200)]
+        connect_parallel: usize,
+        /// How long to hold the connections open after the last one is up.
+        #[arg(long, default_value_t = 5)]
+        hold_secs: u64,
+    },
+    /// Serve an in-process node with a load-friendly config.
     Serve {
         /// Token secret.
         #[arg(long)]
         secret: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
 }
 
@@ -95,6 +144,84 @@ impl Hist {
     }
 }
 
+/// A viewer's WebSocket, its TCP connection made from `bind` when given.
+async fn connect(
+    url: &str,
+    addr: &str,
+    bind: Option<IpAddr>,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>> {
+    let target: SocketAddr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .context("no address")?;
+    let sock = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(ip) = bind {
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    let tcp = sock.connect(target).await?;
+    tcp.set_nodelay(true)?;
+    // Small buffers: 100k idle clients must not cost the client gigabytes.
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(tcp), Some(cfg))
+            .await?;
+    Ok(ws)
+}
+
+/// Waits for `n` connection attempts to report; returns (connected, failed). Each reports
+/// once; the senders live on in the connection tasks.
+pub(crate) async fn count_ready(
+    rx: &mut tokio::sync::mpsc::Receiver<bool>,
+    n: usize,
+) -> (usize, usize) {
+    let (mut ok, mut failed) = (0, 0);
+    for _ in 0..n {
+        match rx.recv().await {
+            Some(true) => ok += 1,
+            Some(false) => failed += 1,
+            None => break,
+        }
+    }
+    (ok, failed)
+}
+
+/// A counter from the node's `/metrics` (None when the node has no such route).
+async fn metric(addr: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// User + system CPU time of `pid` so far, in seconds (from /proc/PID/stat).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|(u, s)| u + s)
+}
+
+/// User and system (kernel) CPU time of `pid` so far, in seconds.
+fn cpu_split(pid: u32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let user: u64 = f.get(11)?.parse().ok()?;
+    let system: u64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((user as f64 / 100.0, system as f64 / 100.0))
+}
+
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -113,9 +240,17 @@ fn sent_us(text: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build()?.block_on(run_cli(cli.cmd))
+}
+
+async fn run_cli(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Run {
             addr,
             stream,
@@ -125,6 +260,7 @@ async fn main() -> Result<()> {
             secret,
             pid,
             connect_parallel,
+            bind,
         } => {
             let token = estuary::interact::mint_token(
                 &secret,
@@ -134,7 +270,7 @@ async fn main() -> Result<()> {
                 Some(stream.as_str()),
                 Duration::from_secs(3600),
             )?;
-            run(
+            run(Load {
                 addr,
                 stream,
                 clients,
@@ -142,16 +278,37 @@ async fn main() -> Result<()> {
                 secs,
                 token,
                 pid,
-                connect_parallel,
-            )
+                parallel: connect_parallel,
+                bind,
+            })
             .await
         }
-        Cmd::Serve { secret } => serve(secret).await,
+        Cmd::Idle {
+            addr,
+            stream,
+            conns,
+            pid,
+            bind,
+            connect_parallel,
+            hold_secs,
+        } => {
+            idle::run(idle::Idle {
+                addr,
+                stream,
+                conns,
+                pid,
+                bind,
+                parallel: connect_parallel,
+                hold: Duration::from_secs(hold_secs),
+            })
+            .await
+        }
+        Cmd::Serve { secret, listen } => serve(secret, listen).await,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
+/// A fan-out run's parameters.
+struct Load {
     addr: String,
     stream: String,
     clients: usize,
@@ -160,19 +317,26 @@ async fn run(
     token: String,
     pid: Option<u32>,
     parallel: usize,
-) -> Result<()> {
-    let url = format!("ws://{addr}/live/{stream}/events");
+    bind: Vec<IpAddr>,
+}
+
+async fn run(load: Load) -> Result<()> {
+    let (clients, rate, secs, pid) = (load.clients, load.rate, load.secs, load.pid);
+    let (addr, bind, token) = (&load.addr, &load.bind, &load.token);
+    let url = format!("ws://{addr}/live/{}/events", load.stream);
     let t0 = Instant::now();
     let hist = Arc::new(Hist::new());
     let delivered = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
     let rss0 = pid.and_then(rss_kb);
-    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let sem = Arc::new(tokio::sync::Semaphore::new(load.parallel));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(clients.max(1));
     let stop = tokio_util::sync::CancellationToken::new();
-    for _ in 0..clients {
-        let (url, hist, delivered, dropped, sem, ready, stop) = (
+    for i in 0..clients {
+        let src = (!bind.is_empty()).then(|| bind[i % bind.len()]);
+        let (url, addr, hist, delivered, dropped, sem, ready, stop) = (
             url.clone(),
+            addr.clone(),
             hist.clone(),
             delivered.clone(),
             dropped.clone(),
@@ -182,14 +346,10 @@ async fn run(
         );
         tokio::spawn(async move {
             let permit = sem.acquire_owned().await;
-            let ws = tokio::time::timeout(
-                Duration::from_secs(30),
-                tokio_tungstenite::connect_async(&url),
-            )
-            .await;
+            let ws = tokio::time::timeout(Duration::from_secs(30), connect(&url, &addr, src)).await;
             drop(permit);
             let mut ws = match ws {
-                Ok(Ok((ws, _))) => ws,
+                Ok(Ok(ws)) => ws,
                 _ => {
                     let _ = ready.send(false).await;
                     return;
@@ -219,16 +379,7 @@ async fn run(
         });
     }
     drop(ready_tx);
-    let mut ok = 0;
-    let mut failed = 0;
-    // Each client reports once; the senders live on in the client tasks.
-    for _ in 0..clients {
-        match ready_rx.recv().await {
-            Some(true) => ok += 1,
-            Some(false) => failed += 1,
-            None => break,
-        }
-    }
+    let (ok, failed) = count_ready(&mut ready_rx, clients).await;
     let connect_secs = t0.elapsed().as_secs_f64();
     eprintln!("connected {ok} clients ({failed} failed) in {connect_secs:.1}s");
     // Let the node settle, then read its idle RSS.
@@ -241,6 +392,10 @@ async fn run(
     let (mut sink, mut src) = host.split();
     tokio::spawn(async move { while let Some(Ok(_)) = src.next().await {} });
     let before = delivered.load(Ordering::Relaxed);
+    let cpu0 = pid.and_then(cpu_secs);
+    let split0 = pid.and_then(cpu_split);
+    let own0 = cpu_secs(std::process::id());
+    let writes0 = metric(addr, "estuary_interact_broadcast_writes_total").await;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     let total = rate * secs;
@@ -262,6 +417,24 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs_all = start.elapsed().as_secs_f64();
+    let node_cpu = pid
+        .and_then(cpu_secs)
+        .zip(cpu0)
+        .map(|(b, a)| b - a)
+        .unwrap_or(f64::NAN);
+    let kernel_share = pid
+        .and_then(cpu_split)
+        .zip(split0)
+        .map(|((u1, s1), (u0, s0))| (s1 - s0) / ((u1 - u0) + (s1 - s0)).max(1e-9))
+        .unwrap_or(f64::NAN);
+    let own_cpu = cpu_secs(std::process::id())
+        .zip(own0)
+        .map(|(b, a)| b - a)
+        .unwrap_or(f64::NAN);
+    let writes = metric(addr, "estuary_interact_broadcast_writes_total")
+        .await
+        .zip(writes0)
+        .map(|(b, a)| b - a);
     stop.cancel();
     let got = delivered.load(Ordering::Relaxed) - before;
     println!(
@@ -274,6 +447,32 @@ async fn run(
     println!("latency p50        {:.2} ms", hist.quantile(0.50));
     println!("latency p99        {:.2} ms", hist.quantile(0.99));
     println!("latency max bucket {:.2} ms", hist.quantile(1.0));
+    println!(
+        "node CPU           {node_cpu:.2} s in {secs_all:.1} s ({:.0} % of a core, {:.0} % of it in the kernel, {:.1} µs per delivery)",
+        node_cpu / secs_all * 100.0,
+        kernel_share * 100.0,
+        node_cpu * 1e6 / got.max(1) as f64
+    );
+    if let Some(w) = writes.filter(|w| *w > 0.0) {
+        println!(
+            "socket writes      {w:.0} ({:.1} frames a write, {:.1} µs of node CPU a write)",
+            got as f64 / w,
+            node_cpu * 1e6 / w
+        );
+    }
+    println!(
+        "client CPU         {own_cpu:.2} s ({:.0} % of a core)",
+        own_cpu / secs_all * 100.0
+    );
+    println!(
+        "RESULT fanout clients={ok} failed={failed} dropped={} rate={rate} secs={secs} delivered={got} expected={expect} per_sec={:.0} p50_ms={:.2} p99_ms={:.2} node_cpu_pct={:.0} client_cpu_pct={:.0}",
+        dropped.load(Ordering::Relaxed),
+        got as f64 / secs_all,
+        hist.quantile(0.50),
+        hist.quantile(0.99),
+        node_cpu / secs_all * 100.0,
+        own_cpu / secs_all * 100.0
+    );
     if let (Some(a), Some(b)) = (rss0, rss1) {
         println!("node RSS           {a} KiB idle before, {b} KiB with {ok} clients");
         if ok > 0 {
@@ -289,7 +488,7 @@ async fn run(
     Ok(())
 }
 
-async fn serve(secret: String) -> Result<()> {
+async fn serve(secret: String, listen: SocketAddr) -> Result<()> {
     use estuary::interact::{Interact, InteractConfig, WallClock};
     let cfg: InteractConfig = toml::from_str(&format!(
         "token_secret = \"{secret}\"\nconn_rate_per_sec = 1000000\nconn_burst = 1000000\nmax_connections = 100000\nsend_queue = 4096\n"
@@ -302,7 +501,7 @@ async fn serve(secret: String) -> Result<()> {
         token,
     )
     .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     println!(
         "{{\"http\":\"{}\",\"pid\":{}}}",
         listener.local_addr()?,

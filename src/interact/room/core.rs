@@ -13,6 +13,7 @@ use super::{backend::Backend, refuse, rfc3339, Actor, Joined, Refusal, Reply, Ro
 use crate::interact::{
     protocol::{encode, ClientMsg, ErrorCode, ServerMsg, Stamp},
     token::Role,
+    wire::WireFrame,
 };
 
 impl Room {
@@ -71,8 +72,8 @@ impl Room {
             RoomCmd::Join { after, reply } => {
                 let rx = self.out.subscribe();
                 let frames = vec![
-                    Utf8Bytes::from(encode(&self.history_after(after.as_deref()))),
-                    Utf8Bytes::from(encode(&self.state())),
+                    WireFrame::text(encode(&self.history_after(after.as_deref())).into()),
+                    WireFrame::text(encode(&self.state()).into()),
                 ];
                 let _ = reply.send(Joined { rx, frames });
             }
@@ -166,10 +167,13 @@ impl Room {
         }
     }
 
+    /// Frames the event once; every connection writes the same bytes.
     fn broadcast(&self, bytes: Utf8Bytes) {
         self.metrics.broadcasts.inc();
         // No receivers is fine: nobody is watching.
-        let _ = self.out.send(bytes);
+        if self.out.receiver_count() > 0 {
+            let _ = self.out.send(WireFrame::text(bytes));
+        }
     }
 
     /// Applies an accepted event to local state and broadcasts it (unless it is stale or a

@@ -42,7 +42,6 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot, watch},
     time::Instant,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -50,6 +49,7 @@ use super::{
     metrics::Metrics,
     protocol::{ChatMsg, ClientFrame, ErrorCode, Limits, ServerMsg, UserInfo},
     redis::RedisBus,
+    wire::WireFrame,
     DateRange, Timeline,
 };
 
@@ -73,9 +73,9 @@ pub(crate) struct Actor {
 /// What a new connection gets from its room.
 pub(crate) struct Joined {
     /// Broadcast frames from now on.
-    pub rx: broadcast::Receiver<Utf8Bytes>,
+    pub rx: broadcast::Receiver<WireFrame>,
     /// `history` then `state`, to send first.
-    pub frames: Vec<Utf8Bytes>,
+    pub frames: Vec<WireFrame>,
 }
 
 pub(crate) enum RoomCmd {
@@ -285,7 +285,7 @@ pub(crate) struct Room {
     metrics: Metrics,
     backend: Backend,
     shared: Arc<Shared>,
-    out: broadcast::Sender<Utf8Bytes>,
+    out: broadcast::Sender<WireFrame>,
     rx: mpsc::Receiver<RoomCmd>,
     bus_rx: mpsc::Receiver<Bytes>,
     dateranges: watch::Sender<Arc<Vec<DateRange>>>,

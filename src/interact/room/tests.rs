@@ -3,7 +3,6 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -58,12 +57,12 @@ fn err_code(m: ServerMsg) -> ErrorCode {
     }
 }
 
-fn decode(b: &Utf8Bytes) -> ServerMsg {
-    serde_json::from_str(b.as_str()).unwrap()
+fn decode(b: &WireFrame) -> ServerMsg {
+    serde_json::from_str(b.payload()).unwrap()
 }
 
 /// Broadcast frames received so far.
-fn drain(rx: &mut broadcast::Receiver<Utf8Bytes>) -> Vec<ServerMsg> {
+fn drain(rx: &mut broadcast::Receiver<WireFrame>) -> Vec<ServerMsg> {
     let mut out = Vec::new();
     while let Ok(b) = rx.try_recv() {
         out.push(decode(&b));
