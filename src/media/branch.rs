@@ -32,6 +32,8 @@ use crate::{
 
 mod probes;
 mod select;
+mod timing;
+use timing::{chunk_duration, fragment_duration};
 use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
 pub(super) use select::{take_fallback, Fallback};
 
@@ -64,20 +66,6 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaError> {
 
 fn setup<E: std::fmt::Display>(e: E) -> MediaError {
     MediaError::Setup(e.to_string())
-}
-
-/// cmafmux closes a chunk at the first sample boundary at or past its chunk duration, and
-/// a fragment only at a chunk boundary. Video chunks are exactly the part target, which
-/// divides the segment target and is a whole number of frames at 25/30/50/60 fps, so
-/// keyframes fall on chunk boundaries. AAC frames (1024 samples) never divide it, so
-/// audio asks for 85 %: its parts then stay within `PART-TARGET` at 44.1 and 48 kHz, as
-/// the draft requires.
-pub(super) fn chunk_duration(part_target: Duration, audio: bool) -> Duration {
-    if audio {
-        part_target.mul_f64(0.85)
-    } else {
-        part_target
-    }
 }
 
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
@@ -504,7 +492,7 @@ fn sink_branch(
     let mux = make("cmafmux", Some(&format!("mux-{rendition}")))?;
     mux.set_property(
         "fragment-duration",
-        ctx.cfg.segment_target.as_nanos() as u64,
+        fragment_duration(ctx.cfg.part_target, ctx.cfg.segment_target).as_nanos() as u64,
     );
     mux.set_property(
         "chunk-duration",
@@ -770,26 +758,5 @@ mod tests {
             rung_size(&rung(1280, 720), (1440, 1080), (4, 3)),
             Some((1280, 720))
         );
-    }
-
-    #[test]
-    fn chunk_duration_keeps_common_parts_within_target() {
-        let t = Duration::from_millis(200);
-        for (frame, audio) in [
-            (1.0 / 30.0, false),
-            (1.0 / 25.0, false),
-            (1.0 / 50.0, false),
-            (1.0 / 60.0, false),
-            (1024.0 / 44100.0, true),
-            (1024.0 / 48000.0, true),
-        ] {
-            let c = chunk_duration(t, audio);
-            let frames = (c.as_secs_f64() / frame - 1e-9).ceil();
-            assert!(
-                frames * frame <= 0.2 + 1e-9,
-                "frame {frame}: {} s",
-                frames * frame
-            );
-        }
     }
 }
