@@ -5,9 +5,8 @@
 #
 # One ffmpeg process reads a 720p30 test pattern in real time, draws the capture clock
 # into each frame once (scripts/clock-filter.sh: the wall clock at capture in
-# milliseconds as black and white blocks, the layout `--demo` draws), then encodes that
-# same picture separately, with identical settings (x264 ultrafast/zerolatency, 1 s GOP,
-# AAC), for each path:
+# milliseconds as black and white blocks, the layout `--demo` draws), encodes it once
+# (x264 ultrafast/zerolatency, 1 s GOP, AAC) and sends the same packets (tee muxer) to:
 #   - one Estuary node per part target, over SRT (libsrt's default 120 ms latency), played
 #     at /watch/demo?q=source (LL-HLS, CMAF parts);
 #   - ffmpeg's own HLS muxer (1 s fMP4 segments) in a temp dir served by nginx on loopback,
@@ -147,31 +146,22 @@ EOF
 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 
-# ---------------------------------------------------------------- one source, one clock, N+1 outputs
-# One ffmpeg process, one test source and one clock drawing, then identical encodes
-# (x264 ultrafast/zerolatency, 1 s GOP) started together: MPEG-TS over SRT to each
-# Estuary node, and ffmpeg's HLS muxer to nginx. (Not the tee muxer: Estuary's pipeline
-# currently errors on the tee's MPEG-TS output.)
-NOUT=$(( ${#PART_LIST[@]} + 1 ))
-TOTAL=$(( (SECS + SETTLE + 45) * (NOUT + 2) ))
-ENC=(-c:v libx264 -preset ultrafast -tune zerolatency -g 30 -keyint_min 30 -b:v 2M -c:a aac -b:a 128k)
-{ printf '[0:v]'; scripts/clock-filter.sh 1280 720 | tr -d '\n'
-  printf ',split=%d' "$NOUT"; for i in $(seq 1 "$NOUT"); do printf '[v%d]' "$i"; done
-  printf ';[1:a]asplit=%d' "$NOUT"; for i in $(seq 1 "$NOUT"); do printf '[a%d]' "$i"; done
-} >"$TMP/filter.txt"
-OUTS=()
-i=0
+# ---------------------------------------------------------------- one source, one clock, one encode
+# One ffmpeg process: one test source, the clock drawn once, one encode (x264
+# ultrafast/zerolatency, 1 s GOP), and the tee muxer hands the same packets to every path:
+# MPEG-TS over SRT to each Estuary node, and ffmpeg's HLS muxer writing for nginx. So every
+# path carries the very same pictures and bits.
+TOTAL=$(( (SECS + SETTLE + 45) * (${#PART_LIST[@]} + 3) ))
+TEE=""
 for pt in "${PART_LIST[@]}"; do
-  i=$((i + 1))
-  OUTS+=(-map "[v$i]" -map "[a$i]" "${ENC[@]}" -f mpegts "srt://${NODE_SRT[$pt]}?streamid=demo&latency=120000")
+  TEE+="[f=mpegts]srt://${NODE_SRT[$pt]}?streamid=demo&latency=120000|"
 done
-i=$((i + 1))
-OUTS+=(-map "[v$i]" -map "[a$i]" "${ENC[@]}" -f hls -hls_time 1 -hls_list_size 6 -hls_segment_type fmp4
-  -hls_flags delete_segments+independent_segments+program_date_time "$TMP/www/hls/index.m3u8")
+TEE+="[f=hls:hls_time=1:hls_list_size=6:hls_segment_type=fmp4:hls_flags=delete_segments+independent_segments+program_date_time]$TMP/www/hls/index.m3u8"
 ffmpeg -hide_banner -loglevel error -nostdin -re \
   -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-  -t "$TOTAL" -filter_complex_script "$TMP/filter.txt" "${OUTS[@]}" \
-  2>"$TMP/ffmpeg.log" &
+  -t "$TOTAL" -filter_script:v <(scripts/clock-filter.sh 1280 720) -map 0:v -map 1:a \
+  -c:v libx264 -preset ultrafast -tune zerolatency -g 30 -keyint_min 30 -b:v 2M -c:a aac -b:a 128k \
+  -f tee "$TEE" 2>"$TMP/ffmpeg.log" &
 PIDS+=($!)
 
 wait_200() {
