@@ -84,7 +84,8 @@ def q(p):
         prev_le, prev_c = le, c
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
-print(f"parts published: {int(count)}")
+total = float(re.search(r'estuary_part_publish_latency_seconds_sum\{rendition="source"\} (\S+)', metrics).group(1))
+print(f"parts published: {int(count)}; mean ingest -> part published {total / max(count, 1) * 1000:.1f} ms")
 print("ingest -> part published, source rendition (node histogram, interpolated):")
 for p in (0.5, 0.9, 0.99):
     print(f"  p{int(p*100)}: {q(p)*1000:.1f} ms")

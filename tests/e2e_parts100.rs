@@ -41,13 +41,7 @@ async fn follow(url: String, base: String, secs: u64) -> (u32, Vec<String>) {
                 uris.insert(p["URI"].clone());
             }
         }
-        let hint = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
-        let (m, p) = next_part_target(&lines);
-        let (part_url, reload_url) = (
-            format!("{base}{hint}"),
-            format!("{url}?_HLS_msn={m}&_HLS_part={p}"),
-        );
-        let (part, next) = tokio::join!(get(&part_url), get(&reload_url));
+        let (hint, (m, p), part, next) = hint_and_reload(&url, &base, &lines).await;
         if part.status == 200 {
             fetched += 1;
         } else {

@@ -119,7 +119,13 @@ mod tests {
     #[test]
     fn strip_reads_back_at_every_rung_size() {
         let ms = 1_795_000_123_456u64;
-        for (w, h) in [(1280, 720), (854, 480), (640, 360), (256, 144), (1920, 1080)] {
+        for (w, h) in [
+            (1280, 720),
+            (854, 480),
+            (640, 360),
+            (256, 144),
+            (1920, 1080),
+        ] {
             let y = picture(w, h, ms);
             assert_eq!(read(&y, w, w, h), Some(ms % (1 << BITS)), "{w}x{h}");
             // The picture above the strip is untouched.

@@ -33,9 +33,9 @@ use crate::{
 mod probes;
 mod select;
 mod timing;
-use timing::{chunk_duration, fragment_duration};
 use probes::{arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, watch_timestamps};
 pub(super) use select::{take_fallback, Fallback};
+use timing::{chunk_duration, fragment_duration};
 
 /// What every branch builder needs.
 #[derive(Clone)]
