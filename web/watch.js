@@ -126,11 +126,6 @@
       liveDurationInfinity: true,
       backBufferLength: 30,
       enableWorker: true,
-      // After a stall hls.js moves its target back by this much (1 s by default, up to a
-      // target duration): a whole second is 3 to 10 parts here, kept for the rest of the
-      // session. One part target's worth per stall still backs off, without giving up
-      // low latency after one startup hiccup.
-      liveSyncOnStallIncrease: 0.2,
       // A manifest 404 (stream not live yet) is retried by scheduleRetry, not hammered.
       manifestLoadPolicy: {
         default: {
@@ -306,10 +301,10 @@
     const ahead = lat - target;
     const buf = bufferAhead();
     let rate = 1;
-    // Enough buffer to speed up on: a bit more than one part (0.35 s at most), so 100 ms
-    // parts, whose whole hold-back is 0.3 s, catch up too.
+    // Enough buffer to speed up on: two parts (0.35 s at most), so 100 ms parts, whose
+    // whole hold-back is 0.3 s, catch up too.
     const details = currentLevel() && currentLevel().details;
-    const spare = Math.min(0.35, 1.5 * ((details && details.partTarget) || 0.25));
+    const spare = Math.min(0.35, 2 * ((details && details.partTarget) || 0.2));
     if (ahead > 0.1 && buf > spare) rate = ahead > 1 ? 1.25 : ahead > 0.4 ? 1.15 : 1.08;
     if (ahead > 6) {
       // Far behind (a long stall): jump rather than race.
