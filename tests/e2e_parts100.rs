@@ -3,7 +3,8 @@
 //! stream with parts and without a stall, while an HTTP client follows the playlist with
 //! blocking reloads and checks it: a fixed `PART-TARGET`, every part within it,
 //! `PART-HOLD-BACK` of at least three part targets, `CAN-BLOCK-RELOAD`, parts addressable
-//! by `_HLS_msn`/`_HLS_part`, and every preload hint a part that comes to exist.
+//! by `_HLS_msn`/`_HLS_part`, and every preload hint a part that comes to exist. The
+//! picture carries the in-picture capture clock, and the page reads it back.
 
 mod common;
 
@@ -79,9 +80,23 @@ async fn hundred_ms_parts_play_in_chromium_and_the_playlist_keeps_the_rules() {
     );
     // 360p: what is tested is the part timing, and a smaller picture leaves the shared
     // cores to the encoder and the browser, so a stall is the node's, not the machine's.
-    let x264 = x264_args(30);
-    let x264: Vec<&str> = x264.iter().map(String::as_str).collect();
-    let _p = ffmpeg_publish_with(&srt_url(&node, "demo", None), 90, &x264, "640x360");
+    // The picture carries the in-picture capture clock, drawn by scripts/clock-filter.sh.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let filter = node.dir.join("clock-filter.txt");
+    std::fs::write(
+        &filter,
+        stdout_of(
+            std::process::Command::new(root.join("scripts/clock-filter.sh")).args(["640", "360"]),
+        ),
+    )
+    .unwrap();
+    let mut cmd = ffmpeg_source("640x360", 90, true);
+    cmd.arg("-filter_script:v")
+        .arg(&filter)
+        .args(x264_args(30))
+        .args(["-b:v", "1M", "-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
+        .arg(srt_url(&node, "demo", None));
+    let _p = Publisher(cmd.spawn().expect("ffmpeg"));
     let url = node.url("/live/demo/source/index.m3u8");
     wait_ok(&url, Duration::from_secs(30)).await;
     let checker = tokio::spawn(follow(url, node.url("/live/demo/source/"), 40));
@@ -90,6 +105,14 @@ async fn hundred_ms_parts_play_in_chromium_and_the_playlist_keeps_the_rules() {
     // 20 s at 100 ms parts is 200 parts; hls.js must use parts, not whole segments.
     common::browser::assert_played_smoothly(&v, 150);
     assert_eq!(v["segments_loaded"], 0, "{v}");
+    // The page read the capture clock back from the frames it showed (nearly all of them:
+    // a frame caught mid-change may not read), and each was shown after its capture.
+    let (frames, unreadable) = (
+        v["clock_frames"].as_u64().unwrap(),
+        v["clock_unreadable"].as_u64().unwrap(),
+    );
+    assert!(frames > 100 && unreadable * 10 < frames, "{v}");
+    assert!(v["clock_p10_ms"].as_i64().unwrap() > 0, "{v}");
     let (fetched, bad) = checker.await.unwrap();
     assert!(bad.is_empty(), "{bad:#?}");
     // 40 s of 100 ms parts, one blocking reload at a time.
