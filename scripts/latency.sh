@@ -11,9 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node-lib.sh
 SECS=${1:-60}
-cargo build --release --locked -q
-dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+bench_dir
 cat > "$dir/c.toml" <<CFG
 srt.listen = "127.0.0.1:0"
 http.listen = "127.0.0.1:0"
