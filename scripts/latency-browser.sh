@@ -1,30 +1,31 @@
 #!/usr/bin/env bash
-# Glass-to-glass latency in a real browser (Debian's Chromium + hls.js), Estuary vs a
-# plain-HLS baseline measured in the same run.
+# Camera-to-eye latency in a real browser (Debian's Chromium + hls.js), Estuary at two
+# part targets (100 ms and 200 ms) against a plain-HLS baseline, all measured in the same
+# run with the same in-picture capture clock.
 #
-# One ffmpeg process encodes the same 720p30 test pattern twice with identical settings
-# (x264 ultrafast/zerolatency, 1 s GOP, AAC) and sends it to
-#   - Estuary over SRT (LL-HLS, CMAF parts), played at /watch/demo (?q=RENDITION), and
-#   - ffmpeg's own HLS muxer (1 s fMP4 segments, PDT) in a temp dir served by nginx on
-#     loopback, played by the same hls.js build with the same settings.
-# For each, web/tests/latency.mjs samples (Date.now() - hls.playingDate) every 250 ms for
-# SECS seconds after playback settles, and prints the median.
-#
-# What the figure includes:
-#   - Estuary stamps EXT-X-PROGRAM-DATE-TIME with each frame's *ingest arrival* time, so
-#     its figure excludes the encoder and the SRT receive latency (srt.latency, 120 ms here).
-#   - ffmpeg's HLS muxer stamps the PDT from the wall clock when it starts, plus segment
-#     durations; with -re pacing that is about the capture time, so its figure includes
-#     the (near-zero, zerolatency) encoder delay.
+# One ffmpeg process reads a 720p30 test pattern in real time, draws the capture clock
+# into each frame once (scripts/clock-filter.sh: the wall clock at capture in
+# milliseconds as black and white blocks, the layout `--demo` draws), encodes it once
+# (x264 ultrafast/zerolatency, 1 s GOP, AAC) and sends the same packets (tee muxer) to:
+#   - one Estuary node per part target, over SRT (libsrt's default 120 ms latency), played
+#     at /watch/demo?q=source (LL-HLS, CMAF parts);
+#   - ffmpeg's own HLS muxer (1 s fMP4 segments) in a temp dir served by nginx on loopback,
+#     played by the same hls.js build with the same settings (the baseline).
+# For each, web/tests/latency.mjs reads the clock back from every frame Chromium shows
+# (web/tests/clock-reader.js: canvas drawImage of the <video> on each
+# requestVideoFrameCallback) for SECS seconds after playback settles, and prints
+#   camera-to-eye = wall clock when the frame is shown - capture time in the picture,
+# which includes the encoder, SRT, packaging, HTTP, the player's buffer and decoding, the
+# same way for every path. The program date time figure (wall clock - hls.playingDate) is
+# printed beside it for reference only: Estuary stamps PDT at ingest, ffmpeg at capture.
 #
 # Usage: scripts/latency-browser.sh [SECS]      (default 60)
-#   ESTUARY_BIN=path  use this binary instead of `cargo build` + target/release/estuary
-#   PART_TARGET=100ms try another LL-HLS part target (hls.part_target; the default is 200ms)
-#   LADDER=1          also transcode with the default ladder of config/estuary.toml and
-#                     measure its top rung (the 720p source leaves out taller rungs)
-#   EDGE=1            also play the passthrough through an edge node pulling from this one
-#                     (the edge tier, HTTP/2 replication): same PDTs, so the difference is
-#                     what the edge adds
+#   ESTUARY_BIN=path    use this binary instead of `cargo build` + target/release/estuary
+#   PARTS="100ms 200ms" the part targets to measure, one node each (hls.part_target)
+#   LADDER=1            also transcode with the default ladder of config/estuary.toml on
+#                       the first node and measure its top rung
+#   EDGE=1              also play the first node's passthrough through an edge node
+#                       pulling from it (the edge tier, HTTP/2 replication)
 # Everything listens on 127.0.0.1 only; every wait is bounded; all children are stopped
 # on exit.
 set -euo pipefail
@@ -58,26 +59,37 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# ---------------------------------------------------------------- Estuary
-cat > "$TMP/estuary.toml" <<EOF
+# ---------------------------------------------------------------- Estuary, one node per part target
+PARTS=${PARTS:-100ms 200ms}
+read -r -a PART_LIST <<<"$PARTS"
+declare -A NODE_HTTP NODE_SRT
+start_estuary() { # part_target
+  local pt=$1 dir=$TMP/node-$1 line
+  mkdir -p "$dir"
+  cat > "$dir/estuary.toml" <<EOF
 srt.listen = "127.0.0.1:0"
 http.listen = "127.0.0.1:0"
+rtmp.enabled = false
 http.web_root = "$ROOT/web"
 http.hlsjs = "$ROOT/web/node_modules/hls.js/dist/hls.min.js"
-${PART_TARGET:+hls.part_target = \"$PART_TARGET\"}
+hls.part_target = "$pt"
 [streams.demo]
 EOF
-if [ -n "${LADDER:-}" ]; then
-  # The default ladder of config/estuary.toml ([ladder] and its [[ladder.rungs]]).
-  awk '/^\[ladder\]/{on=1} /^\[cache\]/{on=0} on' config/estuary.toml >>"$TMP/estuary.toml"
-fi
-"$ESTUARY_BIN" --config "$TMP/estuary.toml" >"$TMP/estuary.out" 2>"$TMP/estuary.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do grep -q '"event":"listening"' "$TMP/estuary.out" 2>/dev/null && break; sleep 0.1; done
-LINE=$(head -n1 "$TMP/estuary.out")
-HTTP=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' <<<"$LINE")
-SRT=$(sed -n 's/.*"srt":"\([^"]*\)".*/\1/p' <<<"$LINE")
-[ -n "$HTTP" ] && [ -n "$SRT" ] || { echo "estuary did not start: $(tail -5 "$TMP/estuary.log")" >&2; exit 1; }
+  if [ -n "${LADDER:-}" ] && [ "$pt" = "${PART_LIST[0]}" ]; then
+    # The default ladder of config/estuary.toml ([ladder] and its [[ladder.rungs]]).
+    awk '/^\[ladder\]/{on=1} /^\[cache\]/{on=0} on' config/estuary.toml >>"$dir/estuary.toml"
+  fi
+  "$ESTUARY_BIN" --config "$dir/estuary.toml" >"$dir/estuary.out" 2>"$dir/estuary.log" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q '"event":"listening"' "$dir/estuary.out" 2>/dev/null && break; sleep 0.1; done
+  line=$(head -n1 "$dir/estuary.out")
+  NODE_HTTP[$pt]=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' <<<"$line")
+  NODE_SRT[$pt]=$(sed -n 's/.*"srt":"\([^"]*\)".*/\1/p' <<<"$line")
+  [ -n "${NODE_HTTP[$pt]}" ] && [ -n "${NODE_SRT[$pt]}" ] \
+    || { echo "estuary ($pt) did not start: $(tail -5 "$dir/estuary.log")" >&2; exit 1; }
+}
+for pt in "${PART_LIST[@]}"; do start_estuary "$pt"; done
+HTTP=${NODE_HTTP[${PART_LIST[0]}]}
 
 # ---------------------------------------------------------------- edge (optional)
 if [ -n "${EDGE:-}" ]; then
@@ -134,19 +146,22 @@ EOF
 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
 PIDS+=($!)
 
-# ---------------------------------------------------------------- one source, two outputs
-# One ffmpeg process, one test source, two identical encodes (x264 ultrafast/zerolatency,
-# 1 s GOP) started together: MPEG-TS over SRT to Estuary, and ffmpeg's HLS muxer to nginx.
-# (Not the tee muxer: Estuary's pipeline currently errors on the tee's MPEG-TS output.)
-TOTAL=$(( (SECS + SETTLE + 45) * 3 ))
-ENC=(-c:v libx264 -preset ultrafast -tune zerolatency -g 30 -keyint_min 30 -b:v 2M -c:a aac -b:a 128k)
+# ---------------------------------------------------------------- one source, one clock, one encode
+# One ffmpeg process: one test source, the clock drawn once, one encode (x264
+# ultrafast/zerolatency, 1 s GOP), and the tee muxer hands the same packets to every path:
+# MPEG-TS over SRT to each Estuary node, and ffmpeg's HLS muxer writing for nginx. So every
+# path carries the very same pictures and bits.
+TOTAL=$(( (SECS + SETTLE + 45) * (${#PART_LIST[@]} + 3) ))
+TEE=""
+for pt in "${PART_LIST[@]}"; do
+  TEE+="[f=mpegts]srt://${NODE_SRT[$pt]}?streamid=demo&latency=120000|"
+done
+TEE+="[f=hls:hls_time=1:hls_list_size=6:hls_segment_type=fmp4:hls_flags=delete_segments+independent_segments+program_date_time]$TMP/www/hls/index.m3u8"
 ffmpeg -hide_banner -loglevel error -nostdin -re \
   -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
-  -t "$TOTAL" \
-  -map 0:v -map 1:a "${ENC[@]}" -f mpegts "srt://$SRT?streamid=demo&latency=120000" \
-  -map 0:v -map 1:a "${ENC[@]}" -f hls -hls_time 1 -hls_list_size 6 -hls_segment_type fmp4 \
-    -hls_flags delete_segments+independent_segments+program_date_time "$TMP/www/hls/index.m3u8" \
-  2>"$TMP/ffmpeg.log" &
+  -t "$TOTAL" -filter_script:v <(scripts/clock-filter.sh 1280 720) -map 0:v -map 1:a \
+  -c:v libx264 -preset ultrafast -tune zerolatency -g 30 -keyint_min 30 -b:v 2M -c:a aac -b:a 128k \
+  -f tee "$TEE" 2>"$TMP/ffmpeg.log" &
 PIDS+=($!)
 
 wait_200() {
@@ -155,48 +170,51 @@ wait_200() {
     sleep 0.2
   done
   echo "latency-browser: $1 never answered 200" >&2
-  tail -5 "$TMP/ffmpeg.log" "$TMP/estuary.log" >&2 || true
+  tail -5 "$TMP/ffmpeg.log" "$TMP"/node-*/estuary.log >&2 || true
   return 1
 }
-wait_200 "http://$HTTP/live/demo/source/index.m3u8"
+for pt in "${PART_LIST[@]}"; do wait_200 "http://${NODE_HTTP[$pt]}/live/demo/source/index.m3u8"; done
 wait_200 "http://127.0.0.1:$NGINX_PORT/hls/index.m3u8"
 
-# Renditions: passthrough (`source`) always; the ladder's top rung when there is a ladder.
+# The ladder's top rung when there is a ladder (on the first node).
 RUNGS=$(curl -s "http://$HTTP/live/demo/index.m3u8" | grep -v '^#' | grep -v '^audio' | sed 's,/index.m3u8,,' || true)
 RUNG=$(grep -vx source <<<"$RUNGS" | head -n1 || true)
 
-measure() { # label url
-  node web/tests/latency.mjs --label "$1" --url "$2" --secs "$SECS" --settle "$SETTLE" \
-    | tee -a "$TMP/results.txt" | grep '^RESULT' | sed 's/^RESULT //'
+field() { sed -n "s/.*\"$1\":\([0-9.-]*\).*/\1/p" <<<"$2"; }
+declare -A RES
+LABELS=()
+run() { # label url
+  RES[$1]=$(node web/tests/latency.mjs --label "$1" --url "$2" --secs "$SECS" --settle "$SETTLE" \
+    | tee -a "$TMP/results.txt" | grep '^RESULT' | sed 's/^RESULT //')
+  LABELS+=("$1")
+  echo "$1: ${RES[$1]}"
 }
-echo "measuring ${SECS}s each (after ${SETTLE}s of settling): Estuary $HTTP, nginx 127.0.0.1:$NGINX_PORT"
-PASS=$(measure passthrough "http://$HTTP/watch/demo?q=source")
-echo "passthrough: $PASS"
-if [ -n "$RUNG" ]; then
-  LAD=$(measure "ladder:$RUNG" "http://$HTTP/watch/demo?q=$RUNG")
-  echo "ladder ($RUNG): $LAD"
-fi
+BASE="baseline ffmpeg HLS + nginx"
+echo "measuring ${SECS}s each (after ${SETTLE}s of settling); nginx 127.0.0.1:$NGINX_PORT"
+for pt in "${PART_LIST[@]}"; do run "estuary $pt parts" "http://${NODE_HTTP[$pt]}/watch/demo?q=source"; done
+if [ -n "$RUNG" ]; then run "estuary ${PART_LIST[0]} ladder $RUNG" "http://$HTTP/watch/demo?q=$RUNG"; fi
 if [ -n "${EDGE:-}" ]; then
   wait_200 "http://$EDGE_HTTP/live/demo/source/index.m3u8"
-  EDG=$(measure edge "http://$EDGE_HTTP/watch/demo?q=source")
-  echo "edge: $EDG"
+  run "estuary ${PART_LIST[0]} via an edge" "http://$EDGE_HTTP/watch/demo?q=source"
 fi
-BASE=$(measure baseline "http://127.0.0.1:$NGINX_PORT/player.html")
-echo "baseline: $BASE"
+run "$BASE" "http://127.0.0.1:$NGINX_PORT/player.html"
 
-med() { sed -n 's/.*"g2g_median_ms":\([0-9-]*\).*/\1/p' <<<"$1"; }
-P=$(med "$PASS"); B=$(med "$BASE")
 echo
-echo "median glass-to-glass (wall clock - PDT on screen), Chromium $(chromium --version 2>/dev/null | awk '{print $2}'), ${SECS}s:"
-printf '  estuary passthrough (LL-HLS)     %6s ms\n' "$P"
-if [ -n "$RUNG" ]; then printf '  estuary ladder (%s)        %6s ms\n' "$RUNG" "$(med "$LAD")"; fi
-if [ -n "${EDGE:-}" ]; then
-  E=$(med "$EDG")
-  printf '  estuary passthrough via an edge  %6s ms (edge adds %s ms)\n' "$E" "$((E - P))"
-fi
-printf '  baseline ffmpeg HLS + nginx      %6s ms\n' "$B"
-if [ -n "$P" ] && [ -n "$B" ] && [ "$P" -gt 0 ]; then
-  awk -v b="$B" -v p="$P" 'BEGIN { printf "  ratio baseline / estuary         %6.2fx\n", b / p }'
-fi
-echo "(Estuary's PDT is stamped at ingest arrival: add the encoder delay and srt.latency = 120 ms for camera-to-eye.)"
+echo "camera-to-eye by the in-picture clock, Chromium $(chromium --version 2>/dev/null | awk '{print $2}'), ${SECS}s each:"
+printf '  %-30s %9s %11s %9s %6s %6s %7s\n' path median p10-p90 "PDT g2g" parts stalls frames
+for l in "${LABELS[@]}"; do
+  r=${RES[$l]}
+  printf '  %-30s %6s ms %5s-%-5s %6s ms %6s %6s %7s\n' "$l" "$(field clock_median_ms "$r")" \
+    "$(field clock_p10_ms "$r")" "$(field clock_p90_ms "$r")" "$(field g2g_median_ms "$r")" \
+    "$(field parts_loaded "$r")" "$(field stalls "$r")" "$(field clock_frames "$r")"
+done
+B=$(field clock_median_ms "${RES[$BASE]}")
+for pt in "${PART_LIST[@]}"; do
+  E=$(field clock_median_ms "${RES[estuary $pt parts]}")
+  if [ -n "$E" ] && [ -n "$B" ] && [ "$E" -gt 0 ]; then
+    awk -v b="$B" -v e="$E" -v pt="$pt" 'BEGIN { printf "  ratio baseline / estuary %-5s parts: %.2fx\n", pt, b / e }'
+  fi
+done
+echo "(camera-to-eye includes the x264 encode and, for Estuary, SRT's 120 ms receive latency;"
+echo " PDT g2g is wall clock - program date time: ingest-stamped by Estuary, capture-stamped by ffmpeg)"
 [ -n "$RUNG" ] || echo "(no ladder: passthrough only; LADDER=1 adds the default ladder)"

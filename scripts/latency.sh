@@ -11,9 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node-lib.sh
 SECS=${1:-60}
-cargo build --release --locked -q
-dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+bench_dir
 cat > "$dir/c.toml" <<CFG
 srt.listen = "127.0.0.1:0"
 http.listen = "127.0.0.1:0"
@@ -84,7 +82,8 @@ def q(p):
         prev_le, prev_c = le, c
 def pct(v, p):
     v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
-print(f"parts published: {int(count)}")
+total = float(re.search(r'estuary_part_publish_latency_seconds_sum\{rendition="source"\} (\S+)', metrics).group(1))
+print(f"parts published: {int(count)}; mean ingest -> part published {total / max(count, 1) * 1000:.1f} ms")
 print("ingest -> part published, source rendition (node histogram, interpolated):")
 for p in (0.5, 0.9, 0.99):
     print(f"  p{int(p*100)}: {q(p)*1000:.1f} ms")

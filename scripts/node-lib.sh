@@ -13,3 +13,11 @@ start_node() {
     echo "node did not start:" >&2; cat "$out/node.log" >&2; return 1
   fi
 }
+
+# Builds the release binary and sets `dir` to a new temp dir; on exit every background job
+# of the script is stopped and the dir removed.
+bench_dir() {
+  cargo build --release --locked -q
+  dir=$(mktemp -d)
+  trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+}

@@ -1,6 +1,10 @@
 //! `--demo`: a built-in publisher. A GStreamer test pattern with a burnt-in wall clock
 //! (milliseconds) and frame counter, encoded to H.264 + AAC in MPEG-TS and pushed over
 //! real SRT to the node's own listener, so a newcomer sees video at `/watch/demo` at once.
+//! Each frame also carries its capture time as machine-readable blocks ([`clock`]), which
+//! the latency page reads back to measure camera-to-eye latency.
+
+pub mod clock;
 
 use std::{
     net::SocketAddr,
@@ -34,7 +38,7 @@ pub struct DemoConfig {
 fn build(tx: mpsc::Sender<Bytes>) -> Result<gst::Pipeline, MediaError> {
     crate::media::init()?;
     let desc = "videotestsrc is-live=true pattern=smpte \
-        ! video/x-raw,width=1280,height=720,framerate=30/1 \
+        ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 \
         ! textoverlay name=clock halignment=left valignment=top font-desc=\"Monospace 36\" shaded-background=true \
         ! videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=veryfast bitrate=3000 key-int-max=30 \
         ! h264parse config-interval=-1 ! queue ! mpegtsmux name=mux alignment=7 \
@@ -49,17 +53,28 @@ fn build(tx: mpsc::Sender<Bytes>) -> Result<gst::Pipeline, MediaError> {
         .by_name("clock")
         .ok_or_else(|| MediaError::Setup("no clock overlay".into()))?;
     // Stamp each frame with the wall clock at capture and its number, in milliseconds,
-    // so glass-to-glass latency can be read off a screenshot.
+    // so glass-to-glass latency can be read off a screenshot, and draw the same instant
+    // as the machine-readable strip of `clock`.
     let frames = Arc::new(AtomicU64::new(0));
     let sinkpad = overlay
         .static_pad("video_sink")
         .expect("textoverlay has video_sink");
     let weak = overlay.downgrade();
-    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+    sinkpad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let n = frames.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now();
         if let Some(o) = weak.upgrade() {
-            let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-            o.set_property("text", format!("{} UTC  frame {n}", &now[11..23]));
+            let text = humantime::format_rfc3339_millis(now).to_string();
+            o.set_property("text", format!("{} UTC  frame {n}", &text[11..23]));
+        }
+        let ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let video = pad
+            .current_caps()
+            .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok());
+        if let (Some(video), Some(buf)) = (video, info.buffer_mut()) {
+            stamp(buf.make_mut(), &video, ms);
         }
         gst::PadProbeReturn::Ok
     });
@@ -83,6 +98,31 @@ fn build(tx: mpsc::Sender<Bytes>) -> Result<gst::Pipeline, MediaError> {
             .build(),
     );
     Ok(pipeline)
+}
+
+/// Draws the capture-time strip into an I420 frame (other formats are left alone).
+fn stamp(buf: &mut gst::BufferRef, video: &gst_video::VideoInfo, ms: u64) {
+    if video.format() != gst_video::VideoFormat::I420 {
+        return;
+    }
+    let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, video) else {
+        return;
+    };
+    let (w, h) = (video.width() as usize, video.height() as usize);
+    let strides = [0, 1, 2].map(|i| video.stride()[i] as usize);
+    let [y, u, v, _] = frame.planes_data_mut();
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let plane = |data, stride, width, height| clock::Plane {
+        data,
+        stride,
+        width,
+        height,
+    };
+    clock::draw(
+        plane(y, strides[0], w, h),
+        [plane(u, strides[1], cw, ch), plane(v, strides[2], cw, ch)],
+        ms,
+    );
 }
 
 /// Publishes until `token` is cancelled, reconnecting when the connection drops.

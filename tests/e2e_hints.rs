@@ -38,15 +38,9 @@ preset = "ultrafast"
             let end = Instant::now() + Duration::from_secs(60);
             let mut lines = parse_playlist(&wait_ok(&url, Duration::from_secs(10)).await.text());
             while Instant::now() < end {
-                let hint = attrs(tag(&lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
-                let (m, p) = next_part_target(&lines);
                 // The hinted part and the playlist that lists it, asked for at once, as
                 // hls.js does.
-                let (part_url, reload_url) = (
-                    format!("{base}{hint}"),
-                    format!("{url}?_HLS_msn={m}&_HLS_part={p}"),
-                );
-                let (part, next) = tokio::join!(get(&part_url), get(&reload_url));
+                let (hint, _, part, next) = hint_and_reload(&url, &base, &lines).await;
                 if part.status == 200 {
                     ok += 1;
                 } else {

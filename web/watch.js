@@ -301,7 +301,11 @@
     const ahead = lat - target;
     const buf = bufferAhead();
     let rate = 1;
-    if (ahead > 0.1 && buf > 0.35) rate = ahead > 1 ? 1.25 : ahead > 0.4 ? 1.15 : 1.08;
+    // Enough buffer to speed up on: two parts (0.35 s at most), so 100 ms parts, whose
+    // whole hold-back is 0.3 s, catch up too.
+    const details = currentLevel() && currentLevel().details;
+    const spare = Math.min(0.35, 2 * ((details && details.partTarget) || 0.2));
+    if (ahead > 0.1 && buf > spare) rate = ahead > 1 ? 1.25 : ahead > 0.4 ? 1.15 : 1.08;
     if (ahead > 6) {
       // Far behind (a long stall): jump rather than race.
       if (hls.liveSyncPosition) video.currentTime = hls.liveSyncPosition;

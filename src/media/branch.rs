@@ -32,11 +32,13 @@ use crate::{
 mod chunks;
 mod probes;
 mod select;
+mod timing;
 use chunks::{chunks_of, Parts};
 use probes::{
     arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, on_caps, watch_timestamps,
 };
 pub(super) use select::{take_fallback, Fallback};
+use timing::{chunk_duration, fragment_duration, Track};
 
 /// What every branch builder needs.
 #[derive(Clone)]
@@ -67,30 +69,6 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, MediaError> {
 
 fn setup<E: std::fmt::Display>(e: E) -> MediaError {
     MediaError::Setup(e.to_string())
-}
-
-/// cmafmux closes a chunk at the first sample boundary at or past its chunk duration, and
-/// a fragment only at a chunk boundary. Encoded rungs (no B-frames) get chunks of exactly
-/// the part target, which divides the segment target and is a whole number of frames at
-/// 25/30/50/60 fps, so keyframes fall on chunk boundaries. A passthrough gets half that,
-/// joined into parts by [`Parts`] (see [`chunks`]): with B-frames a chunk can hold more
-/// than its duration's worth of frames. AAC frames (1024 samples) never divide the part
-/// target, so audio asks for 85 %: its parts then stay within `PART-TARGET` at 44.1 and
-/// 48 kHz, as the draft requires.
-pub(super) fn chunk_duration(part_target: Duration, track: Track) -> Duration {
-    match track {
-        Track::Audio => part_target.mul_f64(0.85),
-        Track::Passthrough => part_target / 2,
-        Track::Rung => part_target,
-    }
-}
-
-/// What a `cmafmux ! appsink` branch carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Track {
-    Audio,
-    Passthrough,
-    Rung,
 }
 
 /// Terminates a pad we do not use (an extra track, audio we cannot decode). The queue
@@ -498,7 +476,7 @@ fn sink_branch(
     let mux = make("cmafmux", Some(&format!("mux-{rendition}")))?;
     mux.set_property(
         "fragment-duration",
-        ctx.cfg.segment_target.as_nanos() as u64,
+        fragment_duration(ctx.cfg.part_target, ctx.cfg.segment_target).as_nanos() as u64,
     );
     let track = if *rendition == *AUDIO {
         Track::Audio
@@ -734,28 +712,5 @@ mod tests {
             rung_size(&rung(1280, 720), (1440, 1080), (4, 3)),
             Some((1280, 720))
         );
-    }
-
-    #[test]
-    fn chunk_duration_keeps_common_parts_within_target() {
-        let t = Duration::from_millis(200);
-        for (frame, track) in [
-            (1.0 / 30.0, Track::Rung),
-            (1.0 / 25.0, Track::Rung),
-            (1.0 / 50.0, Track::Rung),
-            (1.0 / 60.0, Track::Rung),
-            (1.0 / 30.0, Track::Passthrough),
-            (1.0 / 60.0, Track::Passthrough),
-            (1024.0 / 44100.0, Track::Audio),
-            (1024.0 / 48000.0, Track::Audio),
-        ] {
-            let c = chunk_duration(t, track);
-            let frames = (c.as_secs_f64() / frame - 1e-9).ceil();
-            assert!(
-                frames * frame <= 0.2 + 1e-9,
-                "frame {frame}: {} s",
-                frames * frame
-            );
-        }
     }
 }

@@ -522,6 +522,24 @@ pub fn next_part_target(lines: &[Line]) -> (u64, u64) {
     (msn, parts.len() as u64)
 }
 
+/// One step of a player following a rendition: the hinted part of `lines` and the
+/// blocking reload for the part after the newest listed one, asked for at once, as
+/// hls.js does. Returns the hinted URI, the `(msn, part)` reloaded for, and both answers.
+pub async fn hint_and_reload(
+    url: &str,
+    base: &str,
+    lines: &[Line],
+) -> (String, (u64, u64), Resp, Resp) {
+    let hint = attrs(tag(lines, "EXT-X-PRELOAD-HINT"))["URI"].clone();
+    let (m, p) = next_part_target(lines);
+    let (part_url, reload_url) = (
+        format!("{base}{hint}"),
+        format!("{url}?_HLS_msn={m}&_HLS_part={p}"),
+    );
+    let (part, next) = tokio::join!(get(&part_url), get(&reload_url));
+    (hint, (m, p), part, next)
+}
+
 /// Runs ffprobe on a file and returns `codec_name,width,height,frames` of the first
 /// stream.
 pub fn ffprobe(path: &std::path::Path) -> String {

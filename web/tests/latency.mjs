@@ -5,10 +5,17 @@
 //   g2g     = Date.now() - hls.playingDate  (wall clock minus the program date time on
 //             screen; what that includes depends on who stamped the PDT)
 //   latency = hls.latency                   (live edge minus playhead, as hls.js sees it)
+// and, every frame shown, the in-picture capture clock (web/tests/clock-reader.js, when the
+// source draws one: `--demo` or scripts/clock-filter.sh):
+//   clock   = wall clock when the frame is shown - capture time read from the picture
+//             (camera to eye: encoder, SRT, packaging, HTTP, player buffer and decode).
 // Prints one JSON line: RESULT {...} with medians and percentiles.
 //
 //   node web/tests/latency.mjs --url http://127.0.0.1:8080/watch/demo?q=source --secs 60 --label passthrough
+import { fileURLToPath } from "node:url";
 import { launch, openPage, waitFor, median, percentile, sleep, assertLoopback } from "./lib.mjs";
+
+const CLOCK_READER = fileURLToPath(new URL("./clock-reader.js", import.meta.url));
 
 function arg(name, dflt) {
   const i = process.argv.indexOf("--" + name);
@@ -32,13 +39,16 @@ hard.unref();
 const browser = await launch();
 let code = 1;
 try {
-  const page = await openPage(browser, URL_);
+  const page = await openPage(browser, URL_, [CLOCK_READER]);
   await waitFor("playback", async () => {
     const s = await page.evaluate(() => window.estuary && window.estuary.stats());
     return s && s.playing && s.currentTime > 0.3 && s.playingDate ? s : null;
   }, { timeoutMs: 40000, everyMs: 250 });
   await sleep(SETTLE * 1000);
   const first = await page.evaluate(() => window.estuary.stats());
+  await page.evaluate(() => window.__clock.take());
+  const clock = [];
+  let clockFrames = 0, clockUnreadable = 0;
   const g2g = [];
   const lat = [];
   const t0 = Date.now();
@@ -47,6 +57,10 @@ try {
     const s = await page.evaluate(() => window.estuary.stats());
     if (s.g2gMs !== null) g2g.push(s.g2gMs);
     if (s.latency !== null) lat.push(s.latency * 1000);
+    const c = await page.evaluate(() => window.__clock.take());
+    clock.push(...c.samples);
+    clockFrames += c.frames;
+    clockUnreadable += c.unreadable;
     const next = t0 + (i + 1) * 250;
     await sleep(Math.max(0, next - Date.now()));
   }
@@ -64,6 +78,11 @@ try {
     g2g_p10_ms: round(percentile(g2g, 10)),
     g2g_p90_ms: round(percentile(g2g, 90)),
     hls_latency_median_ms: round(median(lat)),
+    clock_median_ms: round(median(clock)),
+    clock_p10_ms: round(percentile(clock, 10)),
+    clock_p90_ms: round(percentile(clock, 90)),
+    clock_frames: clockFrames,
+    clock_unreadable: clockUnreadable,
     target_latency_s: last.targetLatency,
     part_target_s: last.partTarget,
     parts_loaded: last.partsLoaded - first.partsLoaded,

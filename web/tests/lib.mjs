@@ -43,9 +43,13 @@ export async function loopbackContext(browser, opts = {}) {
   return ctx;
 }
 
-/** A new loopback-only page (see loopbackContext) that has loaded `url`. */
-export async function openPage(browser, url) {
+/**
+ * A new loopback-only page (see loopbackContext) that has loaded `url`; each file of
+ * `initScripts` runs in the page before its own scripts.
+ */
+export async function openPage(browser, url, initScripts = []) {
   const ctx = await loopbackContext(browser);
+  for (const path of initScripts) await ctx.addInitScript({ path });
   const page = await ctx.newPage();
   await page.goto(url, { waitUntil: "load", timeout: 20000 });
   return page;
