@@ -516,8 +516,10 @@ fn sink_branch(
         gst_app::AppSinkCallbacks::builder()
             .eos(move |_| {
                 // The part still open at the end of the input is published too.
-                if let Some(part) = eos_parts.as_ref().and_then(|p| p.lock().ok()?.flush()) {
-                    let _ = eos_tx.send(part);
+                if let Some(mut p) = eos_parts.as_ref().and_then(|p| p.lock().ok()) {
+                    for part in p.flush() {
+                        let _ = eos_tx.send(part);
+                    }
                 }
             })
             .new_sample(move |sink| {

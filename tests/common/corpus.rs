@@ -32,6 +32,8 @@ pub enum Case {
     SampleRateChange,
     /// Stereo, then mono.
     ChannelChange,
+    /// AAC, then MPEG-1 Layer II audio (which the node encodes to AAC).
+    AudioCodecChange,
     /// 640x360, then 1280x720.
     ResolutionChange,
     /// 30 fps, then 25 fps.
@@ -57,12 +59,13 @@ pub enum Case {
 
 impl Case {
     /// Every case.
-    pub const ALL: [Case; 15] = [
+    pub const ALL: [Case; 16] = [
         Case::CodecChange,
         Case::PidChange,
         Case::ProgramChange,
         Case::SampleRateChange,
         Case::ChannelChange,
+        Case::AudioCodecChange,
         Case::ResolutionChange,
         Case::FrameRateChange,
         Case::JumpForward,
@@ -97,6 +100,7 @@ impl Case {
 /// What one half looks like.
 struct Half<'a> {
     vcodec: &'a [&'a str],
+    acodec: &'a [&'a str],
     size: &'a str,
     /// Frames per second; the GOP is one second.
     fps: u32,
@@ -117,6 +121,8 @@ const H264: &[&str] = &[
     "-tune",
     "zerolatency",
 ];
+const AAC: &[&str] = &["-c:a", "aac", "-b:a", "96k"];
+const MP2: &[&str] = &["-c:a", "mp2", "-b:a", "128k"];
 const HEVC: &[&str] = &[
     "-c:v",
     "libx265",
@@ -132,6 +138,7 @@ impl Default for Half<'_> {
     fn default() -> Self {
         Half {
             vcodec: H264,
+            acodec: AAC,
             size: "640x360",
             fps: 30,
             rate: 48_000,
@@ -168,7 +175,8 @@ fn encode(out: &Path, h: &Half) {
     }
     cmd.args(h.vcodec)
         .args(["-g", &h.fps.to_string()])
-        .args(["-b:v", "800k", "-c:a", "aac", "-b:a", "96k"])
+        .args(["-b:v", "800k"])
+        .args(h.acodec)
         .args(["-ac", &h.channels.to_string()])
         .args(["-output_ts_offset", &h.offset.to_string()])
         .args(h.extra)
@@ -234,6 +242,13 @@ pub fn make(dir: &Path, case: Case) -> PathBuf {
             first,
             Some(Half {
                 channels: 1,
+                ..next
+            }),
+        ),
+        Case::AudioCodecChange => (
+            first,
+            Some(Half {
+                acodec: MP2,
                 ..next
             }),
         ),

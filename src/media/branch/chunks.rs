@@ -24,6 +24,9 @@ pub(super) struct Parts {
     open: Option<(MediaChunk, BytesMut)>,
     /// The shortest frame interval seen.
     frame: Option<Duration>,
+    /// An init segment held back until the first part that uses it is complete: cmafmux
+    /// hands the two over together, and a playlist must not list an init with no part.
+    init: Option<MediaChunk>,
 }
 
 impl Parts {
@@ -32,6 +35,7 @@ impl Parts {
             target,
             open: None,
             frame: None,
+            init: None,
         }
     }
 
@@ -44,7 +48,7 @@ impl Parts {
         match c.kind {
             ChunkKind::Init => {
                 done.extend(self.flush());
-                done.push(c);
+                self.init = Some(c);
                 return done;
             }
             ChunkKind::SegmentStart => done.extend(self.flush()),
@@ -82,11 +86,14 @@ impl Parts {
         done
     }
 
-    /// The part being built, as it is (at the end of the input).
-    pub(super) fn flush(&mut self) -> Option<MediaChunk> {
-        let (mut p, data) = self.open.take()?;
+    /// The part being built, as it is (at the end of the input), after the init segment
+    /// it needs if that was held back.
+    pub(super) fn flush(&mut self) -> Vec<MediaChunk> {
+        let Some((mut p, data)) = self.open.take() else {
+            return Vec::new();
+        };
         p.data = data.freeze();
-        Some(p)
+        self.init.take().into_iter().chain([p]).collect()
     }
 }
 
@@ -195,6 +202,7 @@ mod tests {
         }
         out.extend(p.flush());
         out.iter()
+            .filter(|c| c.kind != ChunkKind::Init)
             .map(|c| {
                 assert_eq!(
                     c.data.len() as u32,
@@ -238,15 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn an_init_closes_the_open_part() {
+    fn an_init_closes_the_open_part_and_waits_for_its_own() {
+        use ChunkKind::{Init, SegmentStart};
         let mut p = Parts::new(Duration::from_millis(200));
-        assert!(p
-            .push(chunk(ChunkKind::SegmentStart, 2, 1), Some(FRAME))
-            .is_empty());
-        let out = p.push(chunk(ChunkKind::Init, 0, 0), None);
+        assert!(p.push(chunk(SegmentStart, 2, 1), Some(FRAME)).is_empty());
+        let out = p.push(chunk(Init, 0, 0), None);
         assert_eq!(
             out.iter().map(|c| c.kind).collect::<Vec<_>>(),
-            [ChunkKind::SegmentStart, ChunkKind::Init]
+            [SegmentStart]
+        );
+        let out = p.push(chunk(SegmentStart, 6, 2), Some(FRAME));
+        assert_eq!(
+            out.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [Init, SegmentStart]
         );
     }
 }

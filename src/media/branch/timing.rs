@@ -12,6 +12,9 @@ use std::time::Duration;
 /// below any frame interval and above nanosecond rounding of 90 kHz timestamps.
 const NUDGE: Duration = Duration::from_micros(100);
 
+/// The shortest part target whose passthrough is cut into half-part chunks.
+pub(super) const MIN_HALVED: Duration = Duration::from_millis(180);
+
 /// What a `cmafmux ! appsink` branch carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Track {
@@ -33,7 +36,10 @@ pub(super) enum Track {
 pub(super) fn chunk_duration(part_target: Duration, track: Track) -> Duration {
     match track {
         Track::Audio => part_target.mul_f64(0.85),
-        Track::Passthrough => (part_target - NUDGE) / 2,
+        // Halves of at least three frames at 30 fps; a shorter half would hold two, and
+        // two halves of two frames never fit a part of three.
+        Track::Passthrough if part_target >= MIN_HALVED => (part_target - NUDGE) / 2,
+        Track::Passthrough => part_target - NUDGE,
         Track::Rung => part_target - NUDGE,
     }
 }
@@ -84,8 +90,9 @@ mod tests {
             let (p, s) = (Duration::from_millis(part), Duration::from_millis(seg));
             let chunk = chunk_duration(p, Track::Rung);
             assert_eq!(chunk * (seg / part) as u32, fragment_duration(p, s));
-            let half = chunk_duration(p, Track::Passthrough);
-            assert_eq!(half * 2 * (seg / part) as u32, fragment_duration(p, s));
+            let pass = chunk_duration(p, Track::Passthrough);
+            let halves = if p >= MIN_HALVED { 2 } else { 1 };
+            assert_eq!(pass * halves * (seg / part) as u32, fragment_duration(p, s));
             // Every video frame boundary of the segment stays on the same side of a chunk
             // boundary as without the nudge, at 60 fps too.
             assert!(NUDGE * (seg / part) as u32 * 60 < Duration::from_secs(1));
