@@ -83,14 +83,25 @@ fn pdt(t: SystemTime) -> String {
 /// `#EXT-X-SERVER-CONTROL:<attribute-list>`: "CAN-BLOCK-RELOAD=YES ... indicates that the
 /// server supports Blocking Playlist Reload"; "CAN-SKIP-UNTIL ... MUST be at least six
 /// times the Target Duration"; "PART-HOLD-BACK ... MUST be at least three times the Part
-/// Target Duration" (RFC 8216bis §4.4.3.8).
+/// Target Duration" (RFC 8216bis §4.4.3.8). The hold-back is also never under
+/// [`MIN_PART_HOLD_BACK`].
 fn server_control(out: &mut String, target: u64, part_target: Duration) {
     let _ = writeln!(
         out,
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={}.0,PART-HOLD-BACK={}",
         target * 6,
-        secs(part_target * 3)
+        secs(part_hold_back(part_target))
     );
+}
+
+/// The least buffer a player is told to keep. Three 100 ms parts are 0.3 s, and one
+/// scheduler hiccup of that size stalls hls.js (`e2e_parts100` saw it about one run in
+/// three on a 2-core machine); three 200 ms parts are above it already.
+pub const MIN_PART_HOLD_BACK: Duration = Duration::from_millis(500);
+
+/// `PART-HOLD-BACK` for a part target: three parts, and at least [`MIN_PART_HOLD_BACK`].
+pub fn part_hold_back(part_target: Duration) -> Duration {
+    (part_target * 3).max(MIN_PART_HOLD_BACK)
 }
 
 /// `#EXT-X-PART:<attribute-list>`: "identifies a Partial Segment ... DURATION ... URI ...
