@@ -115,12 +115,13 @@ impl Replay {
             let (_, _, c) = self.chunks.pop_front().expect("not empty");
             self.held -= c.len();
         }
-        let (buf, base) = if self.carry.is_empty() {
-            (data.to_vec(), self.end)
+        // Read in place; only a packet split across chunks is copied.
+        let (buf, base): (std::borrow::Cow<[u8]>, u64) = if self.carry.is_empty() {
+            (std::borrow::Cow::Borrowed(&data[..]), self.end)
         } else {
             let mut b = std::mem::take(&mut self.carry);
             b.extend_from_slice(data);
-            (b, self.carry_at)
+            (std::borrow::Cow::Owned(b), self.carry_at)
         };
         self.end += data.len() as u64;
         let mut i = 0;
