@@ -65,6 +65,10 @@
     errors: [],
     levelSwitches: 0,
     stalls: 0,
+    // What each stall looked like (the last 20): when, where, the buffer per track and
+    // the last media loaded, so a stall can be told from a late part or a slow decoder.
+    stallLog: [],
+    lastLoaded: {},
     playing: false,
     startedAt: 0,
   };
@@ -153,6 +157,15 @@
     hls.on(Hls.Events.LEVEL_UPDATED, (_e, data) => onDetails(data.details));
     hls.on(Hls.Events.LEVEL_LOADED, (_e, data) => onDetails(data.details));
     hls.on(Hls.Events.FRAG_LOADED, (_e, data) => {
+      if (data.frag) {
+        const f = data.frag;
+        stats.lastLoaded[f.type] = {
+          sn: f.sn,
+          part: data.part ? data.part.index : null,
+          end: +((data.part || f).start + (data.part || f).duration).toFixed(3),
+          at: Date.now(),
+        };
+      }
       if (data.frag && data.frag.type !== "main") return;
       if (data.part) stats.partsLoaded += 1;
       else stats.fragsLoaded += 1;
@@ -163,7 +176,8 @@
     });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       const rec = { type: data.type, details: data.details, fatal: !!data.fatal, t: Date.now() };
-      if (stats.errors.length < 50) stats.errors.push(rec);
+      if (stats.errors.length >= 50) stats.errors.shift();
+      stats.errors.push(rec);
       if (!data.fatal) return;
       if (data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR && !stats.playing) {
         // Not live yet: wait for the broadcaster instead of failing.
@@ -314,8 +328,33 @@
     if (video.playbackRate !== rate) video.playbackRate = rate;
   }
   video.addEventListener("waiting", () => {
-    if (stats.playing) stats.stalls += 1;
+    if (!stats.playing) return;
+    stats.stalls += 1;
+    if (stats.stallLog.length >= 20) stats.stallLog.shift();
+    stats.stallLog.push({
+      t: Date.now(),
+      currentTime: +video.currentTime.toFixed(3),
+      latency: liveLatency(),
+      buffered: trackBuffers(),
+      lastLoaded: JSON.parse(JSON.stringify(stats.lastLoaded)),
+    });
   });
+  /** Buffered ranges of the element, as text, and hls.js's forward buffer per track. */
+  function trackBuffers() {
+    const text = (b) => {
+      const r = [];
+      for (let i = 0; i < b.length; i++) r.push(b.start(i).toFixed(3) + "-" + b.end(i).toFixed(3));
+      return r.join(",");
+    };
+    const out = { media: text(video.buffered) };
+    const fwd = (info) => (info && isFinite(info.len) ? +info.len.toFixed(3) : null);
+    if (hls) {
+      // hls.js's forward buffer per track (main = video, or muxed audio+video).
+      out.mainAhead = fwd(hls.mainForwardBufferInfo);
+      out.audioAhead = fwd(hls.audioForwardBufferInfo);
+    }
+    return out;
+  }
 
   function snapshot() {
     const pd = playingDate();
@@ -346,6 +385,7 @@
       fatalErrors: stats.fatalErrors.slice(),
       errors: stats.errors.slice(),
       stalls: stats.stalls,
+      stallLog: stats.stallLog.slice(),
       playbackRate: video.playbackRate,
       droppedFrames: q ? q.droppedVideoFrames : null,
       totalFrames: q ? q.totalVideoFrames : null,

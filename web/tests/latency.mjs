@@ -37,6 +37,8 @@ const hard = setTimeout(() => {
 hard.unref();
 
 const browser = await launch();
+const countBy = (xs) => xs.reduce((m, x) => ((m[x] = (m[x] || 0) + 1), m), {});
+
 let code = 1;
 try {
   const page = await openPage(browser, URL_, [CLOCK_READER]);
@@ -91,6 +93,9 @@ try {
     dropped_frames: last.droppedFrames - (first.droppedFrames || 0),
     stalls: (last.stalls || 0) - (first.stalls || 0),
     fatal_errors: last.fatalErrors.length,
+    // Each stall in the window (see watch.js), and the player's other errors by kind.
+    stall_log: (last.stallLog || []).filter((x) => x.t >= t0),
+    errors: countBy(last.errors.filter((e) => e.t >= t0).map((e) => e.details)),
   };
   console.log("RESULT " + JSON.stringify(out));
   code = out.samples > 0 && out.fatal_errors === 0 ? 0 : 1;
