@@ -284,6 +284,7 @@ impl LiveStream {
     ) -> Self {
         let pkg = PackagerConfig {
             part_target: cfg.hls.part_target,
+            part_hold_back: cfg.hls.part_hold_back(),
             segment_target: cfg.hls.segment_target,
             max_segment: cfg.hls.max_segment(),
             window_segments: cfg.hls.window_segments,

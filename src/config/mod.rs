@@ -386,6 +386,11 @@ pub struct HlsConfig {
     /// once and never changes. Default: twice `segment_target`.
     #[serde(with = "humantime_serde", default)]
     pub max_segment: Option<Duration>,
+    /// `PART-HOLD-BACK`: how far behind the live edge players hold (hls.js and Safari
+    /// take it as their target latency). Default: three part targets, and never under
+    /// 0.5 s ([`crate::packager::playlist::part_hold_back`]).
+    #[serde(with = "humantime_serde", default)]
+    pub part_hold_back: Option<Duration>,
     /// Number of segments each media playlist lists.
     pub window_segments: usize,
     /// Longest wait for a blocking reload or a preload-hinted part.
@@ -402,6 +407,7 @@ impl Default for HlsConfig {
             part_target: DEFAULT_PART_TARGET,
             segment_target: DEFAULT_SEGMENT_TARGET,
             max_segment: None,
+            part_hold_back: None,
             window_segments: DEFAULT_WINDOW_SEGMENTS,
             blocking_timeout: DEFAULT_BLOCKING_TIMEOUT,
             media_max_age: DEFAULT_MEDIA_MAX_AGE,
@@ -413,6 +419,12 @@ impl HlsConfig {
     /// The longest segment (`max_segment`, or twice `segment_target`).
     pub fn max_segment(&self) -> Duration {
         self.max_segment.unwrap_or(self.segment_target * 2)
+    }
+
+    /// `PART-HOLD-BACK` (`part_hold_back`, or the default for the part target).
+    pub fn part_hold_back(&self) -> Duration {
+        self.part_hold_back
+            .unwrap_or_else(|| crate::packager::playlist::part_hold_back(self.part_target))
     }
 }
 
@@ -497,6 +509,15 @@ impl Config {
             return Err(invalid(
                 "hls.segment_target",
                 "must be at least twice hls.part_target and at most 10s",
+            ));
+        }
+        // "PART-HOLD-BACK ... MUST be at least three times the Part Target Duration"
+        // (RFC 8216bis §4.4.3.8); a player holding back past a minute would start
+        // before the window that playlists list.
+        if h.part_hold_back() < h.part_target * 3 || h.part_hold_back() > Duration::from_secs(60) {
+            return Err(invalid(
+                "hls.part_hold_back",
+                "must be at least three times hls.part_target and at most 60s",
             ));
         }
         if h.max_segment() < h.segment_target || h.max_segment() > Duration::from_secs(20) {

@@ -115,6 +115,22 @@ fn errors_name_the_key() {
     assert!(e.to_string().contains("hls.part_target"), "{e}");
     let e = Config::from_toml("[streams.x]\npassphrase = \"short\"").unwrap_err();
     assert!(e.to_string().contains("streams.x.passphrase"), "{e}");
+    // PART-HOLD-BACK under three part targets breaks RFC 8216bis; over a minute is a typo.
+    for bad in ["\"500ms\"", "\"2m\""] {
+        let e = Config::from_toml(&format!("[hls]\npart_hold_back = {bad}")).unwrap_err();
+        assert!(e.to_string().contains("hls.part_hold_back"), "{e}");
+    }
+    let hold = |toml: &str| Config::from_toml(toml).unwrap().hls.part_hold_back();
+    assert_eq!(
+        hold("[hls]\npart_hold_back = \"900ms\""),
+        Duration::from_millis(900)
+    );
+    // The default: three parts, never under half a second.
+    assert_eq!(hold(""), Duration::from_millis(600));
+    assert_eq!(
+        hold("[hls]\npart_target = \"100ms\""),
+        Duration::from_millis(500)
+    );
     let e = Config::from_toml("[hls]\nbogus = 1").unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
     let e = Config::from_toml("[hls]\npart_target = \"soon\"").unwrap_err();

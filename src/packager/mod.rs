@@ -44,6 +44,8 @@ pub struct Chunk {
 pub struct PackagerConfig {
     /// `PART-TARGET`.
     pub part_target: Duration,
+    /// `PART-HOLD-BACK`.
+    pub part_hold_back: Duration,
     /// Nominal segment duration.
     pub segment_target: Duration,
     /// Longest segment: a longer one is cut at the next part. `EXT-X-TARGETDURATION` is
@@ -390,6 +392,7 @@ mod tests {
     pub(crate) fn cfg() -> PackagerConfig {
         PackagerConfig {
             part_target: Duration::from_millis(200),
+            part_hold_back: Duration::from_millis(600),
             segment_target: Duration::from_secs(1),
             max_segment: Duration::from_secs(2),
             window_segments: 4,

@@ -83,14 +83,14 @@ fn pdt(t: SystemTime) -> String {
 /// `#EXT-X-SERVER-CONTROL:<attribute-list>`: "CAN-BLOCK-RELOAD=YES ... indicates that the
 /// server supports Blocking Playlist Reload"; "CAN-SKIP-UNTIL ... MUST be at least six
 /// times the Target Duration"; "PART-HOLD-BACK ... MUST be at least three times the Part
-/// Target Duration" (RFC 8216bis §4.4.3.8). The hold-back is also never under
-/// [`MIN_PART_HOLD_BACK`].
-fn server_control(out: &mut String, target: u64, part_target: Duration) {
+/// Target Duration" (RFC 8216bis §4.4.3.8). The hold-back is configured
+/// (`hls.part_hold_back`, by default [`part_hold_back`]).
+fn server_control(out: &mut String, target: u64, part_hold_back: Duration) {
     let _ = writeln!(
         out,
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={}.0,PART-HOLD-BACK={}",
         target * 6,
-        secs(part_hold_back(part_target))
+        secs(part_hold_back)
     );
 }
 
@@ -99,7 +99,8 @@ fn server_control(out: &mut String, target: u64, part_target: Duration) {
 /// three on a 2-core machine); three 200 ms parts are above it already.
 pub const MIN_PART_HOLD_BACK: Duration = Duration::from_millis(500);
 
-/// `PART-HOLD-BACK` for a part target: three parts, and at least [`MIN_PART_HOLD_BACK`].
+/// The default `PART-HOLD-BACK` for a part target: three parts, and at least
+/// [`MIN_PART_HOLD_BACK`].
 pub fn part_hold_back(part_target: Duration) -> Duration {
     (part_target * 3).max(MIN_PART_HOLD_BACK)
 }
@@ -139,7 +140,7 @@ pub fn render_media(
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
     let part_target = seg.part_target();
     let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", secs(part_target));
-    server_control(&mut out, target, part_target);
+    server_control(&mut out, target, cfg.part_hold_back);
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", seg.media_sequence());
     let _ = writeln!(
         out,
@@ -305,6 +306,7 @@ mod tests {
     fn filled(segments: usize, parts: usize) -> Segmenter {
         let mut s = Segmenter::new(PackagerConfig {
             part_target: Duration::from_millis(200),
+            part_hold_back: part_hold_back(Duration::from_millis(200)),
             segment_target: Duration::from_secs(1),
             max_segment: Duration::from_secs(1),
             window_segments: 20,

@@ -16,7 +16,8 @@ use crate::config::Config;
 /// - Listeners and their certificates are bound once: `srt.listen`, `srt.latency` (the
 ///   listener's SRT option), `rtmp.enabled`, `rtmp.listen`, `rtmp.tls_*`, `http.listen`,
 ///   `http.tls_*`.
-/// - `hls.part_target`, `segment_target`, `max_segment`, `window_segments` are fixed
+/// - `hls.part_target`, `part_hold_back`, `segment_target`, `max_segment`,
+///   `window_segments` are fixed
 ///   for the life of a stream (a stream outlives its publishers).
 /// - `cache.max_bytes`: the cache is sized when built.
 /// - `interact.bus` and the room settings fixed when a room opens (reaction list, send
@@ -37,6 +38,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "http.tls_cert",
     "http.tls_key",
     "hls.part_target",
+    "hls.part_hold_back",
     "hls.segment_target",
     "hls.max_segment",
     "hls.window_segments",
