@@ -13,6 +13,7 @@ use estuary::packager::{
 fn filled() -> (Segmenter, u64) {
     let mut s = Segmenter::new(PackagerConfig {
         part_target: Duration::from_millis(200),
+        part_hold_back: Duration::from_millis(600),
         segment_target: Duration::from_secs(1),
         max_segment: Duration::from_secs(2),
         window_segments: 12,
