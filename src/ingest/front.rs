@@ -52,9 +52,30 @@ struct Inner {
     backend: Mutex<SocketAddr>,
     peers: Mutex<Peers>,
     metrics: Metrics,
-    /// One warning a second about refused handshakes, with the count held back.
-    log: Mutex<(Option<Instant>, u64)>,
+    /// At most one line a second about refused handshakes, and one about junk.
+    refusals: LogLimit,
+    junk: LogLimit,
     start: Instant,
+}
+
+/// One log line a second at most; counts what it held back.
+#[derive(Default)]
+struct LogLimit(Mutex<(Option<Instant>, u64)>);
+
+impl LogLimit {
+    /// Counts an event; `Some(events since the last line)` when a line may be written.
+    fn note(&self) -> Option<u64> {
+        let mut s = self.0.lock().expect("not poisoned");
+        s.1 += 1;
+        let now = Instant::now();
+        match s.0 {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => None,
+            _ => {
+                s.0 = Some(now);
+                Some(std::mem::take(&mut s.1))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +116,8 @@ impl Front {
             backend: Mutex::new(backend),
             peers: Mutex::default(),
             metrics,
-            log: Mutex::new((None, 0)),
+            refusals: LogLimit::default(),
+            junk: LogLimit::default(),
             start: Instant::now(),
         });
         let stop = CancellationToken::new();
@@ -166,7 +188,13 @@ impl Inner {
                 Some(s) => s,
                 None => return,
             },
-            None => return,
+            None => {
+                if let Some(n) = self.junk.note() {
+                    tracing::warn!(remote = %from, dropped = n,
+                        "SRT port: datagrams from no caller dropped (count since the last such line)");
+                }
+                return;
+            }
         };
         let _ = sock.send(data).await;
     }
@@ -178,23 +206,9 @@ impl Inner {
             .srt_rejected
             .with_label_values(&[why.reason()])
             .inc();
-        let held = {
-            let mut log = self.log.lock().expect("not poisoned");
-            let now = Instant::now();
-            match log.0 {
-                Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                    log.1 += 1;
-                    None
-                }
-                _ => {
-                    log.0 = Some(now);
-                    Some(std::mem::take(&mut log.1))
-                }
-            }
-        };
-        if let Some(held) = held {
-            tracing::warn!(remote = %to, reason = why.reason(), error = %why.0, held_back = held,
-                "publisher refused: handshake unreadable");
+        if let Some(n) = self.refusals.note() {
+            tracing::warn!(remote = %to, reason = why.reason(), error = %why.0, refused = n,
+                "publisher refused: handshake unreadable (count since the last such line)");
         }
     }
 

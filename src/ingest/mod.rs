@@ -96,7 +96,7 @@ impl Ingest {
             }
             None => tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?,
         };
-        let (listener, incoming, backend) = listen(latency).await.map_err(bind_err)?;
+        let (listener, incoming, backend) = srt_listener(latency).await.map_err(bind_err)?;
         let front = front::Front::start(public, backend, metrics.clone()).map_err(bind_err)?;
         Ok(Self {
             cfg,
@@ -282,7 +282,7 @@ impl Ingest {
     async fn rebind(&mut self, token: &CancellationToken) -> bool {
         for _ in 0..60 {
             let latency = self.cfg.load().srt.latency;
-            match listen(latency).await {
+            match srt_listener(latency).await {
                 Ok((listener, incoming, backend)) => {
                     self.listener = listener;
                     self.incoming = incoming;
@@ -391,13 +391,27 @@ fn refuse(
 }
 
 /// Binds srt-tokio's listener on a loopback socket (the front relays to it).
-async fn listen(
+///
+/// Too-late packet drop is off: a packet whose retransmission outlasts `srt.latency`
+/// delays the stream instead of being skipped. srt-protocol 0.4.4's receive buffer
+/// (`ReceiveBuffer::drop_too_late_packets`) does not skip only the missing packet, as
+/// libsrt does: once the packet after the gap is 5 ms past its play time it drops the
+/// gap and every received packet behind it that is due, and it schedules no wake-up while
+/// the gap heads the buffer, so that next packet is always among them. One late packet
+/// thus cost a run of good ones (a corrupted picture). srt-protocol announces no TLPKTDROP
+/// in its handshake, so libsrt senders never give up on a packet either: every gap is
+/// filled, late at worst (`estuary_srt_late_packets_total`).
+///
+/// # Errors
+/// When the loopback socket cannot be bound.
+pub async fn srt_listener(
     latency: Duration,
 ) -> std::io::Result<(SrtListener, srt_tokio::SrtIncoming, SocketAddr)> {
     let udp = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let local = udp.local_addr()?;
     let (listener, incoming) = SrtListener::builder()
         .latency(latency)
+        .set(|o| o.receiver.too_late_packet_drop = false)
         .socket(udp)
         .bind(local)
         .await?;
@@ -414,6 +428,10 @@ async fn publish(
     token: CancellationToken,
 ) {
     let bytes_ctr = metrics.ingest_bytes.with_label_values(&[name]);
+    let late_ctr = metrics.srt_late_packets.with_label_values(&[name]);
+    // Past its play time by more than this, a message counts as late (the slack covers
+    // scheduling between srt-tokio's task and this one).
+    let late_after = socket.settings().recv_tsbpd_latency + Duration::from_millis(50);
     let mut stats = socket.statistics().clone();
     let (mut lost, mut retrans, mut dropped) = (0u64, 0u64, 0u64);
     let idle = cfg.srt.idle_timeout;
@@ -446,7 +464,12 @@ async fn publish(
                 }
             },
             item = tokio::time::timeout(idle, socket.next()) => match item {
-                Ok(Some(Ok((_, data)))) => {
+                Ok(Some(Ok((sent, data)))) => {
+                    // (srt-tokio gives the sender's time on our clock; play time is that
+                    // plus the latency.)
+                    if sent.elapsed() > late_after {
+                        late_ctr.inc();
+                    }
                     bytes_ctr.inc_by(data.len() as u64);
                     session.push(data);
                 }

@@ -20,6 +20,9 @@ pub struct Impairment {
 pub struct Relay {
     /// Where callers connect.
     pub addr: SocketAddr,
+    /// The most a datagram was forwarded later than its drawn delay, in microseconds: a
+    /// starved test process holds datagrams longer than the link would.
+    pub max_late_us: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -52,10 +55,16 @@ impl Relay {
         let addr = front.local_addr().unwrap();
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let rng = Arc::new(std::sync::Mutex::new(Rng(seed | 1)));
+        let max_late_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Caller -> node.
         let up = {
-            let (front, back, client, rng) =
-                (front.clone(), back.clone(), client.clone(), rng.clone());
+            let (front, back, client, rng, late) = (
+                front.clone(),
+                back.clone(),
+                client.clone(),
+                rng.clone(),
+                max_late_us.clone(),
+            );
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
@@ -63,9 +72,11 @@ impl Relay {
                     let Some(delay) = pass(&rng, imp) else {
                         continue;
                     };
-                    let (back, data) = (back.clone(), buf[..n].to_vec());
+                    let (back, data, late) = (back.clone(), buf[..n].to_vec(), late.clone());
+                    let due = tokio::time::Instant::now() + delay;
                     tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
+                        tokio::time::sleep_until(due).await;
+                        note_late(&late, due);
                         let _ = back.send(&data).await;
                     });
                 }
@@ -73,8 +84,13 @@ impl Relay {
         };
         // Node -> caller.
         let down = {
-            let (front, back, client, rng) =
-                (front.clone(), back.clone(), client.clone(), rng.clone());
+            let (front, back, client, rng, late) = (
+                front.clone(),
+                back.clone(),
+                client.clone(),
+                rng.clone(),
+                max_late_us.clone(),
+            );
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 2048];
                 while let Ok(n) = back.recv(&mut buf).await {
@@ -84,9 +100,11 @@ impl Relay {
                     let Some(delay) = pass(&rng, imp) else {
                         continue;
                     };
-                    let (front, data) = (front.clone(), buf[..n].to_vec());
+                    let (front, data, late) = (front.clone(), buf[..n].to_vec(), late.clone());
+                    let due = tokio::time::Instant::now() + delay;
                     tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
+                        tokio::time::sleep_until(due).await;
+                        note_late(&late, due);
                         let _ = front.send_to(&data, to).await;
                     });
                 }
@@ -94,6 +112,7 @@ impl Relay {
         };
         Relay {
             addr,
+            max_late_us,
             tasks: vec![up, down],
         }
     }
@@ -106,4 +125,9 @@ fn pass(rng: &std::sync::Mutex<Rng>, imp: Impairment) -> Option<Duration> {
         return None;
     }
     Some(imp.delay + imp.jitter.mul_f64(r.next()))
+}
+
+fn note_late(late: &std::sync::atomic::AtomicU64, due: tokio::time::Instant) {
+    let us = due.elapsed().as_micros() as u64;
+    late.fetch_max(us, std::sync::atomic::Ordering::Relaxed);
 }
