@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ESTUARY_RELAY_RUNS="${1:-8}" ESTUARY_RELAY_LATENCY_MS="${2:-60}"
 if [ "${3:-}" = tlpktdrop ]; then export ESTUARY_RELAY_TLPKTDROP=1; fi
-cargo test --quiet --test srt_relay_bytes -- --nocapture 2>/dev/null | grep -E '^(run|damaged)'
+cargo test --quiet --test srt_relay_bytes -- --nocapture 2>/dev/null | grep -E '^(run [0-9]|damaged)'

@@ -72,16 +72,9 @@ async fn raw_conclusion(node: &Node, sid: &[u8]) -> Option<i32> {
     sock.send(&handshake(4, 2, 1, 0)).await.unwrap();
     let induction = answer(&sock).await?;
     let cookie = i32::from_be_bytes(induction[44..48].try_into().unwrap());
-    // Conclusion: HSv5 with HSREQ (SRT 1.5.0, TSBPD both ways, 120 ms) and the streamid.
+    // Conclusion: HSv5 with HSREQ and the streamid.
     let mut p = handshake(5, 0x5, -1, cookie);
-    p.extend_from_slice(&[0, 1, 0, 3, 0, 1, 5, 0, 0, 0, 0, 0x3f, 0, 0x78, 0, 0x78]);
-    let mut sid = sid.to_vec();
-    sid.resize(sid.len().div_ceil(4) * 4, 0);
-    p.extend_from_slice(&5u16.to_be_bytes());
-    p.extend_from_slice(&((sid.len() / 4) as u16).to_be_bytes());
-    for w in sid.chunks(4) {
-        p.extend(w.iter().rev());
-    }
+    p.extend_from_slice(&estuary::ingest::front::extensions(sid));
     sock.send(&p).await.unwrap();
     let r = answer(&sock).await?;
     Some(i32::from_be_bytes(r[36..40].try_into().unwrap()))

@@ -332,6 +332,22 @@ fn rejection(request: &[u8]) -> [u8; HANDSHAKE_LEN] {
     r
 }
 
+/// The HSv5 conclusion extensions a libsrt caller sends (HSREQ: SRT 1.5.0, TSBPD both
+/// ways, 120 ms; then the streamid, packed in 32-bit words of reversed bytes and padded
+/// with zeros), for callers written by hand: the tests, which must send what libsrt
+/// refuses to (a streamid over 512 bytes).
+pub fn extensions(sid: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 1, 0, 3, 0, 1, 5, 0, 0, 0, 0, 0xbf, 0, 0x78, 0, 0x78];
+    let mut sid = sid.to_vec();
+    sid.resize(sid.len().div_ceil(4) * 4, 0);
+    p.extend_from_slice(&5u16.to_be_bytes());
+    p.extend_from_slice(&((sid.len() / 4) as u16).to_be_bytes());
+    for w in sid.chunks(4) {
+        p.extend(w.iter().rev());
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,15 +365,7 @@ mod tests {
         p.extend_from_slice(&99i32.to_be_bytes()); // cookie
         p.extend_from_slice(&[127, 0, 0, 1]);
         p.extend_from_slice(&[0; 12]);
-        // HSREQ: version 1.5.0, flags, latencies.
-        p.extend_from_slice(&[0, 1, 0, 3, 0, 1, 5, 0, 0, 0, 0, 0xbf, 0, 0x78, 0, 0x78]);
-        let mut sid = sid.to_vec();
-        sid.resize(sid.len().div_ceil(4) * 4, 0);
-        p.extend_from_slice(&5u16.to_be_bytes());
-        p.extend_from_slice(&((sid.len() / 4) as u16).to_be_bytes());
-        for w in sid.chunks(4) {
-            p.extend(w.iter().rev());
-        }
+        p.extend_from_slice(&extensions(sid));
         p
     }
 
