@@ -48,9 +48,9 @@ fn ffmpeg_to(url: Vec<u8>) -> Command {
 }
 
 /// A raw SRT caller (libsrt and srt-tokio refuse to send a streamid over 512 bytes): the
-/// induction, then a conclusion with `sid`; returns the handshake type of the answer.
-async fn raw_conclusion(node: &Node, sid: &[u8]) -> Option<i32> {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// induction, then a conclusion with `sid` from `sock`; returns the handshake type of the
+/// answer.
+async fn raw_conclusion(node: &Node, sock: &tokio::net::UdpSocket, sid: &[u8]) -> Option<i32> {
     sock.connect(node.srt).await.unwrap();
     let socket_id = 0x2468_ace0u32;
     let handshake = |version: u32, ext: u16, shake: i32, cookie: i32| {
@@ -119,9 +119,17 @@ async fn bad_streamids_are_rejected_at_once_and_counted() {
     // Over 512 bytes: only a hand-made caller sends it; it is answered SRT_REJX_BAD_REQUEST
     // (1400, sent as handshake type 1000 + 1400).
     let start = Instant::now();
-    let shake = raw_conclusion(&node, &[b'a'; 600]).await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let shake = raw_conclusion(&node, &sock, &[b'a'; 600]).await;
     assert_eq!(shake, Some(2400), "600-byte streamid");
     assert!(start.elapsed() < Duration::from_secs(3));
+    // The refusal names the caller's own address, not the front's loopback relay.
+    let me = sock.local_addr().unwrap().to_string();
+    assert!(
+        node.log().contains(&me),
+        "{me} not in the log\n{}",
+        node.log()
+    );
 
     let refused = metric(
         &node,
