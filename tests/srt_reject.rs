@@ -70,13 +70,13 @@ async fn raw_conclusion(node: &Node, sock: &tokio::net::UdpSocket, sid: &[u8]) -
     };
     // Induction (version 4, UDT_DGRAM).
     sock.send(&handshake(4, 2, 1, 0)).await.unwrap();
-    let induction = answer(&sock).await?;
+    let induction = answer(sock).await?;
     let cookie = i32::from_be_bytes(induction[44..48].try_into().unwrap());
     // Conclusion: HSv5 with HSREQ and the streamid.
     let mut p = handshake(5, 0x5, -1, cookie);
     p.extend_from_slice(&estuary::ingest::front::extensions(sid));
     sock.send(&p).await.unwrap();
-    let r = answer(&sock).await?;
+    let r = answer(sock).await?;
     Some(i32::from_be_bytes(r[36..40].try_into().unwrap()))
 }
 
