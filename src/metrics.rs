@@ -19,8 +19,11 @@ pub struct Metrics {
     pub srt_lost_packets: IntCounterVec,
     /// SRT retransmitted packets received, by stream.
     pub srt_retransmits: IntCounterVec,
-    /// SRT packets dropped as too late, by stream.
+    /// SRT packets the receiver discarded, by stream (with too-late drop off: copies that
+    /// came after their packet was delivered, or a full buffer).
     pub srt_dropped_packets: IntCounterVec,
+    /// SRT messages delivered over 50 ms past their play time, by stream.
+    pub srt_late_packets: IntCounterVec,
     /// Streams torn down, by reason.
     pub stream_errors: IntCounterVec,
     /// Parts published, by stream and rendition.
@@ -106,7 +109,12 @@ impl Metrics {
             ),
             srt_dropped_packets: cv(
                 "estuary_srt_dropped_packets_total",
-                "SRT data packets dropped as too late",
+                "SRT data packets the receiver discarded (a retransmitted copy after delivery, or a full buffer)",
+                &["stream"],
+            ),
+            srt_late_packets: cv(
+                "estuary_srt_late_packets_total",
+                "SRT messages delivered over 50 ms past their play time (a retransmission outlasted srt.latency)",
                 &["stream"],
             ),
             stream_errors: cv(

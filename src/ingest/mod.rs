@@ -3,8 +3,10 @@
 //!
 //! A caller's streamid is read before the handshake completes, so an unknown stream, a
 //! wrong or missing passphrase, or a stream that already has a publisher never gets a
-//! connection.
+//! connection. The public UDP socket belongs to [`front`], which answers handshakes
+//! srt-tokio cannot read and relays the rest to srt-tokio's listener on loopback.
 
+pub mod front;
 pub mod rtmp;
 pub mod streamid;
 
@@ -47,10 +49,9 @@ pub struct Ingest {
     metrics: Metrics,
     listener: SrtListener,
     incoming: srt_tokio::SrtIncoming,
-    local: SocketAddr,
-    /// The socket systemd handed over, if any; a rebind takes a fresh duplicate of it
-    /// (the address stays held by the socket unit, so binding it anew would fail).
-    inherited: Option<std::net::UdpSocket>,
+    /// The public socket (bound here or handed over by systemd); srt-tokio listens behind
+    /// it on loopback, so a rebind needs a new loopback socket only.
+    front: front::Front,
     /// Set while the node drains: new publishers are refused at the handshake.
     draining: crate::drain::Drain,
     /// The publish webhook, asked during the handshake when `auth.publish_url` is set.
@@ -86,16 +87,24 @@ impl Ingest {
         inherited: Option<std::net::UdpSocket>,
     ) -> Result<Self, IngestError> {
         let cfg: SharedConfig = cfg.into();
-        let (srt_listen, latency) = (cfg.load().srt.listen, cfg.load().srt.latency);
-        let (listener, incoming, local) = listen(srt_listen, latency, inherited.as_ref()).await?;
+        let (addr, latency) = (cfg.load().srt.listen, cfg.load().srt.latency);
+        let bind_err = |source| IngestError::Bind { addr, source };
+        let public = match inherited {
+            Some(s) => {
+                s.set_nonblocking(true).map_err(bind_err)?;
+                tokio::net::UdpSocket::from_std(s).map_err(bind_err)?
+            }
+            None => tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?,
+        };
+        let (listener, incoming, backend) = srt_listener(latency).await.map_err(bind_err)?;
+        let front = front::Front::start(public, backend, metrics.clone()).map_err(bind_err)?;
         Ok(Self {
             cfg,
             hub,
             metrics,
             listener,
             incoming,
-            local,
-            inherited,
+            front,
             draining: crate::drain::Drain::default(),
             hooks: None,
         })
@@ -113,7 +122,7 @@ impl Ingest {
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.front.local_addr()
     }
 
     /// Accepts publishers until `token` is cancelled, then waits for their sessions to end.
@@ -140,7 +149,7 @@ impl Ingest {
                     }
                 },
             };
-            let remote = req.remote();
+            let remote = self.front.caller(req.remote());
             let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
             let span = tracing::info_span!("publisher", %remote, streamid = %sid);
             permits.follow(self.cfg.load().srt.max_connections);
@@ -247,7 +256,7 @@ impl Ingest {
                             return;
                         }
                     };
-                    session.describe("srt", socket.settings().remote);
+                    session.describe("srt", remote);
                     session.progress().srt.latency_ms.store(
                         socket.settings().recv_tsbpd_latency.as_millis() as u64,
                         std::sync::atomic::Ordering::Relaxed,
@@ -268,16 +277,17 @@ impl Ingest {
         tracker.wait().await;
     }
 
-    /// Binds the listener again on the same address, retrying while the dead listener's
-    /// sessions still hold the port. Returns false when cancelled or out of tries.
+    /// Binds the listener again behind the front. Returns false when cancelled or out of
+    /// tries.
     async fn rebind(&mut self, token: &CancellationToken) -> bool {
         for _ in 0..60 {
             let latency = self.cfg.load().srt.latency;
-            match listen(self.local, latency, self.inherited.as_ref()).await {
-                Ok((listener, incoming, _)) => {
+            match srt_listener(latency).await {
+                Ok((listener, incoming, backend)) => {
                     self.listener = listener;
                     self.incoming = incoming;
-                    tracing::info!(addr = %self.local, "SRT listener bound again");
+                    self.front.set_backend(backend);
+                    tracing::info!(addr = %self.local_addr(), "SRT listener bound again");
                     return true;
                 }
                 Err(e) => tracing::debug!(error = %e, "SRT rebind failed; retrying"),
@@ -287,7 +297,7 @@ impl Ingest {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        tracing::error!(addr = %self.local, "SRT listener could not be bound again");
+        tracing::error!(addr = %self.local_addr(), "SRT listener could not be bound again");
         false
     }
 
@@ -380,28 +390,31 @@ fn refuse(
     });
 }
 
-/// Binds the UDP socket and the SRT listener on it.
-async fn listen(
-    addr: SocketAddr,
+/// Binds srt-tokio's listener on a loopback socket (the front relays to it).
+///
+/// Too-late packet drop is off: a packet whose retransmission outlasts `srt.latency`
+/// delays the stream instead of being skipped. srt-protocol 0.4.4's receive buffer
+/// (`ReceiveBuffer::drop_too_late_packets`) does not skip only the missing packet, as
+/// libsrt does: once the packet after the gap is 5 ms past its play time it drops the
+/// gap and every received packet behind it that is due, and it schedules no wake-up while
+/// the gap heads the buffer, so that next packet is always among them. One late packet
+/// thus cost a run of good ones (a corrupted picture). srt-protocol announces no TLPKTDROP
+/// in its handshake, so libsrt senders never give up on a packet either: every gap is
+/// filled, late at worst (`estuary_srt_late_packets_total`).
+///
+/// # Errors
+/// When the loopback socket cannot be bound.
+pub async fn srt_listener(
     latency: Duration,
-    inherited: Option<&std::net::UdpSocket>,
-) -> Result<(SrtListener, srt_tokio::SrtIncoming, SocketAddr), IngestError> {
-    let bind_err = |source| IngestError::Bind { addr, source };
-    let udp = match inherited {
-        Some(s) => {
-            let s = s.try_clone().map_err(bind_err)?;
-            s.set_nonblocking(true).map_err(bind_err)?;
-            tokio::net::UdpSocket::from_std(s).map_err(bind_err)?
-        }
-        None => tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?,
-    };
-    let local = udp.local_addr().map_err(bind_err)?;
+) -> std::io::Result<(SrtListener, srt_tokio::SrtIncoming, SocketAddr)> {
+    let udp = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let local = udp.local_addr()?;
     let (listener, incoming) = SrtListener::builder()
         .latency(latency)
+        .set(|o| o.receiver.too_late_packet_drop = false)
         .socket(udp)
         .bind(local)
-        .await
-        .map_err(bind_err)?;
+        .await?;
     Ok((listener, incoming, local))
 }
 
@@ -415,6 +428,10 @@ async fn publish(
     token: CancellationToken,
 ) {
     let bytes_ctr = metrics.ingest_bytes.with_label_values(&[name]);
+    let late_ctr = metrics.srt_late_packets.with_label_values(&[name]);
+    // Past its play time by more than this, a message counts as late (the slack covers
+    // scheduling between srt-tokio's task and this one).
+    let late_after = socket.settings().recv_tsbpd_latency + Duration::from_millis(50);
     let mut stats = socket.statistics().clone();
     let (mut lost, mut retrans, mut dropped) = (0u64, 0u64, 0u64);
     let idle = cfg.srt.idle_timeout;
@@ -447,7 +464,12 @@ async fn publish(
                 }
             },
             item = tokio::time::timeout(idle, socket.next()) => match item {
-                Ok(Some(Ok((_, data)))) => {
+                Ok(Some(Ok((sent, data)))) => {
+                    // (srt-tokio gives the sender's time on our clock; play time is that
+                    // plus the latency.)
+                    if sent.elapsed() > late_after {
+                        late_ctr.inc();
+                    }
                     bytes_ctr.inc_by(data.len() as u64);
                     session.push(data);
                 }

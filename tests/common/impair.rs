@@ -20,6 +20,9 @@ pub struct Impairment {
 pub struct Relay {
     /// Where callers connect.
     pub addr: SocketAddr,
+    /// The most a datagram was forwarded later than its drawn delay, in microseconds: a
+    /// starved test process holds datagrams longer than the link would.
+    pub max_late_us: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -46,56 +49,78 @@ impl Rng {
 impl Relay {
     /// Starts a relay to `target` on loopback.
     pub async fn start(target: SocketAddr, imp: Impairment, seed: u64) -> Relay {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let front = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         back.connect(target).await.unwrap();
         let addr = front.local_addr().unwrap();
-        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-        let rng = Arc::new(std::sync::Mutex::new(Rng(seed | 1)));
+        let link = Arc::new(Link {
+            front,
+            back,
+            client: Mutex::default(),
+            rng: std::sync::Mutex::new(Rng(seed | 1)),
+            late: Arc::default(),
+            imp,
+        });
         // Caller -> node.
-        let up = {
-            let (front, back, client, rng) =
-                (front.clone(), back.clone(), client.clone(), rng.clone());
-            tokio::spawn(async move {
+        let up = tokio::spawn({
+            let link = link.clone();
+            async move {
                 let mut buf = vec![0u8; 2048];
-                while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().await = Some(from);
-                    let Some(delay) = pass(&rng, imp) else {
-                        continue;
-                    };
-                    let (back, data) = (back.clone(), buf[..n].to_vec());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = back.send(&data).await;
-                    });
+                while let Ok((n, from)) = link.front.recv_from(&mut buf).await {
+                    *link.client.lock().await = Some(from);
+                    link.forward(&buf[..n], None);
                 }
-            })
-        };
+            }
+        });
         // Node -> caller.
-        let down = {
-            let (front, back, client, rng) =
-                (front.clone(), back.clone(), client.clone(), rng.clone());
-            tokio::spawn(async move {
+        let down = tokio::spawn({
+            let link = link.clone();
+            async move {
                 let mut buf = vec![0u8; 2048];
-                while let Ok(n) = back.recv(&mut buf).await {
-                    let Some(to) = *client.lock().await else {
-                        continue;
-                    };
-                    let Some(delay) = pass(&rng, imp) else {
-                        continue;
-                    };
-                    let (front, data) = (front.clone(), buf[..n].to_vec());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = front.send_to(&data, to).await;
-                    });
+                while let Ok(n) = link.back.recv(&mut buf).await {
+                    if let Some(to) = *link.client.lock().await {
+                        link.forward(&buf[..n], Some(to));
+                    }
                 }
-            })
-        };
+            }
+        });
         Relay {
             addr,
+            max_late_us: link.late.clone(),
             tasks: vec![up, down],
         }
+    }
+}
+
+/// Both sockets and the impairment, shared by the two directions.
+struct Link {
+    front: UdpSocket,
+    back: UdpSocket,
+    client: Mutex<Option<SocketAddr>>,
+    rng: std::sync::Mutex<Rng>,
+    late: Arc<std::sync::atomic::AtomicU64>,
+    imp: Impairment,
+}
+
+impl Link {
+    /// Sends `data` on after its drawn delay (to the node, or to the caller `to`), unless
+    /// it is drawn lost.
+    fn forward(self: &Arc<Self>, data: &[u8], to: Option<SocketAddr>) {
+        let Some(delay) = pass(&self.rng, self.imp) else {
+            return;
+        };
+        let (link, data) = (self.clone(), data.to_vec());
+        let due = tokio::time::Instant::now() + delay;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            let us = due.elapsed().as_micros() as u64;
+            link.late
+                .fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+            let _ = match to {
+                None => link.back.send(&data).await,
+                Some(to) => link.front.send_to(&data, to).await,
+            };
+        });
     }
 }
 
