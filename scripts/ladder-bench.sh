@@ -2,7 +2,8 @@
 # CPU cost of a 3-rung H.264 ladder (720p 2800k, 480p 1200k, 360p 700k; x264 veryfast,
 # zerolatency, 1 s GOP) from one 1080p30 source, in the same run:
 #   (a) Estuary: the source pushed over SRT (stream copy, so the pusher costs ~nothing),
-#       decoded once, scaled and encoded per rung, packaged as CMAF LL-HLS;
+#       decoded once, scaled (480p and 360p from the 720p rung's frames) and encoded per
+#       rung, packaged as CMAF LL-HLS;
 #   (b) ffmpeg: the same file read at real time, decoded once, split, scaled and encoded
 #       with the same x264 settings (rate control included: x264enc's default CBR keeps a
 #       VBV of 0.6 s at the bitrate, so ffmpeg gets -maxrate and -bufsize to match),
