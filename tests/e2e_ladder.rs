@@ -1,6 +1,7 @@
 //! The transcoding ladder end to end: ffmpeg publishes 720p30 over SRT; the node encodes
-//! H.264 and HEVC rungs; ffprobe checks sizes and keyframes; playlists are checked for
-//! codecs, resolutions and aligned segment boundaries. Also a mid-stream source change.
+//! H.264 and HEVC rungs (240p scaled from 360p's frames); ffprobe checks sizes, colour
+//! matrix and keyframes; playlists are checked for codecs, resolutions and aligned
+//! segment boundaries. Also a mid-stream source change.
 
 mod common;
 
@@ -28,6 +29,13 @@ codec = "h264"
 width = 640
 height = 360
 bitrate_kbps = 700
+preset = "ultrafast"
+[[ladder.rungs]]
+name = "240p"
+codec = "h264"
+width = 426
+height = 240
+bitrate_kbps = 400
 preset = "ultrafast"
 [[ladder.rungs]]
 name = "hevc360"
@@ -66,6 +74,16 @@ fn first_frames(path: &std::path::Path) -> Vec<(bool, f64)> {
             Some((k, t))
         })
         .collect()
+}
+
+fn color_space(path: &std::path::Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v"])
+        .args(["-show_entries", "stream=color_space", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn pdt_of(lines: &[Line], msn: u64) -> Option<f64> {
@@ -115,10 +133,12 @@ async fn ladder_rungs_decode_and_line_up() {
     }
     // The 1080p rung is taller than the 720p source: never upscaled, so left out.
     let names: Vec<_> = seen.keys().cloned().collect();
-    assert_eq!(names, ["360p", "480p", "hevc360", "source"]);
+    assert_eq!(names, ["240p", "360p", "480p", "hevc360", "source"]);
     let expect = [
         ("480p", "854x480", "avc1."),
         ("360p", "640x360", "avc1."),
+        // Scaled from the 360p rung's frames, not from the source's.
+        ("240p", "426x240", "avc1."),
         ("hevc360", "640x360", "hvc1."),
     ];
     for (name, res, codec) in expect {
@@ -148,7 +168,7 @@ async fn ladder_rungs_decode_and_line_up() {
 
     // Let a few segments accumulate in every rung.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let rungs = ["480p", "360p", "hevc360"];
+    let rungs = ["480p", "360p", "240p", "hevc360"];
     let mut playlists = Vec::new();
     for r in rungs {
         let pl = parse_playlist(
@@ -157,7 +177,7 @@ async fn ladder_rungs_decode_and_line_up() {
                 .text(),
         );
         let reports = tags(&pl, "EXT-X-RENDITION-REPORT");
-        assert_eq!(reports.len(), 4, "{r} reports its 4 siblings");
+        assert_eq!(reports.len(), 5, "{r} reports its 5 siblings");
         playlists.push(pl);
     }
     // An MSN that every rung lists, past the first (start-up) segment.
@@ -194,7 +214,10 @@ async fn ladder_rungs_decode_and_line_up() {
         );
     }
 
-    for (r, (w, h)) in rungs.iter().zip([(854, 480), (640, 360), (640, 360)]) {
+    for (r, (w, h)) in rungs
+        .iter()
+        .zip([(854, 480), (640, 360), (426, 240), (640, 360)])
+    {
         let init = get(&node.url(&format!("/live/demo/{r}/init.mp4"))).await;
         let seg = get(&node.url(&format!("/live/demo/{r}/{common_msn}.m4s"))).await;
         assert_eq!(seg.status, 200);
@@ -206,6 +229,9 @@ async fn ladder_rungs_decode_and_line_up() {
             probe.starts_with(&format!("{codec},{w},{h},")),
             "{r}: {probe}"
         );
+        // Scaled without a colour-matrix conversion: the untagged 720p source is BT.709 to
+        // GStreamer, and an SD rung keeps that (it was once converted to BT.601).
+        assert_eq!(color_space(&f), "bt709", "{r}");
         // The segment, and so its first part, starts with a keyframe.
         let frames = first_frames(&f);
         assert!(frames.len() >= 25, "{r}: {} frames", frames.len());

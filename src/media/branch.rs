@@ -6,6 +6,7 @@
 //!          tee. ! queue ! avdec ! tee                               (one decode)
 //!                   tee. ! queue(leaky) ! videoscale ! videorate ! capsfilter(raw)
 //!                          ! x264enc|x265enc ! parse ! capsfilter ! cmafmux ! appsink  (per rung)
+//!                   (a smaller rung may scale from a larger rung's frames: see `rungs`)
 //! audio: queue ! aacparse ! capsfilter(raw AAC) ! cmafmux ! appsink ("audio")
 //! ```
 //! Rungs are added when the parser's caps tell the source size, before the first frame.
@@ -24,19 +25,18 @@ use std::{
 use gst::prelude::*;
 
 use super::{MediaConfig, MediaError, MediaEvent, TrackInfo, AUDIO, PASSTHROUGH};
-use crate::{
-    config::{RungCodec, RungConfig},
-    packager::ChunkKind,
-};
+use crate::{config::RungCodec, packager::ChunkKind};
 
 mod chunks;
 mod probes;
+mod rungs;
 mod select;
 mod timing;
 use chunks::{chunks_of, Parts};
 use probes::{
     arrivals_of, drop_until_timestamped, guard_adts, log_arrivals, on_caps, watch_timestamps,
 };
+use rungs::add_rungs;
 pub(super) use select::{take_fallback, Fallback};
 use timing::{chunk_duration, fragment_duration, Track};
 
@@ -336,135 +336,6 @@ fn parsed_caps(codec: RungCodec) -> gst::Caps {
     }
 }
 
-/// The output size of a rung: the source's display aspect inside the rung's box, never
-/// larger than the source, rounded to even numbers. `None` when the rung is taller than
-/// the source.
-pub(crate) fn rung_size(rung: &RungConfig, src: (u32, u32), par: (i32, i32)) -> Option<(u32, u32)> {
-    let (sw, sh) = src;
-    if sw == 0 || sh == 0 || rung.height > sh {
-        return None;
-    }
-    let display_w = sw as f64 * par.0.max(1) as f64 / par.1.max(1) as f64;
-    let scale = (rung.width as f64 / display_w)
-        .min(rung.height as f64 / sh as f64)
-        .min(1.0);
-    let even = |x: f64| ((x / 2.0).round() as u32 * 2).max(16);
-    Some((even(display_w * scale), even(sh as f64 * scale)))
-}
-
-fn add_rungs(
-    ctx: &Ctx,
-    dtee: &gst::Element,
-    caps: &gst::CapsRef,
-    arrivals: &Arrivals,
-    passthrough: bool,
-) -> Result<(), MediaError> {
-    let pipeline = ctx
-        .pipeline
-        .upgrade()
-        .ok_or_else(|| setup("pipeline gone"))?;
-    let s = caps.structure(0).ok_or_else(|| setup("empty caps"))?;
-    let src = (
-        s.get::<i32>("width").unwrap_or(0).max(0) as u32,
-        s.get::<i32>("height").unwrap_or(0).max(0) as u32,
-    );
-    let par = s
-        .get::<gst::Fraction>("pixel-aspect-ratio")
-        .map(|f| (f.numer(), f.denom()))
-        .unwrap_or((1, 1));
-    let ladder = &ctx.cfg.ladder;
-    let mut rungs: Vec<(&RungConfig, (u32, u32))> = ladder
-        .rungs
-        .iter()
-        .filter_map(|r| rung_size(r, src, par).map(|d| (r, d)))
-        .collect();
-    if rungs.is_empty() && !passthrough {
-        // Every rung is taller than the source: make the smallest at the source's size.
-        if let Some(r) = ladder.rungs.iter().min_by_key(|r| r.height) {
-            let fitted = RungConfig {
-                height: src.1,
-                ..r.clone()
-            };
-            if let Some(d) = rung_size(&fitted, src, par) {
-                rungs.push((r, d));
-            }
-        }
-    }
-    for (rung, size) in rungs {
-        tracing::info!(rung = %rung.name, width = size.0, height = size.1, "adding rung");
-        add_rung(ctx, &pipeline, dtee, rung, size, arrivals.clone())?;
-    }
-    Ok(())
-}
-
-fn add_rung(
-    ctx: &Ctx,
-    pipeline: &gst::Pipeline,
-    dtee: &gst::Element,
-    rung: &RungConfig,
-    (w, h): (u32, u32),
-    arrivals: Arrivals,
-) -> Result<(), MediaError> {
-    let r: Arc<str> = Arc::from(rung.name.as_str());
-    // Frames are dropped here, not queued without bound, when the encoder falls behind.
-    let q = queue(Duration::from_millis(500), true)?;
-    let tx = ctx.tx.clone();
-    let rq = r.clone();
-    q.connect("overrun", false, move |_| {
-        let _ = tx.send(MediaEvent::FrameDropped {
-            rendition: rq.clone(),
-        });
-        None
-    });
-    // 10-bit or 4:2:2/4:4:4 sources become 8-bit 4:2:0, which every browser decodes
-    // (passthrough, free, when the decoder already gives I420).
-    let convert = make("videoconvert", None)?;
-    let scale = make("videoscale", None)?;
-    let rate = make("videorate", None)?;
-    rate.set_property("drop-only", true);
-    if let Some(f) = rung.max_fps {
-        rate.set_property_from_str("max-rate", &f.to_string());
-    }
-    let raw = make("capsfilter", None)?;
-    raw.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", w as i32)
-            .field("height", h as i32)
-            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .build(),
-    );
-    let (enc, parser) = match rung.codec {
-        RungCodec::H264 => (make("x264enc", None)?, make("h264parse", None)?),
-        RungCodec::H265 => (make("x265enc", None)?, make("h265parse", None)?),
-    };
-    // Set from strings: x264enc and x265enc declare the same properties with different
-    // integer types, and a typed set of the wrong type panics in glib.
-    enc.set_property_from_str("bitrate", &rung.bitrate_kbps.to_string());
-    enc.set_property_from_str("speed-preset", &rung.preset);
-    enc.set_property_from_str("tune", &rung.tune);
-    // Keyframes come from cmafmux's force-keyunit requests at segment boundaries; the
-    // interval is only a backstop.
-    let fps = rung.max_fps.unwrap_or(60);
-    let kint = ((ctx.cfg.segment_target.as_secs_f64() * 2.0 * fps as f64) as u32).max(1);
-    enc.set_property_from_str("key-int-max", &kint.to_string());
-    if rung.codec == RungCodec::H264 {
-        enc.set_property_from_str("b-adapt", "false");
-        enc.set_property_from_str("bframes", "0");
-    }
-    let out = make("capsfilter", None)?;
-    out.set_property("caps", parsed_caps(rung.codec));
-    let chain = [&q, &convert, &scale, &rate, &raw, &enc, &parser, &out];
-    add_and_link(pipeline, &chain)?;
-    watch_track(ctx, &out, r.clone(), true);
-    let tail = sink_branch(ctx, pipeline, r, true, arrivals)?;
-    out.link(&tail).map_err(setup)?;
-    sync(&chain)?;
-    dtee.link(&q).map_err(setup)?;
-    Ok(())
-}
-
 /// `cmafmux ! appsink` for one rendition; returns the mux to link into.
 fn sink_branch(
     ctx: &Ctx,
@@ -664,55 +535,4 @@ fn track_info(caps: &gst::CapsRef, rendition: &str) -> Option<TrackInfo> {
         channels: s.get::<i32>("channels").ok().map(|c| c as u32),
         audio: rendition == AUDIO,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rung(w: u32, h: u32) -> RungConfig {
-        RungConfig {
-            name: "r".into(),
-            codec: RungCodec::H264,
-            width: w,
-            height: h,
-            max_fps: None,
-            bitrate_kbps: 1000,
-            preset: "veryfast".into(),
-            tune: "zerolatency".into(),
-        }
-    }
-
-    #[test]
-    fn rung_sizes_keep_aspect_and_never_upscale() {
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1920, 1080), (1, 1)),
-            Some((1280, 720))
-        );
-        assert_eq!(
-            rung_size(&rung(854, 480), (1280, 720), (1, 1)),
-            Some((854, 480))
-        );
-        assert_eq!(
-            rung_size(&rung(640, 360), (1280, 720), (1, 1)),
-            Some((640, 360))
-        );
-        // 4:3 source in a 16:9 box: height bound.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1440, 1080), (1, 1)),
-            Some((960, 720))
-        );
-        // Taller than the source: left out.
-        assert_eq!(rung_size(&rung(1920, 1080), (1280, 720), (1, 1)), None);
-        // Same height: kept at the source size.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1280, 720), (1, 1)),
-            Some((1280, 720))
-        );
-        // Anamorphic 1440x1080 with 4:3 pixels displays as 1920x1080.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1440, 1080), (4, 3)),
-            Some((1280, 720))
-        );
-    }
 }
