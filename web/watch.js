@@ -128,6 +128,14 @@
       // buffer ahead: never the case at sub-second latency. keepLatency() does it instead.
       maxLiveSyncPlaybackRate: 1,
       liveDurationInfinity: true,
+      // hls.js moves on to the next segment once the buffer is within this much of a
+      // segment's end, and then picks that segment's first part, skipping parts of the
+      // previous one that were listed but not loaded yet. That happens when a publisher's
+      // muxer sends audio in bursts (ffmpeg: about 230 ms of AAC per PES), so one playlist
+      // update lists a segment's last audio parts and the next one's first: a hole in the
+      // audio buffer and a stall at every such boundary (`e2e_parts100`'s stall log). Our
+      // parts' timestamps are exact, so no tolerance is needed (default 0.25 s).
+      maxFragLookUpTolerance: 0.001,
       backBufferLength: 30,
       enableWorker: true,
       // A manifest 404 (stream not live yet) is retried by scheduleRetry, not hammered.
