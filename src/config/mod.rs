@@ -388,7 +388,7 @@ pub struct HlsConfig {
     pub max_segment: Option<Duration>,
     /// `PART-HOLD-BACK`: how far behind the live edge players hold (hls.js and Safari
     /// take it as their target latency). Default: three part targets, and never under
-    /// 0.5 s ([`crate::packager::playlist::part_hold_back`]).
+    /// 0.75 s ([`crate::packager::playlist::part_hold_back`]).
     #[serde(with = "humantime_serde", default)]
     pub part_hold_back: Option<Duration>,
     /// Number of segments each media playlist lists.

@@ -125,11 +125,15 @@ fn errors_name_the_key() {
         hold("[hls]\npart_hold_back = \"900ms\""),
         Duration::from_millis(900)
     );
-    // The default: three parts, never under half a second.
-    assert_eq!(hold(""), Duration::from_millis(600));
+    // The default: three parts, never under 0.75 s.
+    assert_eq!(hold(""), Duration::from_millis(750));
     assert_eq!(
         hold("[hls]\npart_target = \"100ms\""),
-        Duration::from_millis(500)
+        Duration::from_millis(750)
+    );
+    assert_eq!(
+        hold("[hls]\npart_target = \"500ms\""),
+        Duration::from_millis(1500)
     );
     let e = Config::from_toml("[hls]\nbogus = 1").unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");

@@ -94,10 +94,11 @@ fn server_control(out: &mut String, target: u64, part_hold_back: Duration) {
     );
 }
 
-/// The least buffer a player is told to keep. Three 100 ms parts are 0.3 s, and one
-/// scheduler hiccup of that size stalls hls.js (`e2e_parts100` saw it about one run in
-/// three on a 2-core machine); three 200 ms parts are above it already.
-pub const MIN_PART_HOLD_BACK: Duration = Duration::from_millis(500);
+/// The least buffer a player is told to keep. ffmpeg's CLI muxer sends AAC in PES of
+/// about 230 ms, so an audio part can be published that much after the video beside it;
+/// at 0.5 s hls.js's audio buffer ran down to 16 ms and stalled (`e2e_parts100` in CI,
+/// its stall log). 0.75 s leaves a quarter second more for the player's own hiccups.
+pub const MIN_PART_HOLD_BACK: Duration = Duration::from_millis(750);
 
 /// The default `PART-HOLD-BACK` for a part target: three parts, and at least
 /// [`MIN_PART_HOLD_BACK`].
@@ -370,7 +371,7 @@ mod tests {
 #EXT-X-VERSION:9
 #EXT-X-TARGETDURATION:1
 #EXT-X-PART-INF:PART-TARGET=0.200
-#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.0,PART-HOLD-BACK=0.600
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.0,PART-HOLD-BACK=0.750
 #EXT-X-MEDIA-SEQUENCE:0
 #EXT-X-DISCONTINUITY-SEQUENCE:0
 #EXT-X-MAP:URI=\"init.mp4\"
