@@ -265,34 +265,26 @@ mod tests {
 
     #[test]
     fn rung_sizes_keep_aspect_and_never_upscale() {
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1920, 1080), (1, 1)),
-            Some((1280, 720))
-        );
-        assert_eq!(
-            rung_size(&rung(854, 480), (1280, 720), (1, 1)),
-            Some((854, 480))
-        );
-        assert_eq!(
-            rung_size(&rung(640, 360), (1280, 720), (1, 1)),
-            Some((640, 360))
-        );
-        // 4:3 source in a 16:9 box: height bound.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1440, 1080), (1, 1)),
-            Some((960, 720))
-        );
-        // Taller than the source: left out.
-        assert_eq!(rung_size(&rung(1920, 1080), (1280, 720), (1, 1)), None);
-        // Same height: kept at the source size.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1280, 720), (1, 1)),
-            Some((1280, 720))
-        );
-        // Anamorphic 1440x1080 with 4:3 pixels displays as 1920x1080.
-        assert_eq!(
-            rung_size(&rung(1280, 720), (1440, 1080), (4, 3)),
-            Some((1280, 720))
-        );
+        // (rung box, source size, pixel aspect, expected size)
+        let cases = [
+            ((1280, 720), (1920, 1080), (1, 1), Some((1280, 720))),
+            ((854, 480), (1280, 720), (1, 1), Some((854, 480))),
+            ((640, 360), (1280, 720), (1, 1), Some((640, 360))),
+            // 4:3 source in a 16:9 box: height bound.
+            ((1280, 720), (1440, 1080), (1, 1), Some((960, 720))),
+            // Taller than the source: left out.
+            ((1920, 1080), (1280, 720), (1, 1), None),
+            // Same height: kept at the source size.
+            ((1280, 720), (1280, 720), (1, 1), Some((1280, 720))),
+            // Anamorphic 1440x1080 with 4:3 pixels displays as 1920x1080.
+            ((1280, 720), (1440, 1080), (4, 3), Some((1280, 720))),
+        ];
+        for ((w, h), src, par, want) in cases {
+            assert_eq!(
+                rung_size(&rung(w, h), src, par),
+                want,
+                "{w}x{h} from {src:?}"
+            );
+        }
     }
 }
