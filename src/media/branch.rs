@@ -38,7 +38,7 @@ use probes::{
 };
 use rungs::add_rungs;
 pub(super) use select::{take_fallback, Fallback};
-use timing::{chunk_duration, fragment_duration, AudioSegments, Track, AUDIO_FRAGMENT};
+use timing::{chunk_duration, fragment_duration, Track};
 
 /// What every branch builder needs.
 #[derive(Clone)]
@@ -345,6 +345,10 @@ fn sink_branch(
     arrivals: Arrivals,
 ) -> Result<gst::Element, MediaError> {
     let mux = make("cmafmux", Some(&format!("mux-{rendition}")))?;
+    mux.set_property(
+        "fragment-duration",
+        fragment_duration(ctx.cfg.part_target, ctx.cfg.segment_target).as_nanos() as u64,
+    );
     let track = if *rendition == *AUDIO {
         Track::Audio
     } else if force_keyunit {
@@ -352,11 +356,6 @@ fn sink_branch(
     } else {
         Track::Passthrough
     };
-    let fragment = match track {
-        Track::Audio => AUDIO_FRAGMENT,
-        _ => fragment_duration(ctx.cfg.part_target, ctx.cfg.segment_target),
-    };
-    mux.set_property("fragment-duration", fragment.as_nanos() as u64);
     mux.set_property(
         "chunk-duration",
         chunk_duration(ctx.cfg.part_target, track).as_nanos() as u64,
@@ -383,8 +382,6 @@ fn sink_branch(
     // A passthrough's chunks are joined into parts here; the others' are parts already.
     let parts = (track == Track::Passthrough)
         .then(|| Arc::new(std::sync::Mutex::new(Parts::new(ctx.cfg.part_target))));
-    let mut audio = (track == Track::Audio)
-        .then(|| AudioSegments::new(ctx.cfg.part_target, ctx.cfg.segment_target));
     let (eos_parts, eos_tx) = (parts.clone(), tx.clone());
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -412,9 +409,6 @@ fn sink_branch(
                         };
                         Some(Duration::from_nanos(rt.nseconds()))
                     });
-                    if let Some(a) = audio.as_mut() {
-                        chunk.kind = a.kind(chunk.kind, chunk.pts);
-                    }
                     if let (Some(pts), ChunkKind::SegmentStart | ChunkKind::PartStart) =
                         (chunk.pts, chunk.kind)
                     {

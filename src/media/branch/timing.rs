@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use crate::packager::ChunkKind;
-
 /// What a video chunk is shortened by, so cmafmux closes it on the first frame past it.
 ///
 /// cmafmux (gst-plugin-fmp4 0.14, `check_stream_filled`) finishes a chunk only once it
@@ -56,63 +54,6 @@ pub(super) fn fragment_duration(part_target: Duration, segment_target: Duration)
     segment_target.saturating_sub(NUDGE * parts)
 }
 
-/// The fragment duration of the audio rendition's cmafmux: longer than any stream, so
-/// cmafmux never ends an audio fragment itself (it would cut the chunk that crosses the
-/// fragment's end short) and [`AudioSegments`] starts the segments instead.
-pub(super) const AUDIO_FRAGMENT: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Where the audio rendition's segments start. AAC frames never tile a segment (1 s is
-/// 46.875 frames at 48 kHz), so a fragment cut at the segment target ends in a short
-/// chunk: at 100 ms parts, two frames (43 ms) after eleven chunks of four. hls.js skips
-/// such a tail part when a playlist update lists it together with the next segment's
-/// first part (ffmpeg's CLI sends ~230 ms of audio per PES), and the 43 ms hole in the
-/// audio buffer stalls playback. So every audio chunk is whole, and a segment starts at
-/// the chunk nearest each segment-target step after the first chunk: segments are a
-/// chunk longer or shorter than the target (0.94 or 1.02 s at 100 ms parts and 48 kHz),
-/// stay within half a chunk of the video's, and no part is short.
-pub(super) struct AudioSegments {
-    segment: Duration,
-    half_chunk: Duration,
-    /// The PTS the steps count from, and the last step a segment started at.
-    grid: Option<(Duration, u128)>,
-}
-
-impl AudioSegments {
-    pub(super) fn new(part_target: Duration, segment_target: Duration) -> Self {
-        AudioSegments {
-            segment: segment_target.max(Duration::from_millis(1)),
-            half_chunk: chunk_duration(part_target, Track::Audio) / 2,
-            grid: None,
-        }
-    }
-
-    /// The kind a chunk of cmafmux's `kind` starting at `pts` (running time) has in the
-    /// playlist. An init, or a fragment cmafmux started itself (after an init, or a year
-    /// on), starts the steps again.
-    pub(super) fn kind(&mut self, kind: ChunkKind, pts: Option<Duration>) -> ChunkKind {
-        let Some(pts) = pts else { return kind };
-        match (kind, self.grid) {
-            (ChunkKind::Init, _) => {
-                self.grid = None;
-                kind
-            }
-            (ChunkKind::PartStart, Some((origin, step))) if pts >= origin => {
-                let now = (pts - origin + self.half_chunk).as_nanos() / self.segment.as_nanos();
-                if now > step {
-                    self.grid = Some((origin, now));
-                    ChunkKind::SegmentStart
-                } else {
-                    ChunkKind::PartStart
-                }
-            }
-            _ => {
-                self.grid = Some((pts, 0));
-                ChunkKind::SegmentStart
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,65 +97,5 @@ mod tests {
             // boundary as without the nudge, at 60 fps too.
             assert!(NUDGE * (seg / part) as u32 * 60 < Duration::from_secs(1));
         }
-    }
-
-    #[test]
-    fn audio_segments_are_whole_chunks_near_each_step() {
-        // 100 ms parts, 1 s segments, 48 kHz: chunks of four AAC frames (85.3 ms).
-        let part = Duration::from_millis(100);
-        let chunk = Duration::from_nanos(4 * 1024 * 1_000_000_000 / 48_000);
-        let mut a = AudioSegments::new(part, Duration::from_secs(1));
-        let origin = Duration::from_secs(3600);
-        let mut starts = Vec::new();
-        for i in 0..120u32 {
-            let cmaf = if i == 0 {
-                ChunkKind::SegmentStart
-            } else {
-                ChunkKind::PartStart
-            };
-            if a.kind(cmaf, Some(origin + chunk * i)) == ChunkKind::SegmentStart {
-                starts.push(i);
-            }
-        }
-        // Each segment start is the chunk nearest a whole second.
-        assert_eq!(starts.len(), 11, "{starts:?}");
-        for (n, &i) in starts.iter().enumerate() {
-            let off = (chunk * i).as_secs_f64() - n as f64;
-            assert!(
-                off.abs() <= chunk.as_secs_f64() / 2.0,
-                "segment {n} at chunk {i}"
-            );
-        }
-        assert!(starts.windows(2).all(|w| matches!(w[1] - w[0], 11 | 12)));
-        // An init starts over; so does a fragment cmafmux starts, and a jump back in time.
-        assert_eq!(a.kind(ChunkKind::Init, None), ChunkKind::Init);
-        assert_eq!(a.kind(ChunkKind::Init, Some(origin)), ChunkKind::Init);
-        let t = origin + Duration::from_secs(500);
-        assert_eq!(
-            a.kind(ChunkKind::PartStart, Some(t)),
-            ChunkKind::SegmentStart
-        );
-        assert_eq!(
-            a.kind(ChunkKind::PartStart, Some(t + chunk)),
-            ChunkKind::PartStart
-        );
-        assert_eq!(
-            a.kind(ChunkKind::SegmentStart, Some(t + chunk * 2)),
-            ChunkKind::SegmentStart
-        );
-        assert_eq!(
-            a.kind(ChunkKind::PartStart, Some(t)),
-            ChunkKind::SegmentStart
-        );
-        // A gap of several seconds in the audio starts a segment at the chunk after it.
-        let later = t + Duration::from_secs(7);
-        assert_eq!(
-            a.kind(ChunkKind::PartStart, Some(later)),
-            ChunkKind::SegmentStart
-        );
-        assert_eq!(
-            a.kind(ChunkKind::PartStart, Some(later + chunk)),
-            ChunkKind::PartStart
-        );
     }
 }
