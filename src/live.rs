@@ -611,6 +611,7 @@ impl LiveStream {
                 .map(|s| s.pdt + s.duration),
             hint: Some(seg.next_part_uri()),
             part_published: None,
+            previous: Default::default(),
         };
         self.entry.publish(name, view);
     }

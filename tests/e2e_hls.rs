@@ -173,6 +173,25 @@ async fn publish_play_blocking_reload_preload_and_delta() {
         "blocking reload returned a playlist without {hinted}"
     );
     assert!(waited < Duration::from_secs(3), "blocked {waited:?}");
+    // Each `_HLS_msn`/`_HLS_part` URL has one answer: the playlist as that part was
+    // published, byte for byte, even once later parts exist (the node keeps the last few).
+    // Asked again right after the next part appeared, the same URL answers the same.
+    let mut same = false;
+    for _ in 0..3 {
+        let lines = parse_playlist(&get(&url).await.text());
+        let (m, p) = next_part_target(&lines);
+        let first = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
+        let (m2, p2) = next_part_target(&parse_playlist(&first.text()));
+        let later = get(&format!("{url}?_HLS_msn={m2}&_HLS_part={p2}")).await;
+        let again = get(&format!("{url}?_HLS_msn={m}&_HLS_part={p}")).await;
+        assert_eq!((first.status, later.status, again.status), (200, 200, 200));
+        assert_ne!(later.body, first.body);
+        if again.body == first.body {
+            same = true;
+            break;
+        }
+    }
+    assert!(same, "a blocking reload URL answered with a later playlist");
 
     // Preload hint: GET the hinted part before it exists; it arrives complete. Every hint
     // names a part that will exist, whether or not a segment ends before it.

@@ -68,7 +68,8 @@
     // What each stall looked like (the last 20): when, where, the buffer per track and
     // the last media loaded, so a stall can be told from a late part or a slow decoder.
     stallLog: [],
-    lastLoaded: {},
+    // The last few fragments or parts loaded per track (type), oldest first.
+    recentLoads: {},
     playing: false,
     startedAt: 0,
   };
@@ -128,14 +129,6 @@
       // buffer ahead: never the case at sub-second latency. keepLatency() does it instead.
       maxLiveSyncPlaybackRate: 1,
       liveDurationInfinity: true,
-      // hls.js moves on to the next segment once the buffer is within this much of a
-      // segment's end, and then picks that segment's first part, skipping parts of the
-      // previous one that were listed but not loaded yet. That happens when a publisher's
-      // muxer sends audio in bursts (ffmpeg: about 230 ms of AAC per PES), so one playlist
-      // update lists a segment's last audio parts and the next one's first: a hole in the
-      // audio buffer and a stall at every such boundary (`e2e_parts100`'s stall log). Our
-      // parts' timestamps are exact, so no tolerance is needed (default 0.25 s).
-      maxFragLookUpTolerance: 0.001,
       backBufferLength: 30,
       enableWorker: true,
       // A manifest 404 (stream not live yet) is retried by scheduleRetry, not hammered.
@@ -167,12 +160,16 @@
     hls.on(Hls.Events.FRAG_LOADED, (_e, data) => {
       if (data.frag) {
         const f = data.frag;
-        stats.lastLoaded[f.type] = {
+        const p = data.part || f;
+        const recent = (stats.recentLoads[f.type] = stats.recentLoads[f.type] || []);
+        if (recent.length >= 8) recent.shift();
+        recent.push({
           sn: f.sn,
           part: data.part ? data.part.index : null,
-          end: +((data.part || f).start + (data.part || f).duration).toFixed(3),
+          start: +p.start.toFixed(3),
+          end: +(p.start + p.duration).toFixed(3),
           at: Date.now(),
-        };
+        });
       }
       if (data.frag && data.frag.type !== "main") return;
       if (data.part) stats.partsLoaded += 1;
@@ -344,7 +341,7 @@
       currentTime: +video.currentTime.toFixed(3),
       latency: liveLatency(),
       buffered: trackBuffers(),
-      lastLoaded: JSON.parse(JSON.stringify(stats.lastLoaded)),
+      recentLoads: JSON.parse(JSON.stringify(stats.recentLoads)),
     });
   });
   /** Buffered ranges of the element, as text, and hls.js's forward buffer per track. */

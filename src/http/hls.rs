@@ -250,7 +250,7 @@ async fn media_playlist(
         );
     }
     if view.has(msn, d.part) {
-        return playlist_response(pick(&view), true, carry);
+        return playlist_response(pick(&view.first_with(msn, d.part)), true, carry);
     }
     // "the server SHOULD hold the request ... for up to three times the Target Duration";
     // past that it answers 503.
@@ -268,7 +268,10 @@ async fn media_playlist(
         .with_label_values(&["playlist"])
         .observe(started.elapsed().as_secs_f64());
     match r {
-        Ok(Ok(v)) => playlist_response(pick(&v), true, carry),
+        Ok(Ok(v)) => {
+            let v = v.clone().first_with(msn, d.part);
+            playlist_response(pick(&v), true, carry)
+        }
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "blocking_timeout",

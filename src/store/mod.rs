@@ -5,8 +5,8 @@
 //! tier fills the same store from an origin (the [`ObjectStore`] trait is the seam).
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, RwLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -170,7 +170,13 @@ pub struct RenditionView {
     /// [`StreamEntry::publish`], the moment parked requests for it are released (the
     /// parked-request benchmark measures release latency from it).
     pub part_published: Option<std::time::SystemTime>,
+    /// The view published before this one, while the entry still keeps it (the last
+    /// [`KEPT_VIEWS`]): see [`RenditionView::first_with`].
+    pub previous: Weak<RenditionView>,
 }
+
+/// How many of a rendition's latest views stay reachable from the newest one.
+pub const KEPT_VIEWS: usize = 4;
 
 impl RenditionView {
     /// Whether the playlist already holds part (msn, part) (or a later one), which is what
@@ -184,12 +190,39 @@ impl RenditionView {
             Some(p) => lm > msn || (lm == msn && lp >= p),
         }
     }
+
+    /// The earliest kept view that holds part (msn, part): the playlist as it was when
+    /// that part was published, which is what a blocking reload for it gets. A burst of
+    /// parts (ffmpeg's CLI sends ~230 ms of audio per PES) is published part by part, and
+    /// a player waiting for the first of them then learns of each in turn; answered with
+    /// the newest playlist, it would learn of a segment's last part and the next segment's
+    /// first at once, and hls.js then loads the second and skips the first (a hole in its
+    /// audio buffer and a stall). It also makes the answer to each `_HLS_msn`/`_HLS_part`
+    /// URL the same for every client, whenever it asks.
+    pub fn first_with(self: &Arc<Self>, msn: u64, part: Option<u64>) -> Arc<Self> {
+        let mut v = self.clone();
+        for _ in 0..KEPT_VIEWS {
+            match v.previous.upgrade() {
+                Some(p) if p.has(msn, part) => v = p,
+                _ => break,
+            }
+        }
+        v
+    }
+}
+
+/// One rendition's views: the newest for subscribers, and the last few kept alive for
+/// [`RenditionView::first_with`].
+#[derive(Debug)]
+struct Rendition {
+    tx: watch::Sender<Arc<RenditionView>>,
+    kept: Mutex<VecDeque<Arc<RenditionView>>>,
 }
 
 /// One stream's live state.
 #[derive(Debug)]
 pub struct StreamEntry {
-    renditions: RwLock<BTreeMap<String, watch::Sender<Arc<RenditionView>>>>,
+    renditions: RwLock<BTreeMap<String, Rendition>>,
     multivariant: watch::Sender<Option<Bytes>>,
 }
 
@@ -203,29 +236,39 @@ impl StreamEntry {
 
     /// Publishes a rendition's new view, stamping when its latest part appeared.
     pub fn publish(&self, rendition: &str, mut view: RenditionView) {
-        let existing = self
-            .renditions
-            .read()
-            .expect("not poisoned")
-            .get(rendition)
-            .cloned();
-        view.part_published = match &existing {
-            Some(tx) if tx.borrow().last == view.last => tx.borrow().part_published,
-            _ => view.last.map(|_| std::time::SystemTime::now()),
+        let renditions = self.renditions.read().expect("not poisoned");
+        let Some(r) = renditions.get(rendition) else {
+            drop(renditions);
+            view.part_published = view.last.map(|_| std::time::SystemTime::now());
+            let view = Arc::new(view);
+            let r = Rendition {
+                tx: watch::channel(view.clone()).0,
+                kept: Mutex::new(VecDeque::from([view])),
+            };
+            self.renditions
+                .write()
+                .expect("not poisoned")
+                .insert(rendition.to_owned(), r);
+            return;
         };
-        let view = Arc::new(view);
-        match existing {
-            Some(tx) => {
-                tx.send_replace(view);
-            }
-            None => {
-                let (tx, _) = watch::channel(view);
-                self.renditions
-                    .write()
-                    .expect("not poisoned")
-                    .insert(rendition.to_owned(), tx);
-            }
+        {
+            let before = r.tx.borrow();
+            view.part_published = if before.last == view.last {
+                before.part_published
+            } else {
+                view.last.map(|_| std::time::SystemTime::now())
+            };
+            view.previous = Arc::downgrade(&before);
         }
+        let view = Arc::new(view);
+        {
+            let mut kept = r.kept.lock().expect("not poisoned");
+            if kept.len() >= KEPT_VIEWS {
+                kept.pop_front();
+            }
+            kept.push_back(view.clone());
+        }
+        r.tx.send_replace(view);
     }
 
     /// Subscribes to a rendition.
@@ -234,7 +277,7 @@ impl StreamEntry {
             .read()
             .expect("not poisoned")
             .get(name)
-            .map(watch::Sender::subscribe)
+            .map(|r| r.tx.subscribe())
     }
 
     /// The latest view of a rendition.
@@ -243,7 +286,7 @@ impl StreamEntry {
             .read()
             .expect("not poisoned")
             .get(name)
-            .map(|tx| tx.borrow().clone())
+            .map(|r| r.tx.borrow().clone())
     }
 
     /// Names of the renditions.
@@ -384,6 +427,32 @@ mod tests {
         assert_eq!(e.view("v").unwrap().part_published, Some(first));
         e.publish("v", view(vec![(4, 5)], Some((5, 2))));
         assert!(e.view("v").unwrap().part_published.unwrap() > first);
+    }
+
+    #[test]
+    fn a_blocking_reload_gets_the_view_its_part_was_published_in() {
+        let e = StreamEntry::new();
+        // Parts 5.0..=5.2, then segment 5 closes with 6.0, all before the waiter looks.
+        for open in [(5, 1), (5, 2), (5, 3)] {
+            e.publish("a", view(vec![(4, 5)], Some(open)));
+        }
+        e.publish("a", view(vec![(4, 5), (5, 3)], Some((6, 1))));
+        let newest = e.view("a").unwrap();
+        assert_eq!(newest.first_with(5, Some(1)).last, Some((5, 1)));
+        assert_eq!(newest.first_with(5, Some(2)).last, Some((5, 2)));
+        // Segment 5 whole, or a part index past its end: the view that closed it.
+        assert_eq!(newest.first_with(5, None).last, Some((6, 0)));
+        assert_eq!(newest.first_with(5, Some(3)).last, Some((6, 0)));
+        assert_eq!(newest.first_with(6, Some(0)).last, Some((6, 0)));
+        // Only the last KEPT_VIEWS stay reachable: older parts get the oldest one kept.
+        for n in 2..=6 {
+            e.publish("a", view(vec![(4, 5), (5, 3)], Some((6, n))));
+        }
+        let newest = e.view("a").unwrap();
+        // The newest is 6.5; the oldest kept is KEPT_VIEWS - 1 parts before it.
+        let oldest_kept = (6, 5 - (KEPT_VIEWS as u64 - 1));
+        assert_eq!(newest.first_with(5, Some(1)).last, Some(oldest_kept));
+        assert_eq!(newest.first_with(6, Some(5)).last, Some((6, 5)));
     }
 
     #[test]

@@ -292,6 +292,7 @@ impl Window {
             last_pdt,
             hint: self.header.hint.clone().filter(|_| !self.header.ended),
             part_published: None,
+            previous: Default::default(),
         }
     }
 }
