@@ -4,7 +4,10 @@
 //! seconds. Each behaves as hls.js does at the live edge: one blocking playlist reload
 //! (`_HLS_msn`/`_HLS_part` of the next part) and one GET of the preload-hinted part
 //! outstanding at a time. It prints parts fetched, errors by status, players that went
-//! without a new part for longer than three part targets, and the wait for hinted parts.
+//! without a new part for longer than three part targets, parts skipped (listed in a
+//! reload past the part the player fetched last) and the wait for hinted parts. On
+//! stderr, one `error_at UNIX_SECS WHAT` line per error and one `skip_at UNIX_SECS N` line
+//! per skip, so a caller can tell when they happened (`scripts/soak.sh` does).
 //!
 //! `hls_load parked` parks thousands of blocking reloads and preload-hint GETs on one
 //! node at once and times their release from the node's publication of the part (see
@@ -22,7 +25,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context, Result};
@@ -170,6 +173,7 @@ struct Stats {
     part_bytes: AtomicU64,
     reloads: AtomicU64,
     stalls: AtomicU64,
+    skipped: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Milliseconds each hinted part GET waited.
     part_waits: Mutex<Vec<u32>>,
@@ -177,8 +181,40 @@ struct Stats {
 
 impl Stats {
     fn error(&self, what: String) {
+        eprintln!("error_at {:.3} {what}", unix_now());
         *self.errors.lock().unwrap().entry(what).or_default() += 1;
     }
+
+    fn skip(&self, n: u64) {
+        eprintln!("skip_at {:.3} {n}", unix_now());
+        self.skipped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Parts a media playlist lists after part `part` of segment `msn`: the ones a player
+/// that fetched that part and jumps to this playlist's preload hint never gets.
+fn parts_after(playlist: &str, msn: u64, part: u64) -> u64 {
+    let (mut cur, mut idx, mut n) = (None::<u64>, 0, 0);
+    for line in playlist.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            cur = v.trim().parse().ok();
+        } else if line.starts_with("#EXT-X-PART:") {
+            if cur.is_some_and(|m| (m, idx) > (msn, part)) {
+                n += 1;
+            }
+            idx += 1;
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            cur = cur.map(|m| m + 1);
+            idx = 0;
+        }
+    }
+    n
 }
 
 async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
@@ -225,7 +261,13 @@ async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
         }
         match pl {
             Ok((200, _, text)) => match next_of(&text) {
-                Ok(n) => next = n,
+                Ok(n) => {
+                    let skipped = parts_after(&text, next.msn, next.part);
+                    if skipped > 0 {
+                        stats.skip(skipped);
+                    }
+                    next = n;
+                }
                 Err(e) => return stats.error(format!("playlist: {e}")),
             },
             Ok((s, _, _)) => {
@@ -277,6 +319,7 @@ async fn play(url: String, players: usize, secs: u64, h2: bool, ramp: usize) -> 
     println!("part_bytes {}", stats.part_bytes.load(Ordering::Relaxed));
     println!("reloads {}", stats.reloads.load(Ordering::Relaxed));
     println!("stalls {}", stats.stalls.load(Ordering::Relaxed));
+    println!("skipped {}", stats.skipped.load(Ordering::Relaxed));
     println!(
         "part_wait_ms p50 {} p99 {} max {}",
         pct(&waits, 0.5),
