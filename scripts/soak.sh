@@ -15,8 +15,8 @@
 # Client errors and skipped parts are split into those inside a reconnect window and
 # those outside: a window runs from WINDOW_GRACE seconds before the publisher's ffmpeg
 # exits until WINDOW_GRACE seconds after the node publishes new parts again (the
-# publisher is away meanwhile, so players may miss parts there); the publisher's last
-# exit, at the end of the run, opens a window that does not close.
+# publisher is away meanwhile, so players may miss parts there). The publisher outlasts
+# the clients, so the run's end is no window.
 #
 # Usage: scripts/soak.sh [MINUTES]   (default 60; env RECONNECT_MIN=5 or RECONNECT_SECS,
 #                                      WARMUP_MIN=5 SAMPLE_SECS=30 CHAT_RATE=20
@@ -63,8 +63,9 @@ publish() {
     -f lavfi -i sine -t "$1" -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M \
     -c:a aac -f mpegts "srt://$srt?streamid=soak" || true
 }
+# It outlasts the clients by 15 s, so the run's end is no reconnect window.
 (
-  end=$((SECONDS + SECS))
+  end=$((SECONDS + SECS + 15))
   span() { local left=$((end - SECONDS)); echo $((left < RECONNECT_SECS ? left : RECONNECT_SECS)); }
   publish "$(span)"
   echo "down $(now)" >> "$dir/windows.txt"
@@ -100,7 +101,7 @@ ws=$!
 printf '%6s %8s %9s %10s %10s %6s %7s %11s %8s\n' min rss_MB cache_MB heap_live heap_resid fds threads publishers parts
 warm_rss=""
 start=$SECONDS
-while [ $((SECONDS - start)) -lt "$SECS" ]; do
+while [ $((SECONDS - start + SAMPLE_SECS)) -le "$SECS" ]; do
   sleep "$SAMPLE_SECS"
   m=$(( (SECONDS - start) / 60 ))
   r=$(rss)
@@ -116,18 +117,20 @@ sleep 5
 echo
 echo "RSS after warm-up ${warm_rss:-?} MB, at the end ${last_rss} MB"
 [ -n "$warm_rss" ] && awk -v a="$warm_rss" -v b="$last_rss" 'BEGIN { printf "RSS drift %.1f %%\n", 100 * (b - a) / a }'
-echo "fds before load $fd_base, after the clients left $(fds)"
+echo "fds before load $fd_base, after the clients left $(fds); RSS then $(rss) MB"
 for f in hls-source hls-rung; do echo "== $f"; cat "$dir/$f.txt"; done
 echo "== websocket"; cat "$dir/ws.txt"; grep -v '^connected' "$dir/ws.err" | head -3 || true
 # Client errors and skips inside / outside the reconnect windows.
 echo "== reconnect windows (from ${WINDOW_GRACE} s before the publisher left to ${WINDOW_GRACE} s after parts came back)"
 cat "$dir"/hls-*.err 2>/dev/null | awk -v g="$WINDOW_GRACE" '
   FILENAME == ARGV[1] { if ($1 == "down") d[++n] = $2; else if ($1 == "up") u[n] = $2; next }
-  { w = 0; for (i = 1; i <= n; i++) if ($2 >= d[i] - g && (!(i in u) || $2 <= u[i] + g)) w = 1 }
-  $1 == "error_at" { if (w) ein++; else { eout++; $1 = ""; print "outside a window: error" $0 } }
-  $1 == "skip_at" { if (w) skin += $3; else { skout += $3; print "outside a window: skipped " $3 " at " $2 } }
+  { w = 0; for (i = 1; i <= n; i++) if ($2 >= d[i] - g && (!(i in u) || $2 <= u[i] + g)) w = i }
+  $1 == "error_at" { if (w) { ein++; we[w]++ } else { eout++; $1 = ""; if (eout <= 20) print "error outside a window:" $0 } }
+  $1 == "skip_at" { if (w) { skin += $3; ws[w] += $3 } else skout += $3 }
   END {
-    for (i = 1; i <= n; i++) printf "window %d: publisher left %s, parts back %s\n", i, d[i], (i in u) ? sprintf("after %.1f s", u[i] - d[i]) : "(end of run)"
+    for (i = 1; i <= n; i++)
+      printf "window %d: publisher left at %s, parts back %s; client errors %d, parts skipped %d\n", i, d[i],
+        (i in u) ? sprintf("%.1f s later", u[i] - d[i]) : "(the end of the run)", we[i], ws[i]
     printf "client errors: %d inside the windows, %d outside\n", ein, eout
-    printf "parts skipped: %d inside the windows, %d outside\n", skin, skout
-  }' "$dir/windows.txt" - | tail -40
+    printf "parts skipped (a reload listed parts past the one the player had; it jumped to the new hint): %d inside, %d outside\n", skin, skout
+  }' "$dir/windows.txt" -
