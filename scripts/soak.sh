@@ -17,6 +17,10 @@
 # exits until WINDOW_GRACE seconds after the node publishes new parts again (the
 # publisher is away meanwhile, so players may miss parts there). The publisher outlasts
 # the clients, so the run's end is no window.
+# Besides RSS drift it prints the drift of RSS minus the media cache (the cache's size
+# moves with the media, by design) and splits that into the Rust heap's live bytes
+# besides the cache, what jemalloc keeps resident beyond them, and the rest (GStreamer's
+# glibc heap, stacks, code).
 #
 # Usage: scripts/soak.sh [MINUTES]   (default 60; env RECONNECT_MIN=5 or RECONNECT_SECS,
 #                                      WARMUP_MIN=5 SAMPLE_SECS=30 CHAT_RATE=20
@@ -63,9 +67,10 @@ publish() {
     -f lavfi -i sine -t "$1" -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M \
     -c:a aac -f mpegts "srt://$srt?streamid=soak" || true
 }
-# It outlasts the clients by 15 s, so the run's end is no reconnect window.
+# It outlasts the clients (they start once the playlist is up, which may take up to 30 s
+# on a loaded machine), so the run's end is no reconnect window.
 (
-  end=$((SECONDS + SECS + 15))
+  end=$((SECONDS + SECS + 45))
   span() { local left=$((end - SECONDS)); echo $((left < RECONNECT_SECS ? left : RECONNECT_SECS)); }
   publish "$(span)"
   echo "down $(now)" >> "$dir/windows.txt"
@@ -99,24 +104,33 @@ target/ws_load/release/ws_load run --addr "$http" --stream soak --clients 1000 \
 ws=$!
 
 printf '%6s %8s %9s %10s %10s %6s %7s %11s %8s\n' min rss_MB cache_MB heap_live heap_resid fds threads publishers parts
-warm_rss=""
+warm_rss="" warm="" last=""
 start=$SECONDS
 while [ $((SECONDS - start + SAMPLE_SECS)) -le "$SECS" ]; do
   sleep "$SAMPLE_SECS"
   m=$(( (SECONDS - start) / 60 ))
-  r=$(rss)
-  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r
-  printf '%6d %8d %9d %10d %10d %6d %7d %11s %8s\n' "$m" "$r" "$(( $(metric estuary_cache_bytes) / 1048576 ))" \
-    "$(( $(metric estuary_heap_allocated_bytes) / 1048576 ))" "$(( $(metric estuary_heap_resident_bytes) / 1048576 ))" "$(fds)" "$(threads)" \
+  r=$(rss) c=$(( $(metric estuary_cache_bytes) / 1048576 ))
+  hl=$(( $(metric estuary_heap_allocated_bytes) / 1048576 )) hr=$(( $(metric estuary_heap_resident_bytes) / 1048576 ))
+  last="$r $c $hl $hr"
+  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r warm=$last
+  printf '%6d %8d %9d %10d %10d %6d %7d %11s %8s\n' "$m" "$r" "$c" "$hl" "$hr" "$(fds)" "$(threads)" \
     "$(metric estuary_publishers_active)" "$(metric estuary_parts_published_total)"
 done
-last_rss=$(rss)
+last_rss=${last%% *}
 wait $ws || true
 for _ in $(seq 60); do [ -z "$(jobs -rp | grep -v "^$$")" ] && break; sleep 1; done
 sleep 5
 echo
 echo "RSS after warm-up ${warm_rss:-?} MB, at the end ${last_rss} MB"
-[ -n "$warm_rss" ] && awk -v a="$warm_rss" -v b="$last_rss" 'BEGIN { printf "RSS drift %.1f %%\n", 100 * (b - a) / a }'
+[ -n "$warm_rss" ] && awk -v a="$warm" -v b="$last" 'BEGIN {
+  split(a, w); split(b, l)
+  printf "RSS drift %.1f %%\n", 100 * (l[1] - w[1]) / w[1]
+  printf "RSS minus cache %d MB after warm-up, %d MB at the end (%+d MB)\n", w[1] - w[2], l[1] - l[2], (l[1] - l[2]) - (w[1] - w[2])
+  if (l[3] > 0) {
+    printf "  Rust heap live besides the cache %d -> %d MB; jemalloc resident beyond live %d -> %d MB; the rest (GStreamer, stacks, code) %d -> %d MB\n",
+      w[3] - w[2], l[3] - l[2], w[4] - w[3], l[4] - l[3], w[1] - w[4], l[1] - l[4]
+  }
+}'
 echo "fds before load $fd_base, after the clients left $(fds); RSS then $(rss) MB"
 for f in hls-source hls-rung; do echo "== $f"; cat "$dir/$f.txt"; done
 echo "== websocket"; cat "$dir/ws.txt"; grep -v '^connected' "$dir/ws.err" | head -3 || true

@@ -198,6 +198,9 @@ async fn heap_figures_come_from_jemalloc() {
     let resident = common::metric(&node, "estuary_heap_resident_bytes", "").await;
     let rss = (node.rss_kib() * 1024) as f64;
     assert!(allocated > 100_000.0, "allocated {allocated}");
-    assert!(resident >= allocated, "resident {resident} < allocated {allocated}");
+    assert!(
+        resident >= allocated,
+        "resident {resident} < allocated {allocated}"
+    );
     assert!(resident < rss, "resident {resident} >= RSS {rss}");
 }

@@ -414,4 +414,18 @@ mod tests {
             "http://h/live/d/source/p13.m4s"
         );
     }
+
+    #[test]
+    fn parts_after_counts_what_a_jump_to_the_hint_skips() {
+        // Segment 7 has parts 7.0 and 7.1; segment 8 has 8.0 and 8.1 so far.
+        let pl = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"a\"\n#EXT-X-PART:DURATION=0.2,URI=\"b\"\n\
+                  #EXTINF:0.4,\n7.m4s\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"c\"\n#EXT-X-PART:DURATION=0.2,URI=\"d\"\n\
+                  #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"e\"\n";
+        assert_eq!(parts_after(pl, 8, 1), 0);
+        assert_eq!(parts_after(pl, 8, 0), 1);
+        assert_eq!(parts_after(pl, 7, 1), 2);
+        assert_eq!(parts_after(pl, 7, 0), 3);
+    }
 }
