@@ -97,8 +97,8 @@ rung=${rung%%/*}
 echo "node $http pid $pid; rung $rung; ${MINUTES} min"
 
 LOAD=target/hls_load/release/hls_load
-$LOAD play --url "http://$http/live/soak/source/index.m3u8" --players 100 --secs "$SECS" > "$dir/hls-source.txt" 2> "$dir/hls-source.err" &
-$LOAD play --url "http://$http/live/soak/$rung/index.m3u8" --players 100 --secs "$SECS" > "$dir/hls-rung.txt" 2> "$dir/hls-rung.err" &
+$LOAD play --url "http://$http/live/soak/source/index.m3u8" --players 100 --secs "$SECS" --events > "$dir/hls-source.txt" 2> "$dir/hls-source.err" &
+$LOAD play --url "http://$http/live/soak/$rung/index.m3u8" --players 100 --secs "$SECS" --events > "$dir/hls-rung.txt" 2> "$dir/hls-rung.err" &
 target/ws_load/release/ws_load run --addr "$http" --stream soak --clients 1000 \
   --rate "$CHAT_RATE" --secs "$SECS" --secret "$SECRET" > "$dir/ws.txt" 2> "$dir/ws.err" &
 ws=$!

@@ -5,9 +5,10 @@
 //! (`_HLS_msn`/`_HLS_part` of the next part) and one GET of the preload-hinted part
 //! outstanding at a time. It prints parts fetched, errors by status, players that went
 //! without a new part for longer than three part targets, parts skipped (listed in a
-//! reload past the part the player fetched last) and the wait for hinted parts. On
-//! stderr, one `error_at UNIX_SECS WHAT` line per error and one `skip_at UNIX_SECS N` line
-//! per skip, so a caller can tell when they happened (`scripts/soak.sh` does).
+//! reload past the part the player fetched last) and the wait for hinted parts. With
+//! `--events`, also one `error_at UNIX_SECS WHAT` line per error and one `skip_at
+//! UNIX_SECS N` line per skip on stderr, so a caller can tell when they happened
+//! (`scripts/soak.sh` does).
 //!
 //! `hls_load parked` parks thousands of blocking reloads and preload-hint GETs on one
 //! node at once and times their release from the node's publication of the part (see
@@ -63,6 +64,9 @@ enum Cmd {
         /// Players started per 100 ms while ramping up.
         #[arg(long, default_value_t = 100)]
         ramp: usize,
+        /// Also print each error and skip on stderr with its time (`error_at`, `skip_at`).
+        #[arg(long)]
+        events: bool,
     },
     /// Blocking requests parked at once, released by one publish: memory, CPU, latency.
     Parked(parked::Args),
@@ -174,6 +178,8 @@ struct Stats {
     reloads: AtomicU64,
     stalls: AtomicU64,
     skipped: AtomicU64,
+    /// Print each error and skip with its time.
+    events: bool,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Milliseconds each hinted part GET waited.
     part_waits: Mutex<Vec<u32>>,
@@ -181,12 +187,16 @@ struct Stats {
 
 impl Stats {
     fn error(&self, what: String) {
-        eprintln!("error_at {:.3} {what}", unix_now());
+        if self.events {
+            eprintln!("error_at {:.3} {what}", unix_now());
+        }
         *self.errors.lock().unwrap().entry(what).or_default() += 1;
     }
 
     fn skip(&self, n: u64) {
-        eprintln!("skip_at {:.3} {n}", unix_now());
+        if self.events {
+            eprintln!("skip_at {:.3} {n}", unix_now());
+        }
         self.skipped.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -289,9 +299,19 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn play(url: String, players: usize, secs: u64, h2: bool, ramp: usize) -> Result<()> {
+async fn play(
+    url: String,
+    players: usize,
+    secs: u64,
+    h2: bool,
+    ramp: usize,
+    events: bool,
+) -> Result<()> {
     let c = client(h2);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        events,
+        ..Stats::default()
+    });
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
     let mut tasks = Vec::with_capacity(players);
@@ -389,7 +409,8 @@ async fn main() -> Result<()> {
             secs,
             h2,
             ramp,
-        } => play(url, players, secs, h2, ramp).await,
+            events,
+        } => play(url, players, secs, h2, ramp, events).await,
         Cmd::Paired { a, b, parts } => paired(a, b, parts).await,
         Cmd::Parked(a) => parked::run(a).await,
     }
