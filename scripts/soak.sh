@@ -19,8 +19,10 @@
 # the clients, so the run's end is no window.
 # Besides RSS drift it prints the drift of RSS minus the media cache (the cache's size
 # moves with the media, by design) and splits that into the Rust heap's live bytes
-# besides the cache, what jemalloc keeps resident beyond them, and the rest (GStreamer's
-# glibc heap, stacks, code).
+# minus the cache's, what jemalloc keeps resident beyond them, and the rest (GStreamer's
+# glibc heap, stacks, code). The cache counts a segment and its parts apart though they
+# share their bytes, so "live minus cache" understates what else is live (it can go
+# below zero); read its trend.
 #
 # Usage: scripts/soak.sh [MINUTES]   (default 60; env RECONNECT_MIN=5 or RECONNECT_SECS,
 #                                      WARMUP_MIN=5 SAMPLE_SECS=30 CHAT_RATE=20
@@ -55,7 +57,10 @@ http=$NODE_HTTP srt=$NODE_SRT pid=$NODE_PID
 fds() { ls "/proc/$pid/fd" | wc -l; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$pid/status"; }
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
-metric() { curl -s "http://$http/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {printf "%.0f", s}'; }
+# A metric summed over its label sets, from a fresh scrape or (sampled) from $scraped.
+sum_metric() { awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {printf "%.0f", s}'; }
+metric() { curl -s "http://$http/metrics" | sum_metric "$1"; }
+sampled() { printf '%s\n' "$scraped" | sum_metric "$1"; }
 now() { date +%s.%N | cut -c1-14; }
 fd_base=$(fds)
 : > "$dir/windows.txt"
@@ -109,12 +114,14 @@ start=$SECONDS
 while [ $((SECONDS - start + SAMPLE_SECS)) -le "$SECS" ]; do
   sleep "$SAMPLE_SECS"
   m=$(( (SECONDS - start) / 60 ))
-  r=$(rss) c=$(( $(metric estuary_cache_bytes) / 1048576 ))
-  hl=$(( $(metric estuary_heap_allocated_bytes) / 1048576 )) hr=$(( $(metric estuary_heap_resident_bytes) / 1048576 ))
+  # One scrape per sample, so the cache and heap figures are from the same moment.
+  scraped=$(curl -s "http://$http/metrics") r=$(rss)
+  c=$(( $(sampled estuary_cache_bytes) / 1048576 ))
+  hl=$(( $(sampled estuary_heap_allocated_bytes) / 1048576 )) hr=$(( $(sampled estuary_heap_resident_bytes) / 1048576 ))
   last="$r $c $hl $hr"
   [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r warm=$last
   printf '%6d %8d %9d %10d %10d %6d %7d %11s %8s\n' "$m" "$r" "$c" "$hl" "$hr" "$(fds)" "$(threads)" \
-    "$(metric estuary_publishers_active)" "$(metric estuary_parts_published_total)"
+    "$(sampled estuary_publishers_active)" "$(sampled estuary_parts_published_total)"
 done
 last_rss=${last%% *}
 wait $ws || true
@@ -127,7 +134,7 @@ echo "RSS after warm-up ${warm_rss:-?} MB, at the end ${last_rss} MB"
   printf "RSS drift %.1f %%\n", 100 * (l[1] - w[1]) / w[1]
   printf "RSS minus cache %d MB after warm-up, %d MB at the end (%+d MB)\n", w[1] - w[2], l[1] - l[2], (l[1] - l[2]) - (w[1] - w[2])
   if (l[3] > 0) {
-    printf "  Rust heap live besides the cache %d -> %d MB; jemalloc resident beyond live %d -> %d MB; the rest (GStreamer, stacks, code) %d -> %d MB\n",
+    printf "  Rust heap live minus cache %d -> %d MB; jemalloc resident beyond live %d -> %d MB; the rest (GStreamer, stacks, code) %d -> %d MB\n",
       w[3] - w[2], l[3] - l[2], w[4] - w[3], l[4] - l[3], w[1] - w[4], l[1] - l[4]
   }
 }'
