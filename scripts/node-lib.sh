@@ -1,10 +1,11 @@
 # Sourced by the benchmark scripts: starts the release binary with a config file on
 # loopback ports the OS picks, waits (bounded) for its "listening" line, and sets
 # NODE_PID, NODE_HTTP and NODE_SRT. Extra environment for the node goes before the call,
-# e.g. `TOKIO_WORKER_THREADS=1 start_node "$dir/c.toml" "$dir"`.
+# e.g. `TOKIO_WORKER_THREADS=1 start_node "$dir/c.toml" "$dir"`. ESTUARY_BIN=path runs
+# that binary instead of the release build (e.g. an older build, for a comparison).
 start_node() {
   local cfg=$1 out=$2
-  "${CARGO_TARGET_DIR:-target}/release/estuary" --config "$cfg" > "$out/node.out" 2> "$out/node.log" &
+  "${ESTUARY_BIN:-${CARGO_TARGET_DIR:-target}/release/estuary}" --config "$cfg" > "$out/node.out" 2> "$out/node.log" &
   NODE_PID=$!
   for _ in $(seq 100); do grep -q listening "$out/node.out" 2>/dev/null && break; sleep 0.1; done
   NODE_HTTP=$(sed -n 's/.*"http":"\([^"]*\)".*/\1/p' "$out/node.out")

@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
 # Soak: the shipped ladder under steady load for MINUTES, on loopback (release builds).
 #  - one publisher (ffmpeg over SRT, default options, 720p30) that reconnects every
-#    RECONNECT_MIN minutes (default 5);
+#    RECONNECT_SECS seconds (default RECONNECT_MIN=5 minutes);
 #  - 200 LL-HLS players (scripts/hls_load: blocking reload + preload-hint part GET each),
 #    100 on the source rendition and 100 on the first encoded rung;
 #  - 1000 WebSocket clients in the stream's room, chat at CHAT_RATE msg/s (scripts/ws_load).
 # Every SAMPLE_SECS it prints the node's RSS, the media cache's bytes (bounded by
 # cache.max_bytes, 512 MiB shipped: RSS grows until the cache is full, so read the drift
-# against it), open file descriptors, publishers and parts published. At the end: RSS drift after warm-up (first sample after WARMUP_MIN
-# minutes against the last), file descriptors before load and after the clients left,
-# and what the clients saw (errors by kind, parts, stalls; errors during the reconnect
-# windows are expected: the publisher is away for a moment).
+# against it), the Rust heap's live and resident bytes (jemalloc's, from /metrics), open
+# file descriptors, threads, publishers and parts published. At the end: RSS drift after
+# warm-up (first sample after WARMUP_MIN minutes against the last), file descriptors before
+# load and after the clients left, and what the clients saw (errors by kind, parts,
+# stalls, parts skipped).
+# Client errors and skipped parts are split into those inside a reconnect window and
+# those outside: a window runs from WINDOW_GRACE seconds before the publisher's ffmpeg
+# exits until WINDOW_GRACE seconds after the node publishes new parts again (the
+# publisher is away meanwhile, so players may miss parts there). The publisher outlasts
+# the clients, so the run's end is no window.
+# Besides RSS drift it prints the drift of RSS minus the media cache (the cache's size
+# moves with the media, by design) and splits that into the Rust heap's live bytes
+# minus the cache's, what jemalloc keeps resident beyond them, and the rest (GStreamer's
+# glibc heap, stacks, code). The cache counts a segment and its parts apart though they
+# share their bytes, so "live minus cache" understates what else is live (it can go
+# below zero); read its trend.
 #
-# Usage: scripts/soak.sh [MINUTES]   (default 60; env RECONNECT_MIN=5 WARMUP_MIN=5
-#                                      SAMPLE_SECS=30 CHAT_RATE=20)
+# Usage: scripts/soak.sh [MINUTES]   (default 60; env RECONNECT_MIN=5 or RECONNECT_SECS,
+#                                      WARMUP_MIN=5 SAMPLE_SECS=30 CHAT_RATE=20
+#                                      WINDOW_GRACE=5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node-lib.sh
 MINUTES=${1:-60}
 RECONNECT_MIN=${RECONNECT_MIN:-5}
+RECONNECT_SECS=${RECONNECT_SECS:-$((RECONNECT_MIN * 60))}
 WARMUP_MIN=${WARMUP_MIN:-5}
 SAMPLE_SECS=${SAMPLE_SECS:-30}
 CHAT_RATE=${CHAT_RATE:-20}
+WINDOW_GRACE=${WINDOW_GRACE:-5}
 SECS=$((MINUTES * 60))
 SECRET=soak-secret-0123456789abcdef0123
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -40,19 +55,45 @@ CFG
 RUST_LOG=warn start_node "$dir/soak.toml" "$dir"
 http=$NODE_HTTP srt=$NODE_SRT pid=$NODE_PID
 fds() { ls "/proc/$pid/fd" | wc -l; }
+threads() { awk '/^Threads/ {print $2}' "/proc/$pid/status"; }
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$pid/status"; }
-metric() { curl -s "http://$http/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {printf "%.0f", s}'; }
+# A metric summed over its label sets, from a fresh scrape or (sampled) from $scraped.
+sum_metric() { awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {printf "%.0f", s}'; }
+metric() { curl -s "http://$http/metrics" | sum_metric "$1"; }
+sampled() { printf '%s\n' "$scraped" | sum_metric "$1"; }
+now() { date +%s.%N | cut -c1-14; }
 fd_base=$(fds)
+: > "$dir/windows.txt"
 
-# The publisher: reconnects every RECONNECT_MIN minutes until the end.
+# The publisher: reconnects every RECONNECT_SECS until the end. Each exit and each return
+# of parts goes to windows.txt ("down T" / "up T", Unix seconds).
+publish() {
+  ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
+    -f lavfi -i sine -t "$1" -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M \
+    -c:a aac -f mpegts "srt://$srt?streamid=soak" || true
+}
+# It outlasts the clients (they start once the playlist is up, which may take up to 30 s
+# on a loaded machine), so the run's end is no reconnect window.
 (
-  end=$((SECONDS + SECS))
+  end=$((SECONDS + SECS + 45))
+  span() { local left=$((end - SECONDS)); echo $((left < RECONNECT_SECS ? left : RECONNECT_SECS)); }
+  publish "$(span)"
+  echo "down $(now)" >> "$dir/windows.txt"
   while [ $SECONDS -lt $end ]; do
-    left=$((end - SECONDS)); run=$((RECONNECT_MIN * 60)); [ $left -lt $run ] && run=$left
-    ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
-      -f lavfi -i sine -t "$run" -c:v libx264 -preset veryfast -tune zerolatency -g 60 -b:v 3M \
-      -c:a aac -f mpegts "srt://$srt?streamid=soak" || true
     sleep 1
+    publish "$(span)" &
+    pp=$!
+    # Parts again: the part counter moves once the new publisher is in (bounded, 60 s each).
+    for _ in $(seq 240); do
+      [ "$(metric estuary_publishers_active)" -ge 1 ] && break; sleep 0.25
+    done
+    p0=$(metric estuary_parts_published_total)
+    for _ in $(seq 240); do
+      [ "$(metric estuary_parts_published_total)" -gt $((p0 + 2)) ] && break; sleep 0.25
+    done
+    echo "up $(now)" >> "$dir/windows.txt"
+    wait $pp
+    echo "down $(now)" >> "$dir/windows.txt"
   done
 ) &
 for _ in $(seq 150); do curl -sf "http://$http/live/soak/index.m3u8" >/dev/null && break; sleep 0.2; done
@@ -61,30 +102,56 @@ rung=${rung%%/*}
 echo "node $http pid $pid; rung $rung; ${MINUTES} min"
 
 LOAD=target/hls_load/release/hls_load
-$LOAD play --url "http://$http/live/soak/source/index.m3u8" --players 100 --secs "$SECS" > "$dir/hls-source.txt" &
-$LOAD play --url "http://$http/live/soak/$rung/index.m3u8" --players 100 --secs "$SECS" > "$dir/hls-rung.txt" &
+$LOAD play --url "http://$http/live/soak/source/index.m3u8" --players 100 --secs "$SECS" --events > "$dir/hls-source.txt" 2> "$dir/hls-source.err" &
+$LOAD play --url "http://$http/live/soak/$rung/index.m3u8" --players 100 --secs "$SECS" --events > "$dir/hls-rung.txt" 2> "$dir/hls-rung.err" &
 target/ws_load/release/ws_load run --addr "$http" --stream soak --clients 1000 \
   --rate "$CHAT_RATE" --secs "$SECS" --secret "$SECRET" > "$dir/ws.txt" 2> "$dir/ws.err" &
 ws=$!
 
-printf '%6s %8s %9s %6s %11s %8s\n' min rss_MB cache_MB fds publishers parts
-warm_rss=""
+printf '%6s %8s %9s %10s %10s %6s %7s %11s %8s\n' min rss_MB cache_MB heap_live heap_resid fds threads publishers parts
+warm_rss="" warm="" last=""
 start=$SECONDS
-while [ $((SECONDS - start)) -lt "$SECS" ]; do
+while [ $((SECONDS - start + SAMPLE_SECS)) -le "$SECS" ]; do
   sleep "$SAMPLE_SECS"
   m=$(( (SECONDS - start) / 60 ))
-  r=$(rss)
-  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r
-  printf '%6d %8d %9d %6d %11s %8s\n' "$m" "$r" "$(( $(metric estuary_cache_bytes) / 1048576 ))" "$(fds)" \
-    "$(metric estuary_publishers_active)" "$(metric estuary_parts_published_total)"
+  # One scrape per sample, so the cache and heap figures are from the same moment.
+  scraped=$(curl -s "http://$http/metrics") r=$(rss)
+  c=$(( $(sampled estuary_cache_bytes) / 1048576 ))
+  hl=$(( $(sampled estuary_heap_allocated_bytes) / 1048576 )) hr=$(( $(sampled estuary_heap_resident_bytes) / 1048576 ))
+  last="$r $c $hl $hr"
+  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r warm=$last
+  printf '%6d %8d %9d %10d %10d %6d %7d %11s %8s\n' "$m" "$r" "$c" "$hl" "$hr" "$(fds)" "$(threads)" \
+    "$(sampled estuary_publishers_active)" "$(sampled estuary_parts_published_total)"
 done
-last_rss=$(rss)
+last_rss=${last%% *}
 wait $ws || true
 for _ in $(seq 60); do [ -z "$(jobs -rp | grep -v "^$$")" ] && break; sleep 1; done
 sleep 5
 echo
 echo "RSS after warm-up ${warm_rss:-?} MB, at the end ${last_rss} MB"
-[ -n "$warm_rss" ] && awk -v a="$warm_rss" -v b="$last_rss" 'BEGIN { printf "RSS drift %.1f %%\n", 100 * (b - a) / a }'
-echo "fds before load $fd_base, after the clients left $(fds)"
+[ -n "$warm_rss" ] && awk -v a="$warm" -v b="$last" 'BEGIN {
+  split(a, w); split(b, l)
+  printf "RSS drift %.1f %%\n", 100 * (l[1] - w[1]) / w[1]
+  printf "RSS minus cache %d MB after warm-up, %d MB at the end (%+d MB)\n", w[1] - w[2], l[1] - l[2], (l[1] - l[2]) - (w[1] - w[2])
+  if (l[3] > 0) {
+    printf "  Rust heap live minus cache %d -> %d MB; jemalloc resident beyond live %d -> %d MB; the rest (GStreamer, stacks, code) %d -> %d MB\n",
+      w[3] - w[2], l[3] - l[2], w[4] - w[3], l[4] - l[3], w[1] - w[4], l[1] - l[4]
+  }
+}'
+echo "fds before load $fd_base, after the clients left $(fds); RSS then $(rss) MB"
 for f in hls-source hls-rung; do echo "== $f"; cat "$dir/$f.txt"; done
-echo "== websocket"; cat "$dir/ws.txt"
+echo "== websocket"; cat "$dir/ws.txt"; grep -v '^connected' "$dir/ws.err" | head -3 || true
+# Client errors and skips inside / outside the reconnect windows.
+echo "== reconnect windows (from ${WINDOW_GRACE} s before the publisher left to ${WINDOW_GRACE} s after parts came back)"
+cat "$dir"/hls-*.err 2>/dev/null | awk -v g="$WINDOW_GRACE" '
+  FILENAME == ARGV[1] { if ($1 == "down") d[++n] = $2; else if ($1 == "up") u[n] = $2; next }
+  { w = 0; for (i = 1; i <= n; i++) if ($2 >= d[i] - g && (!(i in u) || $2 <= u[i] + g)) w = i }
+  $1 == "error_at" { if (w) { ein++; we[w]++ } else { eout++; $1 = ""; if (eout <= 20) print "error outside a window:" $0 } }
+  $1 == "skip_at" { if (w) { skin += $3; ws[w] += $3 } else skout += $3 }
+  END {
+    for (i = 1; i <= n; i++)
+      printf "window %d: publisher left at %s, parts back %s; client errors %d, parts skipped %d\n", i, d[i],
+        (i in u) ? sprintf("%.1f s later", u[i] - d[i]) : "(the end of the run)", we[i], ws[i]
+    printf "client errors: %d inside the windows, %d outside\n", ein, eout
+    printf "parts skipped (a reload listed parts past the one the player had; it jumped to the new hint): %d inside, %d outside\n", skin, skout
+  }' "$dir/windows.txt" -

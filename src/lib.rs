@@ -19,6 +19,7 @@
 //! - [`steering`]: HLS content steering across the tier's regional nodes: pathways in
 //!   the multivariant playlist, the steering manifest, peer health probes.
 //! - [`metrics`]: metric families registered on a passed-down registry.
+//! - [`heap`]: the heap's live and resident bytes on `/metrics` (jemalloc's statistics).
 //! - [`node`]: builds the components and runs them until shutdown.
 //! - [`admin`]: the admin API under `/admin` (publishers, kick, viewers, cache, config,
 //!   reload, drain) and the `estuary admin` client.
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod heap;
 pub mod http;
 pub mod ingest;
 pub mod interact;

@@ -107,6 +107,7 @@ impl Node {
         let registry = prometheus::Registry::new();
         let reloader = Arc::new(crate::reload::Reloader::register(shared.clone(), &registry));
         let metrics = Metrics::register(&registry);
+        crate::heap::HeapStats::register(&registry);
         let cache = MemoryStore::new(cfg.cache.max_bytes, metrics.clone());
         let store = Store::new(Arc::new(cache.clone()));
         let hub = Hub::new(shared.clone(), store.clone(), metrics.clone());

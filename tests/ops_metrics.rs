@@ -186,3 +186,21 @@ async fn every_metric_the_dashboard_and_alerts_use_exists() {
         node.dir.display()
     );
 }
+
+/// The binary's Rust heap is jemalloc, and `/metrics` reads its statistics: live bytes
+/// above zero (an idle node holds its tables, tasks and buffers), resident at least that,
+/// and both within the process's RSS. With the system allocator the figures would be
+/// jemalloc's idle zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heap_figures_come_from_jemalloc() {
+    let node = Node::start("opsheap", "[streams.demo]\n");
+    let allocated = common::metric(&node, "estuary_heap_allocated_bytes", "").await;
+    let resident = common::metric(&node, "estuary_heap_resident_bytes", "").await;
+    let rss = (node.rss_kib() * 1024) as f64;
+    assert!(allocated > 100_000.0, "allocated {allocated}");
+    assert!(
+        resident >= allocated,
+        "resident {resident} < allocated {allocated}"
+    );
+    assert!(resident < rss, "resident {resident} >= RSS {rss}");
+}

@@ -4,7 +4,11 @@
 //! seconds. Each behaves as hls.js does at the live edge: one blocking playlist reload
 //! (`_HLS_msn`/`_HLS_part` of the next part) and one GET of the preload-hinted part
 //! outstanding at a time. It prints parts fetched, errors by status, players that went
-//! without a new part for longer than three part targets, and the wait for hinted parts.
+//! without a new part for longer than three part targets, parts skipped (listed in a
+//! reload past the part the player fetched last) and the wait for hinted parts. With
+//! `--events`, also one `error_at UNIX_SECS WHAT` line per error and one `skip_at
+//! UNIX_SECS N` line per skip on stderr, so a caller can tell when they happened
+//! (`scripts/soak.sh` does).
 //!
 //! `hls_load parked` parks thousands of blocking reloads and preload-hint GETs on one
 //! node at once and times their release from the node's publication of the part (see
@@ -22,7 +26,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context, Result};
@@ -60,6 +64,9 @@ enum Cmd {
         /// Players started per 100 ms while ramping up.
         #[arg(long, default_value_t = 100)]
         ramp: usize,
+        /// Also print each error and skip on stderr with its time (`error_at`, `skip_at`).
+        #[arg(long)]
+        events: bool,
     },
     /// Blocking requests parked at once, released by one publish: memory, CPU, latency.
     Parked(parked::Args),
@@ -170,6 +177,9 @@ struct Stats {
     part_bytes: AtomicU64,
     reloads: AtomicU64,
     stalls: AtomicU64,
+    skipped: AtomicU64,
+    /// Print each error and skip with its time.
+    events: bool,
     errors: Mutex<BTreeMap<String, u64>>,
     /// Milliseconds each hinted part GET waited.
     part_waits: Mutex<Vec<u32>>,
@@ -177,8 +187,44 @@ struct Stats {
 
 impl Stats {
     fn error(&self, what: String) {
+        if self.events {
+            eprintln!("error_at {:.3} {what}", unix_now());
+        }
         *self.errors.lock().unwrap().entry(what).or_default() += 1;
     }
+
+    fn skip(&self, n: u64) {
+        if self.events {
+            eprintln!("skip_at {:.3} {n}", unix_now());
+        }
+        self.skipped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Parts a media playlist lists after part `part` of segment `msn`: the ones a player
+/// that fetched that part and jumps to this playlist's preload hint never gets.
+fn parts_after(playlist: &str, msn: u64, part: u64) -> u64 {
+    let (mut cur, mut idx, mut n) = (None::<u64>, 0, 0);
+    for line in playlist.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            cur = v.trim().parse().ok();
+        } else if line.starts_with("#EXT-X-PART:") {
+            if cur.is_some_and(|m| (m, idx) > (msn, part)) {
+                n += 1;
+            }
+            idx += 1;
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            cur = cur.map(|m| m + 1);
+            idx = 0;
+        }
+    }
+    n
 }
 
 async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
@@ -225,7 +271,13 @@ async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
         }
         match pl {
             Ok((200, _, text)) => match next_of(&text) {
-                Ok(n) => next = n,
+                Ok(n) => {
+                    let skipped = parts_after(&text, next.msn, next.part);
+                    if skipped > 0 {
+                        stats.skip(skipped);
+                    }
+                    next = n;
+                }
                 Err(e) => return stats.error(format!("playlist: {e}")),
             },
             Ok((s, _, _)) => {
@@ -247,9 +299,19 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn play(url: String, players: usize, secs: u64, h2: bool, ramp: usize) -> Result<()> {
+async fn play(
+    url: String,
+    players: usize,
+    secs: u64,
+    h2: bool,
+    ramp: usize,
+    events: bool,
+) -> Result<()> {
     let c = client(h2);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        events,
+        ..Stats::default()
+    });
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
     let mut tasks = Vec::with_capacity(players);
@@ -277,6 +339,7 @@ async fn play(url: String, players: usize, secs: u64, h2: bool, ramp: usize) -> 
     println!("part_bytes {}", stats.part_bytes.load(Ordering::Relaxed));
     println!("reloads {}", stats.reloads.load(Ordering::Relaxed));
     println!("stalls {}", stats.stalls.load(Ordering::Relaxed));
+    println!("skipped {}", stats.skipped.load(Ordering::Relaxed));
     println!(
         "part_wait_ms p50 {} p99 {} max {}",
         pct(&waits, 0.5),
@@ -346,7 +409,8 @@ async fn main() -> Result<()> {
             secs,
             h2,
             ramp,
-        } => play(url, players, secs, h2, ramp).await,
+            events,
+        } => play(url, players, secs, h2, ramp, events).await,
         Cmd::Paired { a, b, parts } => paired(a, b, parts).await,
         Cmd::Parked(a) => parked::run(a).await,
     }
@@ -370,5 +434,19 @@ mod tests {
             resolve("http://h/live/d/source/index.m3u8?x=1", "p13.m4s"),
             "http://h/live/d/source/p13.m4s"
         );
+    }
+
+    #[test]
+    fn parts_after_counts_what_a_jump_to_the_hint_skips() {
+        // Segment 7 has parts 7.0 and 7.1; segment 8 has 8.0 and 8.1 so far.
+        let pl = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"a\"\n#EXT-X-PART:DURATION=0.2,URI=\"b\"\n\
+                  #EXTINF:0.4,\n7.m4s\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"c\"\n#EXT-X-PART:DURATION=0.2,URI=\"d\"\n\
+                  #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"e\"\n";
+        assert_eq!(parts_after(pl, 8, 1), 0);
+        assert_eq!(parts_after(pl, 8, 0), 1);
+        assert_eq!(parts_after(pl, 7, 1), 2);
+        assert_eq!(parts_after(pl, 7, 0), 3);
     }
 }
