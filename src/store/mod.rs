@@ -191,8 +191,10 @@ impl RenditionView {
         }
     }
 
-    /// The earliest kept view that holds part (msn, part): the playlist as it was when
-    /// that part was published, which is what a blocking reload for it gets. A burst of
+    /// The kept view that holds part (msn, part) and no later one: the playlist as it was
+    /// when that part was published (or as last republished with the same newest part:
+    /// without the preload hint once the publisher left, with `EXT-X-ENDLIST` once an
+    /// origin ended), which is what a blocking reload for it gets. A burst of
     /// parts (ffmpeg's CLI sends ~230 ms of audio per PES) is published part by part, and
     /// a player waiting for the first of them then learns of each in turn; answered with
     /// the newest playlist, it would learn of a segment's last part and the next segment's
@@ -200,14 +202,21 @@ impl RenditionView {
     /// audio buffer and a stall). It also makes the answer to each `_HLS_msn`/`_HLS_part`
     /// URL the same for every client, whenever it asks.
     pub fn first_with(self: &Arc<Self>, msn: u64, part: Option<u64>) -> Arc<Self> {
-        let mut v = self.clone();
+        let (mut answer, mut v) = (self.clone(), self.clone());
         for _ in 0..KEPT_VIEWS {
             match v.previous.upgrade() {
-                Some(p) if p.has(msn, part) => v = p,
+                Some(p) if p.has(msn, part) => {
+                    // Walking back, the first view of an earlier newest part is that
+                    // part's latest republish.
+                    if p.last != v.last {
+                        answer = p.clone();
+                    }
+                    v = p;
+                }
                 _ => break,
             }
         }
-        v
+        answer
     }
 }
 
@@ -444,6 +453,16 @@ mod tests {
         assert_eq!(newest.first_with(5, None).last, Some((6, 0)));
         assert_eq!(newest.first_with(5, Some(3)).last, Some((6, 0)));
         assert_eq!(newest.first_with(6, Some(0)).last, Some((6, 0)));
+        // A republish with the same newest part (the publisher left: no preload hint)
+        // is what that part's URL answers from then on.
+        let mut gone = view(vec![(4, 5), (5, 3)], Some((6, 1)));
+        gone.playlist = Bytes::from_static(b"no hint");
+        e.publish("a", gone);
+        let newest = e.view("a").unwrap();
+        let answer = newest.first_with(6, Some(0));
+        assert_eq!(answer.last, Some((6, 0)));
+        assert_eq!(answer.playlist, "no hint");
+        assert_eq!(newest.first_with(5, Some(2)).last, Some((5, 2)));
         // Only the last KEPT_VIEWS stay reachable: older parts get the oldest one kept.
         for n in 2..=6 {
             e.publish("a", view(vec![(4, 5), (5, 3)], Some((6, n))));
