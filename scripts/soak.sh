@@ -9,7 +9,8 @@
 # cache.max_bytes, 512 MiB shipped: RSS grows until the cache is full, so read the drift
 # against it), the Rust heap's live and resident bytes (jemalloc's, from /metrics), open
 # file descriptors, threads, publishers and parts published. At the end: RSS drift after
-# warm-up (first sample after WARMUP_MIN minutes against the last), file descriptors before
+# warm-up (first sample after WARMUP_MIN minutes, a minute or more after a reconnect,
+# against the last), file descriptors before
 # load and after the clients left, and what the clients saw (errors by kind, parts,
 # stalls, parts skipped).
 # Client errors and skipped parts are split into those inside a reconnect window and
@@ -119,7 +120,10 @@ while [ $((SECONDS - start + SAMPLE_SECS)) -le "$SECS" ]; do
   c=$(( $(sampled estuary_cache_bytes) / 1048576 ))
   hl=$(( $(sampled estuary_heap_allocated_bytes) / 1048576 )) hr=$(( $(sampled estuary_heap_resident_bytes) / 1048576 ))
   last="$r $c $hl $hr"
-  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && warm_rss=$r warm=$last
+  # The warm-up sample is the first one after WARMUP_MIN with the publisher back for a
+  # minute at least: a sample just after a reconnect catches a pipeline still filling.
+  settled=$(tail -1 "$dir/windows.txt" | awk -v t="$(now)" '$1 == "up" && t - $2 >= 60 {print 1}')
+  [ -z "$warm_rss" ] && [ "$m" -ge "$WARMUP_MIN" ] && [ -n "$settled" ] && warm_rss=$r warm=$last
   printf '%6d %8d %9d %10d %10d %6d %7d %11s %8s\n' "$m" "$r" "$c" "$hl" "$hr" "$(fds)" "$(threads)" \
     "$(sampled estuary_publishers_active)" "$(sampled estuary_parts_published_total)"
 done
