@@ -207,24 +207,28 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Parts a media playlist lists after part `part` of segment `msn`: the ones a player
-/// that fetched that part and jumps to this playlist's preload hint never gets.
-fn parts_after(playlist: &str, msn: u64, part: u64) -> u64 {
-    let (mut cur, mut idx, mut n) = (None::<u64>, 0, 0);
+/// Parts a media playlist lists after the part with URI `fetched`: the ones a player
+/// that fetched that part and jumps to this playlist's preload hint never gets. Parts
+/// are matched by URI, not by (MSN, part index): a hint names the next part before its
+/// segment is known (the publisher's keyframe decides whether it is the open segment's
+/// next part or the next segment's first), and a blocking reload for index k of a
+/// segment that ends with k parts is answered once the next segment's part 0 exists,
+/// so counting by index would call that part skipped though it was fetched.
+/// A playlist that does not list `fetched` skips nothing by this count.
+fn parts_after(playlist: &str, fetched: &str) -> u64 {
+    let mut after = None;
     for line in playlist.lines() {
-        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            cur = v.trim().parse().ok();
-        } else if line.starts_with("#EXT-X-PART:") {
-            if cur.is_some_and(|m| (m, idx) > (msn, part)) {
-                n += 1;
-            }
-            idx += 1;
-        } else if !line.starts_with('#') && !line.trim().is_empty() {
-            cur = cur.map(|m| m + 1);
-            idx = 0;
+        if !line.starts_with("#EXT-X-PART:") {
+            continue;
+        }
+        let uri = line.split("URI=\"").nth(1).and_then(|r| r.split('"').next());
+        match after.as_mut() {
+            Some(n) => *n += 1,
+            None if uri == Some(fetched) => after = Some(0),
+            None => {}
         }
     }
-    n
+    after.unwrap_or(0)
 }
 
 async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
@@ -272,7 +276,7 @@ async fn player(c: Http, url: String, until: Instant, stats: Arc<Stats>) {
         match pl {
             Ok((200, _, text)) => match next_of(&text) {
                 Ok(n) => {
-                    let skipped = parts_after(&text, next.msn, next.part);
+                    let skipped = next.hint.as_deref().map_or(0, |h| parts_after(&text, h));
                     if skipped > 0 {
                         stats.skip(skipped);
                     }
@@ -438,15 +442,38 @@ mod tests {
 
     #[test]
     fn parts_after_counts_what_a_jump_to_the_hint_skips() {
-        // Segment 7 has parts 7.0 and 7.1; segment 8 has 8.0 and 8.1 so far.
+        // Segment 7 has parts p0 and p1; segment 8 has p2 and p3 so far.
         let pl = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n\
-                  #EXT-X-PART:DURATION=0.2,URI=\"a\"\n#EXT-X-PART:DURATION=0.2,URI=\"b\"\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"p0.m4s\"\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"p1.m4s\",INDEPENDENT=YES\n\
                   #EXTINF:0.4,\n7.m4s\n\
-                  #EXT-X-PART:DURATION=0.2,URI=\"c\"\n#EXT-X-PART:DURATION=0.2,URI=\"d\"\n\
-                  #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"e\"\n";
-        assert_eq!(parts_after(pl, 8, 1), 0);
-        assert_eq!(parts_after(pl, 8, 0), 1);
-        assert_eq!(parts_after(pl, 7, 1), 2);
-        assert_eq!(parts_after(pl, 7, 0), 3);
+                  #EXT-X-PART:DURATION=0.2,URI=\"p2.m4s\",INDEPENDENT=YES\n\
+                  #EXT-X-PART:DURATION=0.2,URI=\"p3.m4s\"\n\
+                  #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p4.m4s\"\n";
+        assert_eq!(parts_after(pl, "p3.m4s"), 0);
+        assert_eq!(parts_after(pl, "p2.m4s"), 1);
+        assert_eq!(parts_after(pl, "p1.m4s"), 2);
+        assert_eq!(parts_after(pl, "p0.m4s"), 3);
+        // Not listed (not published yet, or already out of the window): nothing counted.
+        assert_eq!(parts_after(pl, "p4.m4s"), 0);
+    }
+
+    #[test]
+    fn a_hint_that_became_the_next_segments_first_part_is_no_skip() {
+        // The player saw segment 7 open with 2 parts and hint p2, and asked for
+        // _HLS_msn=7&_HLS_part=2; a keyframe closed 7, so p2 is part 0 of segment 8.
+        let before = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                      #EXT-X-PART:DURATION=0.2,URI=\"p0.m4s\",INDEPENDENT=YES\n\
+                      #EXT-X-PART:DURATION=0.2,URI=\"p1.m4s\"\n\
+                      #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p2.m4s\"\n";
+        let n = next_of(before).unwrap();
+        assert_eq!((n.msn, n.part, n.hint.as_deref()), (7, 2, Some("p2.m4s")));
+        let after = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                     #EXT-X-PART:DURATION=0.2,URI=\"p0.m4s\",INDEPENDENT=YES\n\
+                     #EXT-X-PART:DURATION=0.2,URI=\"p1.m4s\"\n\
+                     #EXTINF:0.4,\n7.m4s\n\
+                     #EXT-X-PART:DURATION=0.2,URI=\"p2.m4s\",INDEPENDENT=YES\n\
+                     #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p3.m4s\"\n";
+        assert_eq!(parts_after(after, "p2.m4s"), 0);
     }
 }
