@@ -250,8 +250,12 @@ impl Conn {
             tracing::Instrument::instrument(self.serve(&mut ws, &mut out, after), span.clone())
                 .await;
         match end {
-            End::Client => {}
+            End::Client => span.in_scope(|| tracing::debug!("websocket closed by the client")),
             End::Close(code, reason) => {
+                // Every server-side close is counted by reason on /metrics
+                // (estuary_interact_closed_total, ..._slow_consumer_drops_total); the line is
+                // debug so that a flood of bad clients cannot flood the log.
+                span.in_scope(|| tracing::debug!(code, reason, "websocket closed by the node"));
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
@@ -267,7 +271,6 @@ impl Conn {
                 .await;
             }
         }
-        span.in_scope(|| tracing::debug!("websocket closed"));
         m.connections.dec();
     }
 
