@@ -95,7 +95,7 @@ try {
     fatal_errors: last.fatalErrors.length,
     // Each stall in the window (see watch.js), and the player's other errors by kind.
     stall_log: (last.stallLog || []).filter((x) => x.t >= t0),
-    errors: countBy(last.errors.filter((e) => e.t >= t0).map((e) => e.details)),
+    errors: countBy((last.errors || []).filter((e) => e.t >= t0).map((e) => e.details)),
   };
   console.log("RESULT " + JSON.stringify(out));
   code = out.samples > 0 && out.fatal_errors === 0 ? 0 : 1;
