@@ -155,8 +155,9 @@ impl Auth {
             id = claims.id;
         }
         if let Some(url) = &a.play_url {
-            self.play_hook(url, &v, tok.as_deref(), id.as_deref())
-                .await?;
+            // Boxed: the hook's HTTP call is a large future, and every request's future
+            // (parked blocking reloads included) would otherwise carry room for it.
+            Box::pin(self.play_hook(url, &v, tok.as_deref(), id.as_deref())).await?;
         }
         Ok(Admitted {
             carry: tok

@@ -107,7 +107,9 @@ async fn upstream(
     let Some(up) = &state.upstream else {
         return Ok(());
     };
-    up.ensure(stream, rendition).await.map_err(|e| {
+    // Boxed (edges only): the pull is a large future, and every request's future (parked
+    // blocking reloads included) would otherwise carry room for it.
+    Box::pin(up.ensure(stream, rendition)).await.map_err(|e| {
         error(
             e.status(),
             &format!("upstream_{}", e.label()),
