@@ -416,7 +416,13 @@ async fn blocking_part(
 ) -> Response<Body> {
     let hinted = |v: &RenditionView| v.hint.as_deref() == Some(file);
     if !hinted(&rx.borrow()) {
-        return error(StatusCode::NOT_FOUND, "no_part", "no such part");
+        // The part may have been published since the caller looked in the store: the
+        // packager puts a part in the store before the view moves its hint on, so with the
+        // hint gone the store has it now (a hinted part never answers 404 for this race).
+        return match state.store.objects.get(key) {
+            Some(obj) => object_response(state, obj.kind, obj.chunks, range),
+            None => error(StatusCode::NOT_FOUND, "no_part", "no such part"),
+        };
     }
     let started = Instant::now();
     let r = tokio::time::timeout(
