@@ -13,13 +13,7 @@ cd "$(dirname "$0")/.."
 SECS=${1:-12}
 PART=${2:-200ms}
 bench_dir
-cat > "$dir/c.toml" <<CFG
-srt.listen = "127.0.0.1:0"
-http.listen = "127.0.0.1:0"
-rtmp.enabled = false
-hls.part_target = "$PART"
-[streams.bench]
-CFG
+part_config "$dir/c.toml" "$PART" bench
 GST_DEBUG=fmp4mux:7 GST_DEBUG_NO_COLOR=1 start_node "$dir/c.toml" "$dir"
 ffmpeg -hide_banner -loglevel error -nostdin -re -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine=sample_rate=48000 -t "$SECS" -c:v libx264 -preset veryfast -tune zerolatency \

@@ -22,3 +22,16 @@ bench_dir() {
   dir=$(mktemp -d)
   trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 }
+
+# Writes a minimal node config to FILE: loopback ports the OS picks, no RTMP, part target
+# PART, and stream NAME with no ladder (passthrough and audio only).
+part_config() {
+  local file=$1 part=$2 name=$3
+  cat > "$file" <<CFG
+srt.listen = "127.0.0.1:0"
+http.listen = "127.0.0.1:0"
+rtmp.enabled = false
+hls.part_target = "$part"
+[streams.$name]
+CFG
+}

@@ -20,13 +20,7 @@ SECS=${1:-30}
 PART=${PART:-100ms}
 command -v ffmpeg >/dev/null || { echo "part-arrival: ffmpeg is missing (apt-get install ffmpeg)" >&2; exit 1; }
 bench_dir
-cat > "$dir/c.toml" <<CFG
-srt.listen = "127.0.0.1:0"
-http.listen = "127.0.0.1:0"
-rtmp.enabled = false
-hls.part_target = "$PART"
-[streams.demo]
-CFG
+part_config "$dir/c.toml" "$PART" demo
 start_node "$dir/c.toml" "$dir"
 ffmpeg -hide_banner -loglevel error -nostdin -re \
   -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
