@@ -19,8 +19,10 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # chromium runs the player tests; nginx, wrk and openssl serve as baselines and peers;
   # varnish is the CDN cache in front of an edge. systemd: systemd-analyze (unit hardening
-  # score) and systemd-socket-activate; prometheus: promtool for the alert rules.
-  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time varnish systemd prometheus)
+  # score) and systemd-socket-activate; prometheus: promtool for the alert rules;
+  # python3: scripts/check-dashboard.sh and the benchmark scripts' parsers (not in every
+  # minimal Debian image).
+  PKGS+=(chromium fonts-noto-color-emoji nginx-light wrk openssl time varnish systemd prometheus python3)
 fi
 
 missing=()
