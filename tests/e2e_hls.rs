@@ -618,3 +618,97 @@ async fn idle_and_silent_connections_are_closed() {
             >= 30.0
     );
 }
+
+/// The node tells HTTP/2 from HTTP/1.1 by the first bytes on a plain connection. A client
+/// whose first packet holds only part of the HTTP/2 preface, or only the first letter of
+/// an HTTP/1.1 method that shares it, is still served in its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_version_is_told_from_split_first_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start("versions", "");
+    let _ = wait_ok(&node.url("/healthz"), Duration::from_secs(20)).await;
+
+    // HTTP/2 with prior knowledge, the preface in two writes 300 ms apart.
+    let mut s = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = b"\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+                                                         // HEADERS, END_STREAM | END_HEADERS, stream 1: GET http://127.0.0.1/healthz (HPACK:
+                                                         // static :method GET, :scheme http, then :path and :authority as literals).
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"127.0.0.1");
+    let len = block.len() as u32;
+    out.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        1,
+        5,
+        0,
+        0,
+        0,
+        1,
+    ]);
+    out.extend_from_slice(&block);
+    s.write_all(&out).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        loop {
+            let mut head = [0u8; 9];
+            s.read_exact(&mut head)
+                .await
+                .expect("the node closed the HTTP/2 connection");
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0; len];
+            s.read_exact(&mut payload).await.unwrap();
+            seen.push(head[3]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            assert_ne!(head[3], 7, "GOAWAY after frames {seen:?}");
+            if head[3] == 1 && stream == 1 {
+                return payload[0];
+            }
+        }
+    })
+    .await
+    .expect("no HTTP/2 response within 10 s");
+    assert_eq!(status, 0x88, "HPACK :status 200");
+
+    // HTTP/1.1 whose first packet is "P", the preface's first letter too.
+    let mut s = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(
+        b"OST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .expect("no HTTP/1.1 response within 10 s")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 "), "{resp}");
+
+    // And an ordinary HTTP/1.1 client sends two requests on one connection.
+    let mut s = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    for close in ["keep-alive", "close"] {
+        s.write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: {close}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .expect("no HTTP/1.1 responses within 10 s")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+}

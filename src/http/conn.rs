@@ -1,6 +1,8 @@
 //! Connection bookkeeping: when each connection last moved a byte, how many requests it
 //! has in flight, and the set of open connections, so idle ones are closed after
 //! `http.idle_timeout` and the longest-idle one makes room when the cap is reached.
+//! Also which HTTP version a connection speaks ([`Proto`]) and the loop that drives it
+//! ([`drive`]).
 
 use std::{
     collections::HashMap,
@@ -144,6 +146,166 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+impl Tracked<tokio::net::TcpStream> {
+    /// Reads the first bytes the client sent without taking them off the socket; waits
+    /// for at least one.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.peek(buf).await
+    }
+}
+
+/// How a connection speaks HTTP.
+///
+/// hyper-util's auto-detecting server reads the first 24 bytes into a buffer of its
+/// own and hands them to hyper ahead of the socket. hyper then reads the rest of the
+/// request into a buffer that, 24 bytes short of its 8 KiB, it doubles to 16 KiB; so an
+/// HTTP/1.1 connection held 16 KiB of read buffer for as long as it lived (a parked
+/// blocking request included). Deciding the version first (by ALPN, or by peeking at
+/// the socket) lets hyper's own HTTP/1.1 or HTTP/2 server read from the socket directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.x.
+    H1,
+    /// HTTP/2: the client's preface, or ALPN's `h2`.
+    H2,
+    /// Not known yet (too few bytes to tell, or TLS without ALPN): hyper-util's
+    /// auto-detection reads and decides.
+    Sniff,
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Proto {
+    /// From the first bytes a client sent on a plain connection.
+    pub fn of_preface(first: &[u8]) -> Self {
+        let n = first.len().min(H2_PREFACE.len());
+        if first[..n] != H2_PREFACE[..n] {
+            Self::H1
+        } else if n == H2_PREFACE.len() {
+            Self::H2
+        } else {
+            Self::Sniff
+        }
+    }
+
+    /// From the protocol a TLS handshake agreed by ALPN.
+    pub fn of_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Self::H2,
+            Some(b"http/1.1") => Self::H1,
+            _ => Self::Sniff,
+        }
+    }
+
+    /// Peeks at a plain connection's first bytes (at most the preface's length; waits
+    /// for at least one).
+    pub async fn of_stream(tcp: &Tracked<tokio::net::TcpStream>) -> io::Result<Self> {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Self::of_preface(&buf[..n]))
+    }
+}
+
+/// A served connection that can be asked to finish its requests and close.
+pub trait Shutdown: std::future::Future {
+    /// Stops taking new requests; the future resolves once those in flight are done.
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Shutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Shutdown for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Shutdown for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<B>,
+    >,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Why [`drive`] stopped a connection before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed it, or it failed.
+    ByItself,
+    /// No request and no byte for `http.idle_timeout`.
+    Idle,
+    /// Shed to make room for a newcomer at `http.max_connections`.
+    Shed,
+    /// The server is shutting down: it finished its requests first.
+    Shutdown,
+}
+
+impl Ended {
+    /// Counts a close the node made on `estuary_http_connections_closed_total`.
+    pub fn count(self, closed: &prometheus::IntCounterVec) {
+        match self {
+            Self::Idle => closed.with_label_values(&["idle"]).inc(),
+            Self::Shed => closed.with_label_values(&["shed"]).inc(),
+            Self::ByItself | Self::Shutdown => {}
+        }
+    }
+}
+
+/// Serves a connection until it ends, goes idle for `idle`, is shed, or `stop` is
+/// cancelled (then its requests in flight finish first).
+pub async fn drive<C: Shutdown>(
+    conn: C,
+    reg: &Registered,
+    idle: Duration,
+    stop: &CancellationToken,
+) -> Ended {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => Ended::ByItself,
+        () = reg.act.idle_for(idle) => Ended::Idle,
+        () = reg.close.cancelled() => Ended::Shed,
+        () = stop.cancelled() => {
+            conn.as_mut().shutdown();
+            let _ = conn.await;
+            Ended::Shutdown
+        }
+    }
+}
+
 /// The open connections: activity and a token that closes each.
 #[derive(Default)]
 pub struct Conns {
@@ -229,6 +391,24 @@ mod tests {
         let t0 = Instant::now();
         a.idle_for(Duration::from_secs(2)).await;
         assert!(t0.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_version_is_told_from_the_first_bytes() {
+        assert_eq!(Proto::of_preface(b"GET / HTTP/1.1\r\n"), Proto::H1);
+        assert_eq!(Proto::of_preface(b"G"), Proto::H1);
+        // "PUT" shares its first letter with the preface's "PRI".
+        assert_eq!(Proto::of_preface(b"PUT /x HTTP/1.1\r\n"), Proto::H1);
+        assert_eq!(Proto::of_preface(H2_PREFACE), Proto::H2);
+        let mut more = H2_PREFACE.to_vec();
+        more.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(Proto::of_preface(&more), Proto::H2);
+        // Too short to tell: hyper-util's detection reads on.
+        assert_eq!(Proto::of_preface(b"PRI * HT"), Proto::Sniff);
+        assert_eq!(Proto::of_preface(b""), Proto::Sniff);
+        assert_eq!(Proto::of_alpn(Some(b"h2")), Proto::H2);
+        assert_eq!(Proto::of_alpn(Some(b"http/1.1")), Proto::H1);
+        assert_eq!(Proto::of_alpn(None), Proto::Sniff);
     }
 
     #[test]

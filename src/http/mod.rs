@@ -16,7 +16,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{body::Incoming, header, Method, Request, Response, StatusCode};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -147,19 +147,9 @@ impl Server {
     pub async fn run(self, token: CancellationToken) {
         // Resized to `http.max_connections` on each accept, so a reload applies it.
         let permits = Cap::new(self.state.cfg.load().http.max_connections);
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Media bodies are shared `Bytes` chunks: send them with vectored writes rather
-        // than copying them into hyper's buffer.
-        builder.http1().writev(true);
-        // Without a timer hyper applies no header timeout: a client that trickles its
-        // request headers would hold a connection slot for ever.
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
-        builder.http2().timer(hyper_util::rt::TokioTimer::new());
-        let builder = Arc::new(builder);
+        let servers = Arc::new(Servers::new());
+        // Every connection task, so shutdown can wait for them (up to the grace period).
+        let tasks = tokio_util::task::TaskTracker::new();
         let conns = Arc::new(conn::Conns::default());
         loop {
             let (tcp, remote) = tokio::select! {
@@ -226,62 +216,124 @@ impl Server {
                     Ok::<_, Infallible>(r)
                 }
             });
-            match &self.tls {
-                None => {
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                        .into_owned();
-                    let fut = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        // Dropping the connection closes it; it has no request in flight.
-                        tokio::select! {
-                            _ = fut => {}
-                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
-                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
-                        }
-                    });
-                }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let builder = builder.clone();
-                    let token = token.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let tls = tokio::select! {
-                            r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
-                            () = token.cancelled() => return,
-                            () = reg.close.cancelled() => {
-                                closed.with_label_values(&["shed"]).inc();
-                                return;
-                            }
-                        };
-                        let Ok(Ok(tls)) = tls else {
-                            tracing::debug!(%remote, "TLS handshake failed");
+            let (servers, token) = (servers.clone(), token.clone());
+            // Plain and TLS connections are separate tasks, each sized for its own
+            // stream type (a TLS stream holds rustls' state, several KiB).
+            match self.tls.clone() {
+                None => tasks.spawn(async move {
+                    let _permit = permit;
+                    // The version from the first bytes, without taking them.
+                    let proto = tokio::select! {
+                        r = conn::Proto::of_stream(&tcp) => r,
+                        () = reg.act.idle_for(idle) => {
+                            closed.with_label_values(&["idle"]).inc();
                             return;
-                        };
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            () = reg.act.idle_for(idle) => closed.with_label_values(&["idle"]).inc(),
-                            () = reg.close.cancelled() => closed.with_label_values(&["shed"]).inc(),
-                            () = token.cancelled() => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = conn.await;
-                            }
                         }
-                    });
-                }
-            }
+                        () = reg.close.cancelled() => {
+                            closed.with_label_values(&["shed"]).inc();
+                            return;
+                        }
+                        () = token.cancelled() => return,
+                    };
+                    let Ok(proto) = proto else { return };
+                    let ended = servers.serve(proto, tcp, svc, &reg, idle, &token).await;
+                    ended.count(&closed);
+                }),
+                Some(acceptor) => tasks.spawn(async move {
+                    let _permit = permit;
+                    let tls = tokio::select! {
+                        r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
+                        () = token.cancelled() => return,
+                        () = reg.close.cancelled() => {
+                            closed.with_label_values(&["shed"]).inc();
+                            return;
+                        }
+                    };
+                    let Ok(Ok(tls)) = tls else {
+                        tracing::debug!(%remote, "TLS handshake failed");
+                        return;
+                    };
+                    let proto = conn::Proto::of_alpn(tls.get_ref().1.alpn_protocol());
+                    let ended = servers.serve(proto, tls, svc, &reg, idle, &token).await;
+                    ended.count(&closed);
+                }),
+            };
         }
         drop(self.listener);
+        tasks.close();
         let grace = self.state.cfg.load().shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!("HTTP connections still open after the grace period");
+        }
+    }
+}
+
+/// hyper's servers, configured once: HTTP/1.1 and HTTP/2 for a connection whose version
+/// is known ([`conn::Proto`]), and hyper-util's auto-detection for the rest.
+struct Servers {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new() -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        // Media bodies are shared `Bytes` chunks: send them with vectored writes rather
+        // than copying them into hyper's buffer.
+        h1.writev(true);
+        // Without a timer hyper applies no header timeout: a client that trickles its
+        // request headers would hold a connection slot for ever.
+        h1.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(hyper_util::rt::TokioTimer::new());
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .writev(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        auto.http2().timer(hyper_util::rt::TokioTimer::new());
+        Self { h1, h2, auto }
+    }
+
+    /// Serves one connection in the version `proto` says. HTTP/1.1, the common case,
+    /// stays in the connection's task; the rarer two are boxed so that every
+    /// connection's task is not sized for them.
+    async fn serve<I, S>(
+        &self,
+        proto: conn::Proto,
+        io: I,
+        svc: S,
+        reg: &conn::Registered,
+        idle: Duration,
+        stop: &CancellationToken,
+    ) -> conn::Ended
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        match proto {
+            conn::Proto::H1 => {
+                let c = self.h1.serve_connection(io, svc).with_upgrades();
+                conn::drive(c, reg, idle, stop).await
+            }
+            conn::Proto::H2 => {
+                let c = self.h2.serve_connection(io, svc);
+                Box::pin(conn::drive(c, reg, idle, stop)).await
+            }
+            conn::Proto::Sniff => {
+                let c = self.auto.serve_connection_with_upgrades(io, svc);
+                Box::pin(conn::drive(c, reg, idle, stop)).await
+            }
         }
     }
 }

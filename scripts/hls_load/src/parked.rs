@@ -12,7 +12,8 @@
 //!
 //! Memory and CPU are read from `/proc/{--node-pid}`: RSS before any connection, with the
 //! connections open and idle, and with every request parked (just before the publish);
-//! CPU over the parked stretch and over the release.
+//! CPU over the parked stretch and over the release. The node's live Rust heap
+//! (`estuary_heap_allocated_bytes` on `/metrics`) is read at the same three points.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -196,6 +197,20 @@ async fn parked_count(c: &crate::Http, metrics: &str) -> Result<u64> {
         .sum())
 }
 
+/// The node's live Rust heap (`estuary_heap_allocated_bytes`, jemalloc's own count), in
+/// kB: unlike RSS it leaves out freed pages the allocator keeps and GStreamer's buffers,
+/// so its difference is what the parked requests themselves hold.
+async fn heap_kb(c: &crate::Http, metrics: &str) -> Result<u64> {
+    let resp = c.get(metrics.parse()?).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("estuary_heap_allocated_bytes "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|b| b / 1024)
+        .context("no estuary_heap_allocated_bytes on /metrics")
+}
+
 /// Latencies of one round, ms after the node published the part.
 struct Round {
     parked: u64,
@@ -203,6 +218,7 @@ struct Round {
     latencies: Vec<(f64, f64)>,
     errors: Vec<String>,
     rss_parked: u64,
+    heap_parked: u64,
     cpu_parked_pct: f64,
     cpu_release_ms: u64,
 }
@@ -252,6 +268,7 @@ async fn round(a: &Args, senders: &[Sender], obs: &crate::Http, node: &Node) -> 
     let t0 = Instant::now();
     tokio::time::sleep_until((synced + target.part_target.mul_f64(0.8)).into()).await;
     let (rss_parked, cpu1) = proc_usage(a.node_pid)?;
+    let heap_parked = heap_kb(obs, metrics).await?;
     let cpu_parked_pct = (cpu1 - cpu0) as f64 / (t0.elapsed().as_secs_f64() * 1e3) * 100.0;
     let mut arrivals = Vec::with_capacity(a.reloads + a.hints);
     let mut errors = Vec::new();
@@ -282,6 +299,7 @@ async fn round(a: &Args, senders: &[Sender], obs: &crate::Http, node: &Node) -> 
         latencies,
         errors,
         rss_parked,
+        heap_parked,
         cpu_parked_pct,
         cpu_release_ms: cpu2 - cpu1,
     })
@@ -313,6 +331,7 @@ pub async fn run(a: Args) -> Result<()> {
     };
     let obs = client(false);
     let (rss_base, _) = proc_usage(a.node_pid)?;
+    let heap_base = heap_kb(&obs, &node.metrics).await?;
     // Connect with bounded concurrency, so the listen backlog never overflows.
     let gate = Arc::new(Semaphore::new(256));
     let mut set = JoinSet::new();
@@ -331,8 +350,10 @@ pub async fn run(a: Args) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_idle, _) = proc_usage(a.node_pid)?;
+    let heap_idle = heap_kb(&obs, &node.metrics).await?;
     let mut lat = Vec::new();
     let (mut errors, mut voids) = (Vec::new(), 0);
+    let mut heap_parked = 0;
     let (mut rss_parked, mut cpu_pct, mut cpu_rel) = (0, Vec::new(), Vec::new());
     let mut parked = Vec::new();
     for _ in 0..a.rounds {
@@ -342,6 +363,7 @@ pub async fn run(a: Args) -> Result<()> {
                 parked.push(r.parked);
                 errors.extend(r.errors);
                 rss_parked = rss_parked.max(r.rss_parked);
+                heap_parked = heap_parked.max(r.heap_parked);
                 cpu_pct.push(r.cpu_parked_pct);
                 cpu_rel.push(r.cpu_release_ms as f64);
             }
@@ -386,6 +408,12 @@ pub async fn run(a: Args) -> Result<()> {
         "per_parked_request_kb {:.1} (connections included) {:.1} (requests only)",
         rss_parked.saturating_sub(rss_base) as f64 / total as f64,
         rss_parked.saturating_sub(rss_idle) as f64 / total as f64
+    );
+    println!("heap_kb before {heap_base} idle_conns {heap_idle} parked {heap_parked}");
+    println!(
+        "heap_per_parked_request_kb {:.1} (connections included) {:.1} (requests only)",
+        heap_parked.saturating_sub(heap_base) as f64 / total as f64,
+        heap_parked.saturating_sub(heap_idle) as f64 / total as f64
     );
     println!(
         "cpu parked {:.1}% release {:.0} ms",
