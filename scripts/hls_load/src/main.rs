@@ -221,7 +221,10 @@ fn parts_after(playlist: &str, fetched: &str) -> u64 {
         if !line.starts_with("#EXT-X-PART:") {
             continue;
         }
-        let uri = line.split("URI=\"").nth(1).and_then(|r| r.split('"').next());
+        let uri = line
+            .split("URI=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
         match after.as_mut() {
             Some(n) => *n += 1,
             None if uri == Some(fetched) => after = Some(0),
