@@ -17,7 +17,12 @@
 # Release latency is the arrival of each response's head (the node has answered); the
 # arrival of the whole body is printed beside it.
 #
-# Usage: scripts/parked-bench.sh [ROUNDS] [PROTOCOLS]   (defaults 5, "h2 h1")
+# h2r and h1r park the same number of connections and requests, all playlist reloads:
+# the release path without the part bodies to move.
+# The node's live Rust heap (jemalloc's count, from /metrics) is printed beside RSS; it
+# counts buffers hyper reserved but never wrote, which RSS (touched pages) does not.
+#
+# Usage: scripts/parked-bench.sh [ROUNDS] [PROTOCOLS]   (defaults 5, "h2 h1"; also h2r h1r)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node-lib.sh
@@ -55,6 +60,11 @@ for proto in $PROTOS; do
   case $proto in
     h2) args=(--h2 --conns 1000 --reloads 10000 --hints 10000) ;;
     h1) args=(--conns 10000 --reloads 5000 --hints 5000) ;;
+    # Playlist reloads only (a few KB each): the wakeup and response path without the
+    # 75 KB part bodies to move.
+    h2r) args=(--h2 --conns 1000 --reloads 20000 --hints 0) ;;
+    h1r) args=(--conns 10000 --reloads 10000 --hints 0) ;;
+    *) echo "unknown protocol $proto (h2 h1 h2r h1r)" >&2; exit 2 ;;
   esac
   echo "== $proto"
   "$LOAD" parked --url "$url" --node-pid "$NODE_PID" --rounds "$ROUNDS" \
