@@ -16,16 +16,24 @@
 # the machine is not also busy encoding; each node still packages its live stream while
 # measured, which nginx does not have to.
 #
+# Each run also prints the server's and wrk's CPU (% of one core; with 2 workers, of up to
+# two). wrk runs on the same machine: when it is at 100 % of its core for nginx, nginx's
+# figure is the client's ceiling, and a faster server cannot show a larger ratio.
+#
 # With PERF=1 it also profiles the node (perf) serving parts over plain HTTP, and prints
 # the kernel's and its own share of the time and the share of the body copy into the
 # socket (`_copy_from_iter`).
 #
-# Usage: [PERF=1] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
+# NGINX_SENDFILE=off makes nginx read and write each plain response instead (one copy into
+# the socket, as Estuary's write does): what a zero-copy send is worth here.
+#
+# Usage: [PERF=1] [NGINX_SENDFILE=off] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
 #        (defaults 10, 64, 3, "1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node-lib.sh
 SECS=${1:-10}
+[ "$SECS" -ge 3 ] || { echo "SECONDS must be at least 3" >&2; exit 2; }
 CONNS=${2:-64}
 ROUNDS=${3:-3}
 WORKERS=${4:-"1 2"}
@@ -76,12 +84,33 @@ fresh() {
   echo "$1/$name"
 }
 
-# Requests/s of one wrk run; any non-2xx answer makes the run invalid.
+# CPU time (clock ticks, 100 a second) of the given processes, summed.
+ticks() {
+  local sum=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$sum"
+}
+
+# One wrk run against $2 with $1 threads; $3... are the server's processes. Prints
+# requests/s, then wrk's and the server's CPU (% of one core) over the run's middle (from
+# 1 s in to 1 s before the end), so a saturated client shows: a client at 100 % of its
+# core caps both servers alike, and no ratio above that ceiling can be measured. Any
+# non-2xx answer makes the run invalid.
 run() {
-  local out
-  out=$(wrk -t"$1" -c"$CONNS" -d"${SECS}s" "$2")
-  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx answers from $2" >&2; exit 1; fi
-  echo "$out" | awk '/Requests\/sec/ {print $2}'
+  local w=$1 url=$2 out="$dir/wrk.out" wp c0 s0 c1 s1 mid
+  shift 2
+  wrk -t"$w" -c"$CONNS" -d"${SECS}s" "$url" > "$out" &
+  wp=$!
+  mid=$((SECS - 2))
+  sleep 1
+  c0=$(ticks "$wp") s0=$(ticks "$@")
+  sleep "$mid"
+  c1=$(ticks "$wp") s1=$(ticks "$@")
+  wait "$wp"
+  if grep -q "Non-2xx" "$out"; then echo "non-2xx answers from $url" >&2; exit 1; fi
+  echo "$(awk '/Requests\/sec/ {print $2}' "$out") $(((c1 - c0) / mid)) $(((s1 - s0) / mid))"
 }
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
@@ -98,7 +127,7 @@ daemon off;
 events { worker_connections 4096; }
 http {
   access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
+  sendfile ${NGINX_SENDFILE:-on}; tcp_nopush on; tcp_nodelay on;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$port; root $dir/www; }
   server {
@@ -133,10 +162,15 @@ NG
         code=$(curl -sk -o /dev/null -w '%{http_code}' "$n")
         [ "$code" = 200 ] || { echo "nginx answers $code for $n" >&2; exit 1; }
         size=$(stat -c %s "$dir/www/${proto:0:1}-$obj.m4s")
-        if [ $((r % 2)) = 1 ]; then est=$(run "$w" "$e"); ngx=$(run "$w" "$n")
-        else ngx=$(run "$w" "$n"); est=$(run "$w" "$e"); fi
-        awk -v w="$w" -v p="$proto" -v o="$obj" -v r="$r" -v s="$size" -v e="$est" -v n="$ngx" \
-          'BEGIN { printf "workers %s %-5s %-4s round %s  %7d bytes  estuary %9.0f req/s  nginx %9.0f req/s  ratio %.2f\n", w, p, o, r, s, e, n, e/n }' \
+        epid=$PID_plain; [ "$proto" = tls ] && epid=$PID_tls
+        # shellcheck disable=SC2046
+        if [ $((r % 2)) = 1 ]; then est=$(run "$w" "$e" "$epid"); ngx=$(run "$w" "$n" $(pgrep -P "$(cat "$dir/nginx.pid")"))
+        else ngx=$(run "$w" "$n" $(pgrep -P "$(cat "$dir/nginx.pid")")); est=$(run "$w" "$e" "$epid"); fi
+        read -r e ecl esv <<< "$est"
+        read -r n ncl nsv <<< "$ngx"
+        awk -v w="$w" -v p="$proto" -v o="$obj" -v r="$r" -v s="$size" -v e="$e" -v n="$n" \
+          -v ecl="$ecl" -v esv="$esv" -v ncl="$ncl" -v nsv="$nsv" \
+          'BEGIN { printf "workers %s %-5s %-4s round %s  %7d bytes  estuary %9.0f req/s (cpu %3d%%, wrk %3d%%)  nginx %9.0f req/s (cpu %3d%%, wrk %3d%%)  ratio %.2f\n", w, p, o, r, s, e, esv, ecl, n, nsv, ncl, e/n }' \
           | tee -a "$dir/results"
       done
     done
@@ -145,7 +179,7 @@ NG
     # Where the node's time goes while it serves parts over plain HTTP.
     e=$(fresh "$URL_plain" part p-part.m4s)
     perf record -F 2000 -g -p "$PID_plain" -o "$dir/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
-    run "$w" "$e" >/dev/null
+    run "$w" "$e" "$PID_plain" >/dev/null
     wait $!
     echo "perf, Estuary serving parts over plain HTTP with $w worker(s), share of its samples:"
     perf report -i "$dir/perf.data" --no-children --sort dso -g none 2>/dev/null | grep '%' | head -3
@@ -157,12 +191,17 @@ NG
 done
 echo "median ratio (estuary / nginx) per case:"
 python3 - "$dir/results" <<'PY'
-import statistics, sys
-cases = {}
+import re, statistics, sys
+cases, cpus = {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
-    cases.setdefault(" ".join(f[:4]), []).append(float(f[-1]))
+    key = " ".join(f[:4])
+    cases.setdefault(key, []).append(float(f[-1]))
+    # (server, wrk) CPU for Estuary, then for nginx.
+    cpus.setdefault(key, []).append([int(v) for pair in re.findall(r"cpu +(\d+)%, wrk +(\d+)%", line) for v in pair])
 for k, v in sorted(cases.items()):
-    print(f"{k:<22} {statistics.median(v):.2f}  (rounds: {' '.join(f'{x:.2f}' for x in v)})")
+    c = [statistics.median(col) for col in zip(*cpus[k])]
+    print(f"{k:<22} {statistics.median(v):.2f}  (rounds: {' '.join(f'{x:.2f}' for x in v)})"
+          f"  median cpu: estuary {c[0]:.0f}% wrk {c[1]:.0f}%, nginx {c[2]:.0f}% wrk {c[3]:.0f}%")
 PY
 echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
