@@ -219,6 +219,7 @@ impl Server {
             let (servers, token) = (servers.clone(), token.clone());
             // Plain and TLS connections are separate tasks, each sized for its own
             // stream type (a TLS stream holds rustls' state, several KiB).
+            let tracker = tasks.clone();
             match self.tls.clone() {
                 None => tasks.spawn(async move {
                     let _permit = permit;
@@ -236,8 +237,18 @@ impl Server {
                         () = token.cancelled() => return,
                     };
                     let Ok(proto) = proto else { return };
-                    let ended = servers.serve(proto, tcp, svc, &reg, idle, &token).await;
-                    ended.count(&closed);
+                    if proto == conn::Proto::H1 {
+                        let ended = servers.serve_h1(tcp, svc, &reg, idle, &token).await;
+                        ended.count(&closed);
+                    } else {
+                        // HTTP/2 moves to a task of its own size, so that this one,
+                        // which every plain connection has, stays sized for HTTP/1.1.
+                        tracker.spawn(async move {
+                            let _permit = _permit;
+                            let ended = servers.serve(proto, tcp, svc, &reg, idle, &token).await;
+                            ended.count(&closed);
+                        });
+                    }
                 }),
                 Some(acceptor) => tasks.spawn(async move {
                     let _permit = permit;
@@ -297,9 +308,33 @@ impl Servers {
         Self { h1, h2, auto }
     }
 
-    /// Serves one connection in the version `proto` says. HTTP/1.1, the common case,
-    /// stays in the connection's task; the rarer two are boxed so that every
-    /// connection's task is not sized for them.
+    /// Serves an HTTP/1.1 connection.
+    async fn serve_h1<I, S>(
+        &self,
+        io: I,
+        svc: S,
+        reg: &conn::Registered,
+        idle: Duration,
+        stop: &CancellationToken,
+    ) -> conn::Ended
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let c = self
+            .h1
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        conn::drive(c, reg, idle, stop).await
+    }
+
+    /// Serves one connection in the version `proto` says.
     async fn serve<I, S>(
         &self,
         proto: conn::Proto,
@@ -320,19 +355,17 @@ impl Servers {
             + 'static,
         S::Future: Send + 'static,
     {
-        let io = TokioIo::new(io);
         match proto {
-            conn::Proto::H1 => {
-                let c = self.h1.serve_connection(io, svc).with_upgrades();
+            conn::Proto::H1 => self.serve_h1(io, svc, reg, idle, stop).await,
+            conn::Proto::H2 => {
+                let c = self.h2.serve_connection(TokioIo::new(io), svc);
                 conn::drive(c, reg, idle, stop).await
             }
-            conn::Proto::H2 => {
-                let c = self.h2.serve_connection(io, svc);
-                Box::pin(conn::drive(c, reg, idle, stop)).await
-            }
             conn::Proto::Sniff => {
-                let c = self.auto.serve_connection_with_upgrades(io, svc);
-                Box::pin(conn::drive(c, reg, idle, stop)).await
+                let c = self
+                    .auto
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
+                conn::drive(c, reg, idle, stop).await
             }
         }
     }
