@@ -27,7 +27,9 @@
 # NGINX_SENDFILE=off makes nginx read and write each plain response instead (one copy into
 # the socket, as Estuary's write does): what a zero-copy send is worth here.
 #
-# Usage: [PERF=1] [NGINX_SENDFILE=off] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
+# NGINX_TMPFS=1 puts nginx's files in /dev/shm instead of the disk's page cache.
+#
+# Usage: [PERF=1] [NGINX_SENDFILE=off] [NGINX_TMPFS=1] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
 #        (defaults 10, 64, 3, "1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,11 +45,15 @@ dir=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null
-  rm -rf "$dir"
+  rm -rf "$dir" "${www:-}"
 }
 trap cleanup EXIT
-mkdir -p "$dir/www" "$dir/plain" "$dir/tls"
-chmod 755 "$dir" "$dir/www"
+# nginx's document root: in the run's temp dir (the disk's page cache), or with
+# NGINX_TMPFS=1 in /dev/shm (shared memory, as a memfd is).
+www=$dir/www
+if [ "${NGINX_TMPFS:-0}" = 1 ]; then www=$(mktemp -d /dev/shm/http-bench.XXXXXX); fi
+mkdir -p "$www" "$dir/plain" "$dir/tls"
+chmod 755 "$dir" "$www"
 ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=1280x720:rate=30 \
   -f lavfi -i sine -t 60 -c:v libx264 -preset ultrafast -tune zerolatency -g 30 -b:v 3M \
   -c:a aac -f mpegts "$dir/src.ts"
@@ -79,8 +85,8 @@ fresh() {
     seg) name=$(echo "$pl" | grep -E '^[0-9]+\.m4s$' | tail -1) ;;
     part) name=$(echo "$pl" | sed -n 's/^#EXT-X-PART:.*URI="\(p[0-9]*\.m4s\)".*/\1/p' | tail -1) ;;
   esac
-  curl -sk "$1/$name" -o "$dir/www/$3"
-  chmod 644 "$dir/www/$3"
+  curl -sk "$1/$name" -o "$www/$3"
+  chmod 644 "$www/$3"
   echo "$1/$name"
 }
 
@@ -129,10 +135,10 @@ http {
   access_log off;
   sendfile ${NGINX_SENDFILE:-on}; tcp_nopush on; tcp_nodelay on;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$port; root $dir/www; }
+  server { listen 127.0.0.1:$port; root $www; }
   server {
     listen 127.0.0.1:$sport ssl;
-    root $dir/www;
+    root $www;
     ssl_certificate $dir/cert.pem;
     ssl_certificate_key $dir/key.pem;
     ssl_protocols TLSv1.3;
@@ -161,7 +167,7 @@ NG
         fi
         code=$(curl -sk -o /dev/null -w '%{http_code}' "$n")
         [ "$code" = 200 ] || { echo "nginx answers $code for $n" >&2; exit 1; }
-        size=$(stat -c %s "$dir/www/${proto:0:1}-$obj.m4s")
+        size=$(stat -c %s "$www/${proto:0:1}-$obj.m4s")
         epid=$PID_plain; [ "$proto" = tls ] && epid=$PID_tls
         # shellcheck disable=SC2046
         if [ $((r % 2)) = 1 ]; then est=$(run "$w" "$e" "$epid"); ngx=$(run "$w" "$n" $(pgrep -P "$(cat "$dir/nginx.pid")"))
