@@ -279,6 +279,34 @@ impl Server {
     }
 }
 
+/// A connection's byte stream (plain TCP or TLS).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The request handler as hyper's servers take it.
+trait Svc:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+impl<T> Svc for T where
+    T: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// hyper's servers, configured once: HTTP/1.1 and HTTP/2 for a connection whose version
 /// is known ([`conn::Proto`]), and hyper-util's auto-detection for the rest.
 struct Servers {
@@ -318,14 +346,8 @@ impl Servers {
         stop: &CancellationToken,
     ) -> conn::Ended
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
+        I: Io,
+        S: Svc,
     {
         let c = self
             .h1
@@ -345,15 +367,8 @@ impl Servers {
         stop: &CancellationToken,
     ) -> conn::Ended
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        I: Io,
+        S: Svc,
     {
         match proto {
             conn::Proto::H1 => self.serve_h1(io, svc, reg, idle, stop).await,
