@@ -712,3 +712,72 @@ async fn http_version_is_told_from_split_first_bytes() {
     let resp = String::from_utf8_lossy(&resp);
     assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
 }
+
+/// On SIGTERM a request in flight is answered, not cut: a blocking playlist reload parked
+/// when the signal comes still gets its HTTP answer, an idle keep-alive connection is
+/// closed, and the node exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_requests_in_flight_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut node = Node::start(
+        "graceful",
+        "hls.blocking_timeout = \"2s\"\n[streams.demo]\n",
+    );
+    let _pub = ffmpeg_publish(&srt_url(&node, "demo", None), 40, 60);
+    let url = node.url("/live/demo/source/index.m3u8");
+    let pl = wait_ok(&url, Duration::from_secs(20)).await;
+    let lines = parse_playlist(&pl.text());
+    let last = segments(&lines).last().map_or(
+        tag(&lines, "EXT-X-MEDIA-SEQUENCE").parse::<u64>().unwrap(),
+        |s| s.0,
+    );
+
+    // Parked: a reload for the first part two segments on, which takes seconds to come.
+    let mut parked = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    parked
+        .write_all(
+            format!(
+                "GET /live/demo/source/index.m3u8?_HLS_msn={}&_HLS_part=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+                last + 2
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // An idle keep-alive connection that has had its answer.
+    let mut idle = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    node.signal("TERM");
+    // The idle connection is closed by the node.
+    let r = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection is still open after SIGTERM: {r:?}"
+    );
+    // The parked request gets a whole answer: the playlist or the blocking timeout's 503.
+    let mut got = Vec::new();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), parked.read(&mut buf))
+            .await
+            .expect("no answer to the parked request")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 503"),
+        "the parked request was not answered before the node closed it: {text:?}"
+    );
+    let status = node.wait_exit(Duration::from_secs(10)).expect("node exits");
+    assert!(status.success(), "{status:?}\n{}", node.log());
+}

@@ -285,20 +285,17 @@ impl Ended {
     }
 }
 
-/// Serves a connection until it ends, goes idle for `idle`, is shed, or `stop` is
-/// cancelled (then its requests in flight finish first).
-pub async fn drive<C: Shutdown>(
-    conn: C,
-    reg: &Registered,
-    idle: Duration,
-    stop: &CancellationToken,
-) -> Ended {
+/// Serves a connection until it ends, goes idle for `idle`, is shed, or the server stops
+/// (then its requests in flight finish first).
+pub async fn drive<C: Shutdown>(conn: C, reg: &Registered, idle: Duration) -> Ended {
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => Ended::ByItself,
         () = reg.act.idle_for(idle) => Ended::Idle,
-        () = reg.close.cancelled() => Ended::Shed,
-        () = stop.cancelled() => {
+        () = reg.close.cancelled() => {
+            if !reg.stopping() {
+                return Ended::Shed;
+            }
             conn.as_mut().shutdown();
             let _ = conn.await;
             Ended::Shutdown
@@ -307,10 +304,11 @@ pub async fn drive<C: Shutdown>(
 }
 
 /// The open connections: activity and a token that closes each.
-#[derive(Default)]
 pub struct Conns {
     next: AtomicU64,
     open: Mutex<HashMap<u64, (Arc<Activity>, CancellationToken)>>,
+    /// The server's stop; each connection's `close` is a child of it.
+    stop: CancellationToken,
 }
 
 /// A registered connection; deregisters on drop.
@@ -319,8 +317,17 @@ pub struct Registered {
     id: u64,
     /// Its activity.
     pub act: Arc<Activity>,
-    /// Cancelled to close it (shed for a newcomer).
+    /// Cancelled to close it: shed for a newcomer, or the server stops
+    /// ([`Registered::stopping`] tells which). A child of the server's stop token, so
+    /// that a connection's task, which polls it on every wake, locks only its own.
     pub close: CancellationToken,
+}
+
+impl Registered {
+    /// The server is stopping (rather than this connection being shed).
+    pub fn stopping(&self) -> bool {
+        self.conns.stop.is_cancelled()
+    }
 }
 
 impl Drop for Registered {
@@ -334,10 +341,19 @@ impl Drop for Registered {
 }
 
 impl Conns {
+    /// No connections yet; `stop` closes them all when the server stops.
+    pub fn new(stop: CancellationToken) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            open: Mutex::default(),
+            stop,
+        }
+    }
+
     /// Registers a new connection and wraps its stream.
     pub fn register<T>(self: &Arc<Self>, io: T) -> (Tracked<T>, Registered) {
         let act = Arc::new(Activity::new());
-        let close = CancellationToken::new();
+        let close = self.stop.child_token();
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.open
             .lock()
@@ -413,13 +429,19 @@ mod tests {
 
     #[test]
     fn the_longest_idle_is_shed() {
-        let conns = Arc::new(Conns::default());
+        let stop = CancellationToken::new();
+        let conns = Arc::new(Conns::new(stop.clone()));
         let (_io1, r1) = conns.register(());
         let (_io2, r2) = conns.register(());
         let _busy = r1.act.request();
         assert!(conns.shed_oldest_idle());
         assert!(!r1.close.is_cancelled());
         assert!(r2.close.is_cancelled());
+        assert!(!r2.stopping());
         assert!(!conns.shed_oldest_idle());
+        // Stopping the server closes every connection, and each can tell it from a shed.
+        stop.cancel();
+        assert!(r1.close.is_cancelled());
+        assert!(r1.stopping());
     }
 }

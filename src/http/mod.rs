@@ -150,7 +150,7 @@ impl Server {
         let servers = Arc::new(Servers::new());
         // Every connection task, so shutdown can wait for them (up to the grace period).
         let tasks = tokio_util::task::TaskTracker::new();
-        let conns = Arc::new(conn::Conns::default());
+        let conns = Arc::new(conn::Conns::new(token.clone()));
         loop {
             let (tcp, remote) = tokio::select! {
                 () = token.cancelled() => break,
@@ -216,7 +216,7 @@ impl Server {
                     Ok::<_, Infallible>(r)
                 }
             });
-            let (servers, token) = (servers.clone(), token.clone());
+            let servers = servers.clone();
             // Plain and TLS connections are separate tasks, each sized for its own
             // stream type (a TLS stream holds rustls' state, several KiB).
             let tracker = tasks.clone();
@@ -231,21 +231,22 @@ impl Server {
                             return;
                         }
                         () = reg.close.cancelled() => {
-                            closed.with_label_values(&["shed"]).inc();
+                            if !reg.stopping() {
+                                closed.with_label_values(&["shed"]).inc();
+                            }
                             return;
                         }
-                        () = token.cancelled() => return,
                     };
                     let Ok(proto) = proto else { return };
                     if proto == conn::Proto::H1 {
-                        let ended = servers.serve_h1(tcp, svc, &reg, idle, &token).await;
+                        let ended = servers.serve_h1(tcp, svc, &reg, idle).await;
                         ended.count(&closed);
                     } else {
                         // HTTP/2 moves to a task of its own size, so that this one,
                         // which every plain connection has, stays sized for HTTP/1.1.
                         tracker.spawn(async move {
                             let _permit = _permit;
-                            let ended = servers.serve(proto, tcp, svc, &reg, idle, &token).await;
+                            let ended = servers.serve(proto, tcp, svc, &reg, idle).await;
                             ended.count(&closed);
                         });
                     }
@@ -254,9 +255,10 @@ impl Server {
                     let _permit = permit;
                     let tls = tokio::select! {
                         r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
-                        () = token.cancelled() => return,
                         () = reg.close.cancelled() => {
-                            closed.with_label_values(&["shed"]).inc();
+                            if !reg.stopping() {
+                                closed.with_label_values(&["shed"]).inc();
+                            }
                             return;
                         }
                     };
@@ -265,7 +267,7 @@ impl Server {
                         return;
                     };
                     let proto = conn::Proto::of_alpn(tls.get_ref().1.alpn_protocol());
-                    let ended = servers.serve(proto, tls, svc, &reg, idle, &token).await;
+                    let ended = servers.serve(proto, tls, svc, &reg, idle).await;
                     ended.count(&closed);
                 }),
             };
@@ -343,7 +345,6 @@ impl Servers {
         svc: S,
         reg: &conn::Registered,
         idle: Duration,
-        stop: &CancellationToken,
     ) -> conn::Ended
     where
         I: Io,
@@ -353,7 +354,7 @@ impl Servers {
             .h1
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades();
-        conn::drive(c, reg, idle, stop).await
+        conn::drive(c, reg, idle).await
     }
 
     /// Serves one connection in the version `proto` says.
@@ -364,23 +365,22 @@ impl Servers {
         svc: S,
         reg: &conn::Registered,
         idle: Duration,
-        stop: &CancellationToken,
     ) -> conn::Ended
     where
         I: Io,
         S: Svc,
     {
         match proto {
-            conn::Proto::H1 => self.serve_h1(io, svc, reg, idle, stop).await,
+            conn::Proto::H1 => self.serve_h1(io, svc, reg, idle).await,
             conn::Proto::H2 => {
                 let c = self.h2.serve_connection(TokioIo::new(io), svc);
-                conn::drive(c, reg, idle, stop).await
+                conn::drive(c, reg, idle).await
             }
             conn::Proto::Sniff => {
                 let c = self
                     .auto
                     .serve_connection_with_upgrades(TokioIo::new(io), svc);
-                conn::drive(c, reg, idle, stop).await
+                conn::drive(c, reg, idle).await
             }
         }
     }
