@@ -356,6 +356,9 @@ pub async fn run(a: Args) -> Result<()> {
     let mut heap_parked = 0;
     let (mut rss_parked, mut cpu_pct, mut cpu_rel) = (0, Vec::new(), Vec::new());
     let mut parked = Vec::new();
+    // Each round's RSS and heap with every request parked: the first round's connections
+    // have never answered, later ones have (and hold what that touched).
+    let (mut rss_rounds, mut heap_rounds) = (Vec::new(), Vec::new());
     for _ in 0..a.rounds {
         match round(&a, &senders, &obs, &node).await {
             Ok(r) => {
@@ -364,6 +367,8 @@ pub async fn run(a: Args) -> Result<()> {
                 errors.extend(r.errors);
                 rss_parked = rss_parked.max(r.rss_parked);
                 heap_parked = heap_parked.max(r.heap_parked);
+                rss_rounds.push(r.rss_parked);
+                heap_rounds.push(r.heap_parked);
                 cpu_pct.push(r.cpu_parked_pct);
                 cpu_rel.push(r.cpu_release_ms as f64);
             }
@@ -409,7 +414,21 @@ pub async fn run(a: Args) -> Result<()> {
         rss_parked.saturating_sub(rss_base) as f64 / total as f64,
         rss_parked.saturating_sub(rss_idle) as f64 / total as f64
     );
+    let per = |v: &[u64], base: u64| {
+        v.iter()
+            .map(|x| format!("{:.1}", x.saturating_sub(base) as f64 / total as f64))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "per_parked_request_kb by round {} (connections included)",
+        per(&rss_rounds, rss_base)
+    );
     println!("heap_kb before {heap_base} idle_conns {heap_idle} parked {heap_parked}");
+    println!(
+        "heap_per_parked_request_kb by round {} (connections included)",
+        per(&heap_rounds, heap_base)
+    );
     println!(
         "heap_per_parked_request_kb {:.1} (connections included) {:.1} (requests only)",
         heap_parked.saturating_sub(heap_base) as f64 / total as f64,
