@@ -232,6 +232,12 @@ fn add_track(ctx: &Ctx, pad: &gst::Pad, caps: gst::Caps, forced: bool) -> Result
         if !ladder.rungs.is_empty() {
             let dq = queue(Duration::from_secs(2), false)?;
             let dec = make(decoder, None)?;
+            // Without direct rendering the decoder copies each picture into a buffer of
+            // its pool. With it, libav still holds the picture as a reference frame when
+            // the decoder finishes it, so GstVideoDecoder copies it anyway, into a fresh
+            // allocation: with the mmap threshold pinned (main.rs) that is an mmap, page
+            // faults and zeroing per frame (3 MiB at 1080p).
+            dec.set_property("direct-rendering", false);
             let dtee = make("tee", None)?;
             dtee.set_property("allow-not-linked", true);
             pipeline.add_many([&dq, &dec, &dtee]).map_err(setup)?;
