@@ -17,7 +17,7 @@
 # repeats its first frame), K in -2..2 chosen by the best SSIM over the first second and
 # printed, so a rendition one frame off is not scored as blurred.
 #
-# Usage: scripts/ladder-bench.sh [SECONDS]   (default 30)
+# Usage: [ROUNDS=n] [BASELINE_BIN=path] scripts/ladder-bench.sh [SECONDS]   (default 30)
 # SSIM=0 skips the quality part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,16 +63,6 @@ bitrate_kbps = 700
 preset = "veryfast"
 [streams.bench]
 CFG
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-start_node "$dir/c.toml" "$dir"
-http=$NODE_HTTP srt=$NODE_SRT
-pid=$NODE_PID
-c0=$(cpu_of "$pid")
-ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" -c copy -f mpegts \
-  "srt://$srt?streamid=bench&latency=120000" || true
-sleep 2
-c1=$(cpu_of "$pid")
-metrics=$(curl -s "http://$http/metrics")
 # init + every listed segment of a rendition, as one fMP4 file (playlist lines that are
 # not tags are segment URIs; parts are in tags).
 fetch_rendition() {
@@ -81,33 +71,76 @@ fetch_rendition() {
   curl -sf "$base/$(echo "$pl" | sed -n 's/^#EXT-X-MAP:URI="\([^"]*\)".*/\1/p' | head -1)" > "$out"
   for s in $(echo "$pl" | grep -v '^#'); do curl -sf "$base/$s" >> "$out"; done
 }
-for r in 720p 480p 360p; do fetch_rendition "http://$http/live/bench/$r" "$dir/est-$r.mp4"; done
-kill "$pid"; wait "$pid" 2>/dev/null || true
 
-mkdir -p "$dir/hls"
-/usr/bin/time -f "%U %S" -o "$dir/ff.time" ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" \
-  -filter_complex "[0:v]split=3[a][b][c];[a]scale=1280:720[v720];[b]scale=854:480[v480];[c]scale=640:360[v360]" \
-  -map "[v720]" -c:v:0 libx264 -b:v:0 2800k -map "[v480]" -c:v:1 libx264 -b:v:1 1200k \
-  -map "[v360]" -c:v:2 libx264 -b:v:2 700k -map 0:a -c:a copy -bsf:a aac_adtstoasc \
-  -maxrate:v:0 2800k -bufsize:v:0 1680k -maxrate:v:1 1200k -bufsize:v:1 720k \
-  -maxrate:v:2 700k -bufsize:v:2 420k \
-  -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
-  -f hls -hls_time 1 -hls_list_size 0 -hls_segment_type fmp4 -var_stream_map "v:0 v:1 v:2 a:0" \
-  -master_pl_name master.m3u8 "$dir/hls/v%v.m3u8"
-ff=$(awk '{print $1+$2}' "$dir/ff.time")
-echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
-est=$(echo "$c1 $c0" | awk '{print $1-$2}')
-echo "$metrics" | grep -E '^estuary_rendition_realtime_factor|^estuary_frames_dropped_total' | sed 's/^/  /'
-# A rung that falls behind drops frames (ffmpeg, reading a file, just slows down), so a
-# run with drops did less work: its ratio is also given with Estuary's CPU scaled up by
-# frames expected / frames encoded (an over-estimate: decoding was not skipped).
-drops=$(echo "$metrics" | awk '/^estuary_frames_dropped_total/ { d += $2 } END { print d + 0 }')
-awk -v e="$est" -v f="$ff" -v s="$SECS" -v d="$drops" 'BEGIN {
-  printf "estuary: %.1f CPU s for %d media s = %.2f CPU s per media s\n", e, s, e/s;
-  printf "ffmpeg:  %.1f CPU s for %d media s = %.2f CPU s per media s\n", f, s, f/s;
-  printf "ratio estuary/ffmpeg: %.2f\n", e/f;
-  n = 3 * 30 * s;
-  if (d > 0) printf "frames dropped: %d of %d; ratio with CPU scaled by %d/%d: %.2f (not a clean run)\n", d, n, n, n - d, e * n / (n - d) / f }'
+# One node (binary $1) takes the source over SRT; prints "CPU-seconds dropped-frames" and
+# leaves its rungs in $dir/$2-*.mp4. A rung that falls behind drops frames (ffmpeg,
+# reading a file, just slows down), so a run with drops did less work.
+run_node() {
+  local c0 c1 metrics
+  ESTUARY_BIN=$1 start_node "$dir/c.toml" "$dir" > /dev/null
+  c0=$(cpu_of "$NODE_PID")
+  ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" -c copy -f mpegts \
+    "srt://$NODE_SRT?streamid=bench&latency=120000" || true
+  sleep 2
+  c1=$(cpu_of "$NODE_PID")
+  metrics=$(curl -s "http://$NODE_HTTP/metrics")
+  echo "$metrics" | grep -E '^estuary_rendition_realtime_factor|^estuary_frames_dropped_total' | sed 's/^/  /' >&2
+  for r in 720p 480p 360p; do fetch_rendition "http://$NODE_HTTP/live/bench/$r" "$dir/$2-$r.mp4"; done
+  kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+  echo "$(echo "$c1 $c0" | awk '{print $1-$2}') $(echo "$metrics" | awk '/^estuary_frames_dropped_total/ { d += $2 } END { print d + 0 }')"
+}
+
+# ffmpeg doing the same ladder; prints its CPU seconds and leaves its HLS in $dir/hls.
+run_ffmpeg() {
+  rm -rf "$dir/hls"; mkdir -p "$dir/hls"
+  /usr/bin/time -f "%U %S" -o "$dir/ff.time" ffmpeg -hide_banner -loglevel error -re -i "$dir/src.ts" \
+    -filter_complex "[0:v]split=3[a][b][c];[a]scale=1280:720[v720];[b]scale=854:480[v480];[c]scale=640:360[v360]" \
+    -map "[v720]" -c:v:0 libx264 -b:v:0 2800k -map "[v480]" -c:v:1 libx264 -b:v:1 1200k \
+    -map "[v360]" -c:v:2 libx264 -b:v:2 700k -map 0:a -c:a copy -bsf:a aac_adtstoasc \
+    -maxrate:v:0 2800k -bufsize:v:0 1680k -maxrate:v:1 1200k -bufsize:v:1 720k \
+    -maxrate:v:2 700k -bufsize:v:2 420k \
+    -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
+    -f hls -hls_time 1 -hls_list_size 0 -hls_segment_type fmp4 -var_stream_map "v:0 v:1 v:2 a:0" \
+    -master_pl_name master.m3u8 "$dir/hls/v%v.m3u8"
+  awk '{print $1+$2}' "$dir/ff.time"
+}
+
+# ROUNDS rounds, each measuring Estuary, ffmpeg and (with BASELINE_BIN) a second Estuary
+# binary back to back, the order turned around every other round, since this machine's
+# speed drifts between runs. The candidate's rungs of the last round are scored below.
+ROUNDS=${ROUNDS:-1}
+cand=${ESTUARY_BIN:-${CARGO_TARGET_DIR:-target}/release/estuary}
+: > "$dir/rounds"
+for round in $(seq "$ROUNDS"); do
+  echo "round $round: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ $((round % 2)) = 1 ]; then
+    [ -n "${BASELINE_BIN:-}" ] && base=$(run_node "$BASELINE_BIN" base)
+    ff=$(run_ffmpeg)
+    est=$(run_node "$cand" est)
+  else
+    est=$(run_node "$cand" est)
+    ff=$(run_ffmpeg)
+    [ -n "${BASELINE_BIN:-}" ] && base=$(run_node "$BASELINE_BIN" base)
+  fi
+  echo "round $round: load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+  read -r e d <<< "$est"
+  read -r b bd <<< "${base:-0 0}"
+  awk -v e="$e" -v f="$ff" -v s="$SECS" -v d="$d" -v b="$b" -v bd="$bd" -v r="$round" 'BEGIN {
+    n = 3 * 30 * s;
+    printf "round %d: estuary %.2f CPU s per media s (%d of %d frames dropped), ffmpeg %.2f", r, e/s, d, n, f/s;
+    if (b > 0) printf ", baseline %.2f (%d dropped)", b/s, bd;
+    printf "; ratio estuary/ffmpeg %.2f", e/f;
+    if (b > 0) printf ", baseline/ffmpeg %.2f, estuary/baseline %.2f", b/f, e/b;
+    printf "\n" }' | tee -a "$dir/rounds"
+done
+python3 - "$dir/rounds" <<'PY'
+import re, statistics, sys
+rows = [l for l in open(sys.argv[1])]
+for name in ["estuary/ffmpeg", "baseline/ffmpeg", "estuary/baseline"]:
+    v = [float(m.group(1)) for l in rows for m in [re.search(re.escape(name) + r" ([0-9.]+)", l)] if m]
+    if v:
+        print(f"median ratio {name}: {statistics.median(v):.2f} (rounds: {' '.join(f'{x:.2f}' for x in v)})")
+PY
 
 [ "${SSIM:-1}" = 0 ] && exit 0
 i=0
