@@ -29,10 +29,25 @@
 #
 # NGINX_TMPFS=1 puts nginx's files in /dev/shm instead of the disk's page cache.
 #
-# Usage: [PERF=1] [NGINX_SENDFILE=off] [NGINX_TMPFS=1] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
+# TCP_CC=reno (or any name in net.ipv4.tcp_allowed_congestion_control) runs the whole
+# comparison in a network namespace of its own, with only loopback up, whose TCP
+# congestion control is that one. TCP's own pacing (BBR without the fq qdisc, as on this
+# VM's loopback) changes what a send costs; TCP_CC= shows both servers without it. Needs root.
+#
+# Usage: [PERF=1] [NGINX_SENDFILE=off] [NGINX_TMPFS=1] [TCP_CC=name] scripts/http-bench.sh [SECONDS] [CONNECTIONS] [ROUNDS] [WORKERS]
 #        (defaults 10, 64, 3, "1 2")
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${TCP_CC:-}" ] && [ -z "${HTTP_BENCH_NETNS:-}" ]; then
+  ns=http-bench-$$
+  ip netns add "$ns"
+  trap 'ip netns del "$ns"' EXIT
+  ip netns exec "$ns" ip link set lo up
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC"
+  echo "network namespace $ns, congestion control $(ip netns exec "$ns" sysctl -n net.ipv4.tcp_congestion_control)"
+  ip netns exec "$ns" env HTTP_BENCH_NETNS=1 "$0" "$@"
+  exit
+fi
 . scripts/node-lib.sh
 SECS=${1:-10}
 [ "$SECS" -ge 3 ] || { echo "SECONDS must be at least 3" >&2; exit 2; }
@@ -119,7 +134,7 @@ run() {
   echo "$(awk '/Requests\/sec/ {print $2}' "$out") $(((c1 - c0) / mid)) $(((s1 - s0) / mid))"
 }
 
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start, TCP congestion control $(sysctl -n net.ipv4.tcp_congestion_control)"
 : > "$dir/results"
 for w in $WORKERS; do
   node "$w" plain
@@ -198,16 +213,21 @@ done
 echo "median ratio (estuary / nginx) per case:"
 python3 - "$dir/results" <<'PY'
 import re, statistics, sys
-cases, cpus = {}, {}
+cases, cpus, per_req = {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     key = " ".join(f[:4])
     cases.setdefault(key, []).append(float(f[-1]))
     # (server, wrk) CPU for Estuary, then for nginx.
     cpus.setdefault(key, []).append([int(v) for pair in re.findall(r"cpu +(\d+)%, wrk +(\d+)%", line) for v in pair])
+    # Server CPU per request in µs (CPU % of one core x 10^4 / requests per second): the
+    # servers' own cost, which still compares when wrk is the ceiling.
+    per_req.setdefault(key, []).append([int(c) * 1e4 / float(r) for r, c in re.findall(r"(\d+) req/s \(cpu +(\d+)%", line)])
 for k, v in sorted(cases.items()):
     c = [statistics.median(col) for col in zip(*cpus[k])]
+    e, n = [statistics.median(col) for col in zip(*per_req[k])]
     print(f"{k:<22} {statistics.median(v):.2f}  (rounds: {' '.join(f'{x:.2f}' for x in v)})"
-          f"  median cpu: estuary {c[0]:.0f}% wrk {c[1]:.0f}%, nginx {c[2]:.0f}% wrk {c[3]:.0f}%")
+          f"  median cpu: estuary {c[0]:.0f}% wrk {c[1]:.0f}%, nginx {c[2]:.0f}% wrk {c[3]:.0f}%"
+          f"  server cpu per request: estuary {e:.1f} us, nginx {n:.1f} us (nginx / estuary {n / e:.2f})")
 PY
 echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg) at end"
