@@ -319,7 +319,7 @@ pub struct Registered {
     pub act: Arc<Activity>,
     /// Cancelled to close it: shed for a newcomer, or the server stops
     /// ([`Registered::stopping`] tells which). A child of the server's stop token, so
-    /// that a connection's task, which polls it on every wake, locks only its own.
+    /// that a connection's task waits on this one token for both.
     pub close: CancellationToken,
 }
 
