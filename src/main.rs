@@ -319,8 +319,13 @@ async fn run(
     source: Option<estuary::reload::Source>,
 ) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
-    // Installed first: SIGHUP's default action would end the process.
+    // Installed before anything listens: the default action of each of these signals
+    // ends the process at once, so one sent right after "listening" (systemd stopping a
+    // unit that has just started, a test) would skip the graceful shutdown.
     let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
     let token = CancellationToken::new();
     tokio::spawn(estuary::logging::report(log_limit, token.clone()));
     let demo_cfg_secret = cfg.interact.token_secret.clone();
@@ -400,8 +405,9 @@ async fn run(
     });
     let drain = node.drain();
     tokio::select! {
-        () = shutdown_signal() => {}
-        () = drained(&node, &drain) => {}
+        _ = term.recv() => {}
+        _ = interrupt.recv() => {}
+        () = drained(&node, &drain, &mut usr1) => {}
     }
     // Read now: a reload may have changed it.
     let grace = node.config().shutdown_grace;
@@ -422,9 +428,11 @@ async fn run(
 
 /// Waits for a drain to start (`POST /admin/drain` or SIGUSR1) and to finish: no
 /// publisher and no interaction viewer left, or `timeout`. SIGTERM still cuts it short.
-async fn drained(node: &Node, drain: &estuary::drain::Drain) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+async fn drained(
+    node: &Node,
+    drain: &estuary::drain::Drain,
+    usr1: &mut tokio::signal::unix::Signal,
+) {
     tokio::select! {
         () = drain.started() => {}
         _ = usr1.recv() => {
@@ -449,15 +457,6 @@ async fn drained(node: &Node, drain: &estuary::drain::Drain) {
             tracing::info!("drained: no publisher or viewer left");
             return;
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -333,3 +333,36 @@ fn json_logs_are_one_object_per_line() {
     assert!(log.contains("\"message\":\"estuary listening\""), "{log}");
     assert!(n >= 2, "{log}");
 }
+
+/// SIGTERM or SIGUSR1 sent the moment the node says it listens (systemd stopping a unit
+/// that has just started, an orchestrator draining a fresh node) is handled, not fatal:
+/// the node shuts down or drains and exits 0.
+#[test]
+fn signals_right_after_listening_are_handled() {
+    for round in 0..8 {
+        let sig = if round % 2 == 0 { "TERM" } else { "USR1" };
+        let mut node = Node::start("earlysig", "");
+        // Caught already when the node says it listens: SIGHUP (1), SIGINT (2), SIGUSR1
+        // (10) and SIGTERM (15) in the caught-signals mask.
+        let caught = u64::from_str_radix(&node.proc_status("SigCgt"), 16).unwrap();
+        for n in [1, 2, 10, 15] {
+            assert!(
+                caught & (1 << (n - 1)) != 0,
+                "signal {n} not caught yet: {caught:x}"
+            );
+        }
+        node.signal(sig);
+        let status = node
+            .wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("round {round}: SIG{sig}: still running\n{}", node.log()));
+        let log = node.log();
+        assert!(
+            status.success(),
+            "round {round}: SIG{sig} ended the node with {status:?}\n{log}"
+        );
+        assert!(
+            log.contains("shutting down"),
+            "round {round}: SIG{sig}\n{log}"
+        );
+    }
+}

@@ -138,15 +138,25 @@ impl Node {
         format!("http://{}{}", self.http, path)
     }
 
-    /// The node's resident set size in KiB, from `/proc`.
-    pub fn rss_kib(&self) -> u64 {
+    /// A field of the node's `/proc/PID/status` (`"VmRSS"`, `"SigCgt"`, …), trimmed.
+    pub fn proc_status(&self, field: &str) -> String {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("node running");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS in /proc status")
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
+            .trim()
+            .to_owned()
+    }
+
+    /// The node's resident set size in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> u64 {
+        let v = self.proc_status("VmRSS");
+        v.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS in KiB")
     }
 
     pub fn log(&self) -> String {
