@@ -293,7 +293,7 @@ pub async fn drive<C: Shutdown>(conn: C, reg: &Registered, idle: Duration) -> En
         _ = conn.as_mut() => Ended::ByItself,
         () = reg.act.idle_for(idle) => Ended::Idle,
         () = reg.close.cancelled() => {
-            if !reg.stopping() {
+            if reg.closed_by() == Ended::Shed {
                 return Ended::Shed;
             }
             conn.as_mut().shutdown();
@@ -327,6 +327,15 @@ impl Registered {
     /// The server is stopping (rather than this connection being shed).
     pub fn stopping(&self) -> bool {
         self.conns.stop.is_cancelled()
+    }
+
+    /// Why `close` fired: the server stops, or this connection was shed.
+    pub fn closed_by(&self) -> Ended {
+        if self.stopping() {
+            Ended::Shutdown
+        } else {
+            Ended::Shed
+        }
     }
 }
 

@@ -231,9 +231,7 @@ impl Server {
                             return;
                         }
                         () = reg.close.cancelled() => {
-                            if !reg.stopping() {
-                                closed.with_label_values(&["shed"]).inc();
-                            }
+                            reg.closed_by().count(&closed);
                             return;
                         }
                     };
@@ -256,9 +254,7 @@ impl Server {
                     let tls = tokio::select! {
                         r = tokio::time::timeout(idle.min(Duration::from_secs(10)), acceptor.accept(tcp)) => r,
                         () = reg.close.cancelled() => {
-                            if !reg.stopping() {
-                                closed.with_label_values(&["shed"]).inc();
-                            }
+                            reg.closed_by().count(&closed);
                             return;
                         }
                     };
